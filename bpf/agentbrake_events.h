@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * agentbrake_events.h — the ONE header shared by the BPF programs (bpf/*.bpf.c) and the
+ * daemon (daemon/loader, daemon/capture). Fixed-width types only; every record starts with
+ * struct ab_event_header. The C++ side static_asserts sizes and offsets
+ * (daemon/loader/event_layout_check.cpp), so a change here that is not mirrored there fails
+ * the build instead of corrupting decode at run time. Bump AB_EVENT_LAYOUT_VERSION on any
+ * layout change.
+ */
+#ifndef AGENTBRAKE_EVENTS_H
+#define AGENTBRAKE_EVENTS_H
+
+#ifdef __BPF__
+/* vmlinux.h provides __u8.. __u64 */
+#else
+#include <linux/types.h>
+#endif
+
+#define AB_EVENT_LAYOUT_VERSION 1
+
+#define AB_COMM_LEN 16
+#define AB_PATH_LEN 256
+#define AB_DNS_NAME_LEN 128
+#define AB_DNS_MAX_ADDRS 4
+
+/* One TLS capture chunk carries at most this many plaintext bytes. */
+#define AB_CHUNK_MAX 16384
+/* Scratch buffer is a power of two so the verifier-proof mask (0x7fff) stays inside it. */
+#define AB_CHUNK_BUF 32768
+
+enum ab_event_type {
+	AB_EV_EXEC = 1,     /* struct ab_proc_event */
+	AB_EV_FORK = 2,     /* struct ab_proc_event (pid = child, ppid = parent) */
+	AB_EV_EXIT = 3,     /* struct ab_proc_event (thread-group exit only) */
+	AB_EV_CONNECT = 4,  /* struct ab_sock_event */
+	AB_EV_ACCEPT = 5,   /* struct ab_sock_event */
+	AB_EV_CLOSE = 6,    /* struct ab_sock_event (only fds the kernel tracks as LLM sockets) */
+	AB_EV_TLS_DATA = 7, /* struct ab_tls_event + data */
+	AB_EV_SSL_NEW = 8,  /* struct ab_tls_event (len = 0): a new SSL object, reset stream */
+	AB_EV_SSL_FREE = 9, /* struct ab_tls_event (len = 0): stream ends */
+	AB_EV_DNS = 10,     /* struct ab_dns_event */
+	AB_EV_HOLD = 11,    /* struct ab_hold_event: the kernel stopped a process */
+	AB_EV_TLS_GAP = 12, /* struct ab_tls_event (len = 0, lost = bytes not captured) */
+};
+
+enum ab_direction {
+	AB_DIR_WRITE = 0, /* plaintext the process sent (requests) */
+	AB_DIR_READ = 1,  /* plaintext the process received (responses) */
+};
+
+struct ab_event_header {
+	__u32 type;      /* enum ab_event_type */
+	__u32 pid;       /* thread-group id */
+	__u32 tid;       /* thread id */
+	__u32 layout;    /* AB_EVENT_LAYOUT_VERSION */
+	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cgroup_id; /* cgroup v2 id (inode number of the cgroup directory) */
+};
+
+struct ab_proc_event {
+	struct ab_event_header hdr;
+	__u32 ppid;          /* real parent's tgid */
+	__u32 exit_code;     /* AB_EV_EXIT: task->exit_code */
+	__u64 start_time_ns; /* task->start_time (monotonic ns), identifies the process with pid */
+	__u32 uid;
+	__u32 _pad;
+	char comm[AB_COMM_LEN];
+	char filename[AB_PATH_LEN]; /* AB_EV_EXEC: the path exec'd (may be relative) */
+};
+
+/* Flags of ab_sock_event.flags */
+#define AB_SOCK_KNOWN_ENDPOINT (1u << 0) /* destination is in the endpoints map */
+#define AB_SOCK_WATCHED (1u << 1)        /* the process is already watched (probes attached) */
+#define AB_SOCK_BUDGET_MATCHED (1u << 2) /* the process is selected by a budget or loop rule */
+#define AB_SOCK_HELD (1u << 3)           /* the kernel took a capture hold at this connect */
+
+struct ab_sock_event {
+	struct ab_event_header hdr;
+	__s32 fd;
+	__s32 ret;      /* connect()/accept() return value (-EINPROGRESS counts as a connect) */
+	__u16 family;   /* AF_INET / AF_INET6 */
+	__u16 port;     /* host byte order */
+	__u32 flags;    /* AB_SOCK_* */
+	__u8 addr[16];  /* IPv4 in the first 4 bytes, or IPv6 */
+	char comm[AB_COMM_LEN];
+};
+
+/* Flags of ab_tls_event.flags */
+#define AB_TLS_TRUNCATED (1u << 0) /* the SSL call was larger than the capture cap */
+#define AB_TLS_TAIL (1u << 1)      /* this chunk belongs to the kept tail of a truncated call */
+
+struct ab_tls_event {
+	struct ab_event_header hdr;
+	__u64 ssl;       /* the SSL* (stream key together with pid) */
+	__u64 seq;       /* per-CPU monotonically increasing sequence (ordering across CPUs: ts) */
+	__u32 dir;       /* enum ab_direction */
+	__u32 flags;     /* AB_TLS_* */
+	__u32 call_len;  /* bytes moved by the whole SSL call */
+	__u32 offset;    /* offset of this chunk inside the SSL call */
+	__u32 len;       /* bytes of data[] that follow */
+	__u32 lost;      /* AB_EV_TLS_GAP: bytes of the call not captured (between head and tail) */
+	__u8 data[];     /* len bytes */
+};
+
+struct ab_dns_event {
+	struct ab_event_header hdr;
+	__u32 naddrs;
+	__u32 _pad;
+	char name[AB_DNS_NAME_LEN];
+	__u16 family[AB_DNS_MAX_ADDRS];
+	__u8 addr[AB_DNS_MAX_ADDRS][16];
+};
+
+/* Why the kernel held a process (ab_hold_event.reason, holds map value). */
+enum ab_hold_reason {
+	AB_HOLD_CAPTURE = 1, /* first connect: held until TLS probes are attached */
+	AB_HOLD_BUDGET = 2,  /* request start with no credit (Brake) */
+};
+
+struct ab_hold_event {
+	struct ab_event_header hdr;
+	__u32 reason; /* enum ab_hold_reason */
+	__u32 _pad;
+	__u64 start_time_ns;
+	struct ab_sock_event sock; /* the connect that triggered a capture hold */
+};
+
+/* ---- maps shared between kernel and daemon ---------------------------------------------- */
+
+/* endpoints map: key = address + port the daemon knows as an LLM endpoint. */
+struct ab_endpoint_key {
+	__u16 family;
+	__u16 port;     /* host byte order; 0 = any port of this address */
+	__u8 addr[16];
+};
+
+/* watch map: pid (tgid) -> state. Written by both sides. */
+enum ab_watch_state {
+	AB_WATCH_PENDING = 1,  /* kernel saw the first connect and asked for attach (maybe held) */
+	AB_WATCH_ATTACHED = 2, /* TLS probes attached */
+	AB_WATCH_IGNORED = 3,  /* daemon decided not to watch (no TLS library, mismatch) */
+};
+
+struct ab_watch_value {
+	__u32 state; /* enum ab_watch_state */
+	__u32 flags;
+	__u64 since_ns;
+};
+
+/* holds map (pinned in the state dir so a crashed daemon's holds can be released). */
+struct ab_hold_value {
+	__u64 start_time_ns; /* identifies the process together with the pid key */
+	__u64 since_ns;      /* bpf_ktime_get_ns() when held */
+	__u32 reason;        /* enum ab_hold_reason */
+	__u32 _pad;
+};
+
+/* Per-CPU loss and activity counters (index into the counters map). */
+enum ab_counter {
+	AB_CNT_RB_RESERVE_FAIL = 0,  /* ring buffer full: a record was dropped */
+	AB_CNT_TLS_TRUNCATED = 1,    /* SSL calls larger than the capture cap */
+	AB_CNT_TLS_LOST_BYTES = 2,   /* plaintext bytes not captured because of the cap */
+	AB_CNT_HOLDS_TAKEN = 3,      /* capture/budget holds taken */
+	AB_CNT_HOLDS_SKIPPED_FG = 4, /* not held because the process is a terminal foreground job */
+	AB_CNT_HOLDS_NO_RECORD = 5,  /* not held because the ring buffer record could not be reserved */
+	AB_CNT_TLS_READ_ERR = 6,     /* bpf_probe_read_user failed on SSL data */
+	AB_CNT_DNS_PARSE = 7,        /* getaddrinfo results that could not be read */
+	AB_CNT_MAX = 8,
+};
+
+/* config map index 0: runtime switches written by the daemon. */
+struct ab_config {
+	__u32 daemon_tgid;        /* never watch or hold the daemon itself */
+	__u32 capture_holds;      /* 1 = take capture holds at first connect */
+	__u32 call_capture_cap;   /* bytes kept per SSL call (head half + tail half) */
+	__u32 _pad;
+};
+
+#endif /* AGENTBRAKE_EVENTS_H */
