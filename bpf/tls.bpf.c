@@ -1,0 +1,5 @@
+// placeholder, replaced by the real tls probes
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+SEC("tracepoint/sched/sched_process_exit") int ab_tls_placeholder(void *ctx) { return 0; }

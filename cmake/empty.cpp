@@ -1,0 +1,1 @@
+// intentionally empty: lets a module folder build before it has sources
