@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * agentbrake_events.h — the ONE header shared by the BPF programs (bpf/*.bpf.c) and the
+ * agentbrake_events.h — the ONE header shared by the BPF programs (the .bpf.c files) and the
  * daemon (daemon/loader, daemon/capture). Fixed-width types only; every record starts with
  * struct ab_event_header. The C++ side static_asserts sizes and offsets
  * (daemon/loader/event_layout_check.cpp), so a change here that is not mirrored there fails
@@ -25,21 +25,23 @@
 
 /* One TLS capture chunk carries at most this many plaintext bytes. */
 #define AB_CHUNK_MAX 16384
-/* Scratch buffer is a power of two so the verifier-proof mask (0x7fff) stays inside it. */
-#define AB_CHUNK_BUF 32768
+
+/* Capture cap per SSL call: head half + tail half are kept, the middle is a counted gap. */
+#define AB_CALL_CAP_MAX (256 * 1024)
+#define AB_CHUNKS_PER_HALF ((AB_CALL_CAP_MAX / 2) / AB_CHUNK_MAX)
 
 enum ab_event_type {
 	AB_EV_EXEC = 1,     /* struct ab_proc_event */
 	AB_EV_FORK = 2,     /* struct ab_proc_event (pid = child, ppid = parent) */
 	AB_EV_EXIT = 3,     /* struct ab_proc_event (thread-group exit only) */
-	AB_EV_CONNECT = 4,  /* struct ab_sock_event */
+	AB_EV_CONNECT = 4,  /* struct ab_hold_event (reason unused): connect exit, sock inside */
 	AB_EV_ACCEPT = 5,   /* struct ab_sock_event */
 	AB_EV_CLOSE = 6,    /* struct ab_sock_event (only fds the kernel tracks as LLM sockets) */
 	AB_EV_TLS_DATA = 7, /* struct ab_tls_event + data */
 	AB_EV_SSL_NEW = 8,  /* struct ab_tls_event (len = 0): a new SSL object, reset stream */
 	AB_EV_SSL_FREE = 9, /* struct ab_tls_event (len = 0): stream ends */
 	AB_EV_DNS = 10,     /* struct ab_dns_event */
-	AB_EV_HOLD = 11,    /* struct ab_hold_event: the kernel stopped a process */
+	AB_EV_HOLD = 11,    /* struct ab_hold_event: connect exit at which the kernel stopped the process */
 	AB_EV_TLS_GAP = 12, /* struct ab_tls_event (len = 0, lost = bytes not captured) */
 };
 
@@ -61,7 +63,7 @@ struct ab_proc_event {
 	struct ab_event_header hdr;
 	__u32 ppid;          /* real parent's tgid */
 	__u32 exit_code;     /* AB_EV_EXIT: task->exit_code */
-	__u64 start_time_ns; /* task->start_time (monotonic ns), identifies the process with pid */
+	__u64 start_time_ns; /* task->start_boottime (ns); /proc/<pid>/stat field 22 in ticks */
 	__u32 uid;
 	__u32 _pad;
 	char comm[AB_COMM_LEN];
@@ -99,7 +101,7 @@ struct ab_tls_event {
 	__u32 offset;    /* offset of this chunk inside the SSL call */
 	__u32 len;       /* bytes of data[] that follow */
 	__u32 lost;      /* AB_EV_TLS_GAP: bytes of the call not captured (between head and tail) */
-	__u8 data[];     /* len bytes */
+	/* AB_EV_TLS_DATA: len bytes of plaintext follow the struct */
 };
 
 struct ab_dns_event {

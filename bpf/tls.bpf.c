@@ -1,5 +1,242 @@
-// placeholder, replaced by the real tls probes
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tls.bpf.c — OpenSSL plaintext capture, attached PER WATCHED PROCESS (uprobes with a pid
+ * filter), never host-wide: a host-wide uprobe taxes every TLS call on the host.
+ *
+ *   SSL_write / SSL_write_ex   entry: remember (ssl, buf, written*) by thread id
+ *                              return: copy what was written
+ *   SSL_read  / SSL_read_ex    the same for what was read
+ *   SSL_new (return) / SSL_free (entry): a stream (pid, SSL*) begins / ends. SSL pointers are
+ *                              reused, so the daemon resets its per-stream state on both.
+ *
+ * Attribution never uses the SSL's fd: Node and asyncio run OpenSSL on memory BIOs.
+ * A call is copied in chunks of AB_CHUNK_MAX; beyond the cap, the head half and the tail half
+ * are kept and the middle is reported as a counted gap (the model name can sit at the end).
+ */
+#include "maps.bpf.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-SEC("tracepoint/sched/sched_process_exit") int ab_tls_placeholder(void *ctx) { return 0; }
+
+struct ssl_args {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* size_t *written / *readbytes of the _ex forms; 0 otherwise */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tid */
+	__type(value, struct ssl_args);
+} ssl_write_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tid */
+	__type(value, struct ssl_args);
+} ssl_read_scratch SEC(".maps");
+
+struct chunk_buf {
+	struct ab_tls_event ev;
+	__u8 data[AB_CHUNK_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct chunk_buf);
+} chunk_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} chunk_seq SEC(".maps");
+
+static __always_inline __u64 next_seq(void)
+{
+	__u32 zero = 0;
+	__u64 *s = bpf_map_lookup_elem(&chunk_seq, &zero);
+	if (!s)
+		return 0;
+	return ++*s;
+}
+
+static __always_inline void emit_meta(__u32 type, __u64 ssl, __u32 dir, __u32 call_len, __u32 lost)
+{
+	struct ab_tls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
+		return;
+	}
+	ab_fill_header(&e->hdr, type);
+	e->ssl = ssl;
+	e->seq = next_seq();
+	e->dir = dir;
+	e->flags = lost ? AB_TLS_TRUNCATED : 0;
+	e->call_len = call_len;
+	e->offset = 0;
+	e->len = 0;
+	e->lost = lost;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Copies [start, end) of buf in chunks; at most AB_CHUNKS_PER_HALF chunks. */
+static __always_inline void emit_range(__u64 ssl, __u32 dir, __u64 buf, __u32 call_len,
+				       __u32 start, __u32 end, __u32 flags)
+{
+	__u32 zero = 0;
+	struct chunk_buf *cb = bpf_map_lookup_elem(&chunk_scratch, &zero);
+	if (!cb)
+		return;
+	__u32 off = start;
+	for (int i = 0; i < AB_CHUNKS_PER_HALF; i++) {
+		if (off >= end)
+			break;
+		__u32 n = end - off;
+		if (n > AB_CHUNK_MAX)
+			n = AB_CHUNK_MAX;
+		/* clang 14 may drop a plain bound; the verifier needs it on this very register */
+		asm volatile("%[n] &= 0x7fff" : [n] "+r"(n));
+		if (n > AB_CHUNK_MAX)
+			n = AB_CHUNK_MAX;
+		ab_fill_header(&cb->ev.hdr, AB_EV_TLS_DATA);
+		cb->ev.ssl = ssl;
+		cb->ev.seq = next_seq();
+		cb->ev.dir = dir;
+		cb->ev.flags = flags;
+		cb->ev.call_len = call_len;
+		cb->ev.offset = off;
+		cb->ev.len = n;
+		cb->ev.lost = 0;
+		if (bpf_probe_read_user(cb->data, n, (void *)(buf + off)) != 0) {
+			ab_count(AB_CNT_TLS_READ_ERR, 1);
+			return;
+		}
+		if (bpf_ringbuf_output(&events, cb, sizeof(struct ab_tls_event) + n, 0) != 0) {
+			ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
+			return;
+		}
+		off += n;
+	}
+}
+
+static __always_inline void emit_data(__u64 ssl, __u32 dir, __u64 buf, __u32 len)
+{
+	struct ab_config *cfg = ab_cfg();
+	__u32 cap = cfg && cfg->call_capture_cap ? cfg->call_capture_cap : AB_CALL_CAP_MAX;
+	if (cap > AB_CALL_CAP_MAX)
+		cap = AB_CALL_CAP_MAX;
+	if (len <= cap) {
+		emit_range(ssl, dir, buf, len, 0, len, 0);
+		return;
+	}
+	__u32 half = cap / 2;
+	ab_count(AB_CNT_TLS_TRUNCATED, 1);
+	ab_count(AB_CNT_TLS_LOST_BYTES, len - cap);
+	emit_range(ssl, dir, buf, len, 0, half, AB_TLS_TRUNCATED);
+	emit_meta(AB_EV_TLS_GAP, ssl, dir, len, len - cap);
+	emit_range(ssl, dir, buf, len, len - half, len, AB_TLS_TRUNCATED | AB_TLS_TAIL);
+}
+
+static __always_inline int save_args(void *map, void *ssl, const void *buf, void *len_ptr)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ssl_args a = {.ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = (__u64)len_ptr};
+	bpf_map_update_elem(map, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+/* ret: return value of the SSL call. For the _ex forms success is 1 and the count is in
+ * *len_ptr; for the plain forms ret > 0 is the count. */
+static __always_inline int finish(void *map, __u32 dir, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct ssl_args *p = bpf_map_lookup_elem(map, &tid);
+	if (!p)
+		return 0;
+	struct ssl_args a = *p;
+	bpf_map_delete_elem(map, &tid);
+	__u64 n = 0;
+	if (a.len_ptr) {
+		if (ret != 1)
+			return 0;
+		if (bpf_probe_read_user(&n, sizeof(n), (void *)a.len_ptr) != 0)
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (n == 0 || n > 0x7fffffff)
+		return 0;
+	emit_data(a.ssl, dir, a.buf, (__u32)n);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_ssl_write_enter, void *ssl, const void *buf, int num)
+{
+	return save_args(&ssl_write_scratch, ssl, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_ssl_write_exit, int ret)
+{
+	return finish(&ssl_write_scratch, AB_DIR_WRITE, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return save_args(&ssl_write_scratch, ssl, buf, written);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_ssl_write_ex_exit, int ret)
+{
+	return finish(&ssl_write_scratch, AB_DIR_WRITE, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_ssl_read_enter, void *ssl, void *buf, int num)
+{
+	return save_args(&ssl_read_scratch, ssl, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_ssl_read_exit, int ret)
+{
+	return finish(&ssl_read_scratch, AB_DIR_READ, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return save_args(&ssl_read_scratch, ssl, buf, readbytes);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_ssl_read_ex_exit, int ret)
+{
+	return finish(&ssl_read_scratch, AB_DIR_READ, ret);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_ssl_new_exit, void *ssl)
+{
+	if (ssl)
+		emit_meta(AB_EV_SSL_NEW, (__u64)ssl, 0, 0, 0);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_ssl_free_enter, void *ssl)
+{
+	if (ssl)
+		emit_meta(AB_EV_SSL_FREE, (__u64)ssl, 0, 0, 0);
+	return 0;
+}

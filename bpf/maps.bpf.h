@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * maps.bpf.h — maps shared by every agentbrake BPF object, and small kernel-only helpers.
+ * Each object declares them; the daemon's loader creates them once (in the proc object) and
+ * hands the same fds to the others with bpf_map__reuse_fd before load.
+ */
+#ifndef AB_MAPS_BPF_H
+#define AB_MAPS_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "agentbrake_events.h"
+
+#define AB_SIGSTOP 19
+#define AB_EINPROGRESS 115
+#define AB_AF_INET 2
+#define AB_AF_INET6 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AB_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ab_config);
+} ab_config_map SEC(".maps");
+
+/* pid (tgid) -> watch state. PENDING is set by the kernel at the first qualifying connect so
+ * that a process is asked for (and held) once; the daemon sets ATTACHED / IGNORED. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct ab_watch_value);
+} watch SEC(".maps");
+
+/* pid -> hold record, pinned by the loader so holds outlive a crashed daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct ab_hold_value);
+} holds SEC(".maps");
+
+/* Processes and cgroups selected by a budget or loop rule (written by the daemon). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} matched_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} matched_cgroups SEC(".maps");
+
+/* Known LLM endpoints (address + port; port 0 = any port). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ab_endpoint_key);
+	__type(value, __u32);
+} endpoints SEC(".maps");
+
+static __always_inline void ab_count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += n; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline struct ab_config *ab_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&ab_config_map, &zero);
+}
+
+static __always_inline void ab_fill_header(struct ab_event_header *h, __u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	h->type = type;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->layout = AB_EVENT_LAYOUT_VERSION;
+	h->ts_ns = bpf_ktime_get_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+}
+
+#endif /* AB_MAPS_BPF_H */

@@ -1,0 +1,265 @@
+#include "loader/tls_attach.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace ab::loader {
+
+namespace {
+
+// BPF_LINK_CREATE for uprobe_multi. libbpf 1.1.2 has no API for it, so the attr is laid out
+// here as the kernel's union bpf_attr defines link_create (kernel >= 6.6).
+struct UprobeMultiLinkAttr {
+  uint32_t prog_fd;
+  uint32_t target_fd;
+  uint32_t attach_type;
+  uint32_t flags;
+  uint64_t path;
+  uint64_t offsets;
+  uint64_t ref_ctr_offsets;
+  uint64_t cookies;
+  uint32_t cnt;
+  uint32_t multi_flags;
+  uint32_t pid;
+  uint32_t pad_;
+  uint8_t tail[64];  // rest of union bpf_attr, must be zero
+};
+constexpr uint32_t kBpfLinkCreate = 28;
+constexpr uint32_t kAttachUprobeMulti = 48;
+constexpr uint32_t kUprobeMultiReturn = 1;
+
+int uprobe_multi_link(int prog_fd, const std::string& path, uint64_t offset, int pid, bool ret) {
+  UprobeMultiLinkAttr a;
+  memset(&a, 0, sizeof a);
+  a.prog_fd = (uint32_t)prog_fd;
+  a.attach_type = kAttachUprobeMulti;
+  a.path = (uint64_t)(uintptr_t)path.c_str();
+  a.offsets = (uint64_t)(uintptr_t)&offset;
+  a.cnt = 1;
+  a.multi_flags = ret ? kUprobeMultiReturn : 0;
+  a.pid = (uint32_t)pid;
+  long fd = syscall(__NR_bpf, kBpfLinkCreate, &a, sizeof a);
+  return fd < 0 ? -errno : (int)fd;
+}
+
+uint64_t hook_offset(const TlsSymbols& s, TlsHook h) {
+  switch (h) {
+    case TlsHook::WriteEnter: case TlsHook::WriteExit: return s.ssl_write;
+    case TlsHook::WriteExEnter: case TlsHook::WriteExExit: return s.ssl_write_ex;
+    case TlsHook::ReadEnter: case TlsHook::ReadExit: return s.ssl_read;
+    case TlsHook::ReadExEnter: case TlsHook::ReadExExit: return s.ssl_read_ex;
+    case TlsHook::NewExit: return s.ssl_new;
+    case TlsHook::FreeEnter: return s.ssl_free;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> mapped_executable_files(int pid, const std::string& proc_root) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  std::ifstream f(proc_root + "/" + std::to_string(pid) + "/maps");
+  std::string line;
+  while (std::getline(f, line)) {
+    // address perms offset dev inode path
+    std::istringstream is(line);
+    std::string addr, perms, off, dev, inode, path;
+    if (!(is >> addr >> perms >> off >> dev >> inode)) continue;
+    std::getline(is >> std::ws, path);
+    if (perms.size() < 3 || perms[2] != 'x' || path.empty() || path[0] != '/') continue;
+    if (path.find(" (deleted)") != std::string::npos) continue;
+    if (seen.insert(path).second) out.push_back(path);
+  }
+  return out;
+}
+
+int TlsAttacher::attach_object(int pid, const std::string& path, const TlsSymbols& syms,
+                               ProcessLinks* out, std::string* error) {
+  // Through the process's root so a process in another mount namespace resolves its own file.
+  std::string target = "/proc/" + std::to_string(pid) + "/root" + path;
+  // Return probes first: an entry without its return would leave scratch state behind.
+  static const TlsHook kOrder[] = {TlsHook::WriteExit, TlsHook::WriteExExit, TlsHook::ReadExit,
+                                   TlsHook::ReadExExit, TlsHook::NewExit, TlsHook::FreeEnter,
+                                   TlsHook::WriteEnter, TlsHook::WriteExEnter, TlsHook::ReadEnter,
+                                   TlsHook::ReadExEnter};
+  for (TlsHook h : kOrder) {
+    uint64_t off = hook_offset(syms, h);
+    if (!off) continue;
+    bool ret = tls_hook_is_return(h);
+    if (rt_.uprobe_multi()) {
+      int fd = uprobe_multi_link(rt_.tls_program_fd(h), target, off, pid, ret);
+      if (fd < 0) {
+        if (error) *error = "uprobe_multi on " + path + ": " + strerror(-fd);
+        return fd;
+      }
+      out->multi_link_fds.push_back(fd);
+    } else {
+      LIBBPF_OPTS(bpf_uprobe_opts, uo, .retprobe = ret);
+      bpf_link* l = bpf_program__attach_uprobe_opts(rt_.tls_program(h), pid, target.c_str(), off, &uo);
+      if (!l) {
+        int e = -errno;
+        if (error) *error = "uprobe on " + path + ": " + strerror(-e);
+        return e;
+      }
+      out->perf_links.push_back(l);
+    }
+  }
+  out->objects.push_back(path);
+  return 0;
+}
+
+int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
+  out->pid = pid;
+  auto files = mapped_executable_files(pid);
+  if (files.empty()) {
+    if (error) *error = "process has no mapped files (exited?)";
+    return -ESRCH;
+  }
+  for (const auto& path : files) {
+    auto syms = symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
+    if (!syms || !syms->usable()) continue;
+    int err = attach_object(pid, path, *syms, out, error);
+    if (err) {
+      detach(*out);
+      return err;
+    }
+  }
+  if (out->objects.empty()) {
+    if (error) *error = "no OpenSSL (SSL_write/SSL_read) in any mapped object";
+    return -ENOENT;
+  }
+  return 0;
+}
+
+void TlsAttacher::detach(ProcessLinks& links) {
+  for (int fd : links.multi_link_fds) close(fd);
+  for (auto* l : links.perf_links) bpf_link__destroy(l);
+  links.multi_link_fds.clear();
+  links.perf_links.clear();
+}
+
+AttachWorker::AttachWorker(BpfRuntime& rt) : rt_(rt), attacher_(rt) {
+  efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  thread_ = std::thread([this] { run(); });
+}
+
+AttachWorker::~AttachWorker() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (auto& l : attached_) attacher_.detach(l);
+  attached_.clear();
+  if (efd_ >= 0) close(efd_);
+}
+
+void AttachWorker::request_attach(int pid) {
+  {
+    std::lock_guard lk(mu_);
+    queue_.emplace_back(true, pid);
+  }
+  cv_.notify_one();
+}
+
+void AttachWorker::request_detach(int pid) {
+  {
+    std::lock_guard lk(mu_);
+    queue_.emplace_back(false, pid);
+  }
+  cv_.notify_one();
+}
+
+std::vector<AttachWorker::Result> AttachWorker::take_completed() {
+  uint64_t v;
+  while (read(efd_, &v, sizeof v) > 0) {
+  }
+  std::lock_guard lk(mu_);
+  std::vector<Result> out;
+  out.swap(done_);
+  return out;
+}
+
+size_t AttachWorker::attached_processes() const {
+  std::lock_guard lk(mu_);
+  return attached_.size();
+}
+
+size_t AttachWorker::attached_links() const {
+  std::lock_guard lk(mu_);
+  size_t n = 0;
+  for (auto& l : attached_) n += l.count();
+  return n;
+}
+
+bool AttachWorker::is_attached(int pid) const {
+  std::lock_guard lk(mu_);
+  for (auto& l : attached_)
+    if (l.pid == pid) return true;
+  return false;
+}
+
+void AttachWorker::run() {
+  for (;;) {
+    std::pair<bool, int> req;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      req = queue_.front();
+      queue_.pop_front();
+    }
+    auto [is_attach, pid] = req;
+    if (is_attach) {
+      {
+        std::lock_guard lk(mu_);
+        bool already = false;
+        for (auto& l : attached_) already |= l.pid == pid;
+        if (already) {
+          done_.push_back(Result{pid, 0, "", {}, 0});
+          uint64_t one = 1;
+          (void)!write(efd_, &one, sizeof one);
+          continue;
+        }
+      }
+      auto t0 = std::chrono::steady_clock::now();
+      ProcessLinks links;
+      std::string err;
+      int rc = attacher_.attach(pid, &links, &err);
+      Result r{pid, rc, err, links.objects,
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()};
+      std::lock_guard lk(mu_);
+      if (rc == 0) attached_.push_back(std::move(links));
+      done_.push_back(std::move(r));
+    } else {
+      ProcessLinks links;
+      {
+        std::lock_guard lk(mu_);
+        for (auto it = attached_.begin(); it != attached_.end(); ++it)
+          if (it->pid == pid) {
+            links = std::move(*it);
+            attached_.erase(it);
+            break;
+          }
+      }
+      attacher_.detach(links);
+      continue;  // detaches are not reported
+    }
+    uint64_t one = 1;
+    (void)!write(efd_, &one, sizeof one);
+  }
+}
+
+}  // namespace ab::loader

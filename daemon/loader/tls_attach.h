@@ -1,0 +1,92 @@
+// tls_attach.h — attach the TLS programs to ONE process: find every mapped object that
+// carries OpenSSL (libssl.so.*, or an executable such as /usr/bin/node with OpenSSL inside),
+// resolve offsets once per file, and create pid-filtered uprobe links. Attaching and
+// detaching are slow enough (detach of a perf uprobe ~50-80 ms here) that they run on
+// AttachWorker's thread, never on the event loop.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loader/bpf_runtime.h"
+#include "loader/elf_symbols.h"
+
+struct bpf_link;
+
+namespace ab::loader {
+
+// Links of one watched process. Closing them (detach) is the worker's job.
+struct ProcessLinks {
+  int pid = 0;
+  std::vector<int> multi_link_fds;   // uprobe_multi links
+  std::vector<bpf_link*> perf_links; // fallback
+  std::vector<std::string> objects;  // files attached to
+  size_t count() const { return multi_link_fds.size() + perf_links.size(); }
+};
+
+// The mapped files of /proc/<pid>/maps that are executable and could carry OpenSSL.
+std::vector<std::string> mapped_executable_files(int pid, const std::string& proc_root = "/proc");
+
+class TlsAttacher {
+ public:
+  explicit TlsAttacher(BpfRuntime& rt) : rt_(rt) {}
+  // Attaches to every OpenSSL-carrying object mapped by pid. Returns 0 on success with links
+  // filled, -ENOENT if the process maps no OpenSSL (nothing attached), other negative errno
+  // on failure (partially attached links are detached before returning).
+  int attach(int pid, ProcessLinks* out, std::string* error);
+  // Closes every link of the process.
+  void detach(ProcessLinks& links);
+  TlsSymbolCache& symbols() { return symbols_; }
+
+ private:
+  int attach_object(int pid, const std::string& path, const TlsSymbols& syms, ProcessLinks* out,
+                    std::string* error);
+  BpfRuntime& rt_;
+  TlsSymbolCache symbols_;
+};
+
+// One thread doing attach/detach requests in order. Completed attaches are handed back
+// through take_completed(); the event loop polls notify_fd() (an eventfd) to know when.
+class AttachWorker {
+ public:
+  struct Result {
+    int pid = 0;
+    int err = 0;  // 0, -ENOENT (no OpenSSL mapped), or another negative errno
+    std::string error;
+    std::vector<std::string> objects;
+    double duration_ms = 0;
+  };
+  explicit AttachWorker(BpfRuntime& rt);
+  ~AttachWorker();  // detaches everything still attached, then joins
+  AttachWorker(const AttachWorker&) = delete;
+  AttachWorker& operator=(const AttachWorker&) = delete;
+
+  void request_attach(int pid);
+  void request_detach(int pid);
+  int notify_fd() const { return efd_; }
+  std::vector<Result> take_completed();  // drains the eventfd too
+  size_t attached_processes() const;
+  size_t attached_links() const;
+  bool is_attached(int pid) const;
+
+ private:
+  void run();
+  BpfRuntime& rt_;
+  TlsAttacher attacher_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<bool, int>> queue_;  // (attach?, pid)
+  std::vector<Result> done_;
+  std::vector<ProcessLinks> attached_;
+  bool stop_ = false;
+  int efd_ = -1;
+  std::thread thread_;
+};
+
+}  // namespace ab::loader
