@@ -1,0 +1,139 @@
+// ir.cpp — YAML → IR with positions, and the merge of several files.
+#include "policy/ir.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fmt/format.h>
+
+namespace ab::policy::ir {
+
+const Node* Node::find(std::string_view key) const {
+  const Entry* e = find_entry(key);
+  return e ? &e->value : nullptr;
+}
+
+const Entry* Node::find_entry(std::string_view key) const {
+  for (const Entry& e : entries)
+    if (e.key == key) return &e;
+  return nullptr;
+}
+
+std::string_view kind_name(const Node& n) {
+  switch (n.kind) {
+    case Node::Kind::Null: return "nothing";
+    case Node::Kind::Scalar: return "a scalar";
+    case Node::Kind::Seq: return "a list";
+    case Node::Kind::Map: return "a mapping";
+  }
+  return "?";
+}
+
+namespace {
+
+int line_of(const YAML::Mark& m, int fallback) {
+  if (m.is_null() || m.line < 0) return fallback;
+  return m.line + 1;
+}
+
+bool is_quoted_tag(const std::string& tag) {
+  // yaml-cpp tags plain scalars "?" and quoted ones "!"; an explicit !!str also makes a string.
+  return tag == "!" || tag == "tag:yaml.org,2002:str" || tag == "!!str";
+}
+
+Node convert(const YAML::Node& y, const std::string& file, int fallback_line,
+             std::vector<std::string>& errors) {
+  Node n;
+  n.where = SourceRef{file, line_of(y.Mark(), fallback_line)};
+  switch (y.Type()) {
+    case YAML::NodeType::Undefined:
+    case YAML::NodeType::Null:
+      n.kind = Node::Kind::Null;
+      break;
+    case YAML::NodeType::Scalar:
+      n.kind = Node::Kind::Scalar;
+      n.value = y.Scalar();
+      n.quoted = is_quoted_tag(y.Tag());
+      break;
+    case YAML::NodeType::Sequence:
+      n.kind = Node::Kind::Seq;
+      for (const auto& item : y) n.items.push_back(convert(item, file, n.where.line, errors));
+      break;
+    case YAML::NodeType::Map:
+      n.kind = Node::Kind::Map;
+      for (const auto& kv : y) {
+        const YAML::Node& k = kv.first;
+        int kline = line_of(k.Mark(), n.where.line);
+        if (!k.IsScalar()) {
+          errors.push_back(fmt::format("{}:{}: a mapping key must be a plain name", file, kline));
+          continue;
+        }
+        std::string key = k.Scalar();
+        if (const Entry* prev = n.find_entry(key)) {
+          errors.push_back(fmt::format("{}:{}: duplicate key '{}' (first at line {})", file, kline, key,
+                                       prev->key_where.line));
+          continue;
+        }
+        Entry e;
+        e.key = key;
+        e.key_where = SourceRef{file, kline};
+        e.value = convert(kv.second, file, kline, errors);
+        n.entries.push_back(std::move(e));
+      }
+      break;
+  }
+  return n;
+}
+
+}  // namespace
+
+Node parse(std::string_view yaml, const std::string& file, std::vector<std::string>& errors) {
+  YAML::Node root;
+  try {
+    // yaml-cpp reports duplicate keys neither as an error nor consistently; convert() checks.
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::ParserException& e) {
+    errors.push_back(fmt::format("{}:{}: YAML syntax error: {}", file, line_of(e.mark, 1), e.msg));
+    return Node{Node::Kind::Null, SourceRef{file, 1}, {}, false, {}, {}};
+  } catch (const YAML::Exception& e) {
+    errors.push_back(fmt::format("{}:{}: YAML error: {}", file, line_of(e.mark, 1), e.msg));
+    return Node{Node::Kind::Null, SourceRef{file, 1}, {}, false, {}, {}};
+  }
+  return convert(root, file, 1, errors);
+}
+
+void merge(Node& base, const Node& overlay, const std::string& path, std::vector<std::string>& errors) {
+  if (overlay.is_null()) return;
+  if (base.is_null()) {
+    base = overlay;
+    return;
+  }
+  if (base.kind != overlay.kind) {
+    errors.push_back(fmt::format("{}: '{}' is {} here but {} at {}; cannot merge", overlay.where.str(), path,
+                                 kind_name(overlay), kind_name(base), base.where.str()));
+    return;
+  }
+  switch (overlay.kind) {
+    case Node::Kind::Scalar:
+      base = overlay;  // a later scalar wins
+      break;
+    case Node::Kind::Seq:
+      base.items.insert(base.items.end(), overlay.items.begin(), overlay.items.end());
+      break;
+    case Node::Kind::Map:
+      for (const Entry& oe : overlay.entries) {
+        Entry* be = nullptr;
+        for (Entry& e : base.entries)
+          if (e.key == oe.key) be = &e;
+        if (be) {
+          merge(be->value, oe.value, path.empty() ? oe.key : path + "." + oe.key, errors);
+        } else {
+          base.entries.push_back(oe);
+        }
+      }
+      break;
+    case Node::Kind::Null:
+      break;
+  }
+}
+
+}  // namespace ab::policy::ir

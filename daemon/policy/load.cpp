@@ -1,0 +1,179 @@
+// load.cpp — files and directories in, LoadResult out: reading, ownership checks, merging.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "policy/compiler.h"
+#include "policy/ir.h"
+#include "policy/policy.h"
+
+namespace ab::policy {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A policy can name a program to run as root (alerts: exec), so only root may write it.
+std::optional<std::string> ownership_problem(const std::string& path, const struct stat& st) {
+  if (st.st_uid != 0)
+    return fmt::format("{}: refused: owned by uid {}, not root (a policy can name a program that runs as root)",
+                       path, st.st_uid);
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return fmt::format("{}: refused: writable by {} (mode {:04o}); run chmod go-w {}", path,
+                       (st.st_mode & S_IWGRP) && (st.st_mode & S_IWOTH) ? "group and others"
+                       : (st.st_mode & S_IWGRP)                         ? "group"
+                                                                        : "others",
+                       st.st_mode & 07777, path);
+  return std::nullopt;
+}
+
+bool read_file(const std::string& path, std::string& out, std::vector<std::string>& errors) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    errors.push_back(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
+    return false;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
+}
+
+LoadResult finish(ir::Node merged, std::vector<std::string> errors, std::string source,
+                  std::vector<std::string> files) {
+  LoadResult r;
+  r.source = source;
+  Policy p = compile(merged, errors);
+  if (!errors.empty()) {
+    r.errors = std::move(errors);
+    return r;
+  }
+  p.source = std::move(source);
+  p.files = std::move(files);
+  p.digest = digest_hex(to_json(p).dump());
+  r.policy = std::make_shared<const Policy>(std::move(p));
+  return r;
+}
+
+}  // namespace
+
+LoadResult load_texts(const std::vector<std::pair<std::string, std::string>>& named_texts, const std::string& source) {
+  std::vector<std::string> errors;
+  std::vector<std::string> files;
+  ir::Node merged;
+  for (const auto& [name, text] : named_texts) {
+    files.push_back(name);
+    ir::Node doc = ir::parse(text, name, errors);
+    if (!doc.is_null() && !doc.is_map()) {
+      errors.push_back(fmt::format("{}: a policy must be a mapping of keys (mode, budgets, loops, ...), got {}",
+                                   doc.where.str(), ir::kind_name(doc)));
+      continue;
+    }
+    ir::merge(merged, doc, "", errors);
+  }
+  return finish(std::move(merged), std::move(errors), source, std::move(files));
+}
+
+LoadResult load_text(std::string_view yaml, const std::string& source_name) {
+  return load_texts({{source_name, std::string(yaml)}}, source_name);
+}
+
+LoadResult load_builtin_default() { return load_text(embedded::kDefaultPolicy, "builtin:default.yaml"); }
+
+LoadResult load_path(const std::string& path, bool check_ownership) {
+  LoadResult fail;
+  fail.source = path;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    fail.errors.push_back(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+    return fail;
+  }
+  std::vector<std::string> files;
+  if (S_ISDIR(st.st_mode)) {
+    if (check_ownership)
+      if (auto why = ownership_problem(path, st)) fail.errors.push_back(*why);
+    std::error_code ec;
+    for (const auto& de : fs::directory_iterator(path, ec)) {
+      std::string name = de.path().filename().string();
+      if (name.empty() || name[0] == '.' || de.path().extension() != ".yaml") continue;
+      files.push_back((fs::path(path) / name).string());
+    }
+    if (ec) {
+      fail.errors.push_back(fmt::format("{}: cannot list: {}", path, ec.message()));
+      return fail;
+    }
+    std::sort(files.begin(), files.end());
+    if (files.empty()) fail.errors.push_back(fmt::format("{}: no *.yaml files in this directory", path));
+  } else if (S_ISREG(st.st_mode)) {
+    files.push_back(path);
+  } else {
+    fail.errors.push_back(fmt::format("{}: not a regular file or directory", path));
+    return fail;
+  }
+
+  std::vector<std::pair<std::string, std::string>> texts;
+  for (const std::string& f : files) {
+    struct stat fst {};
+    if (::stat(f.c_str(), &fst) != 0) {
+      fail.errors.push_back(fmt::format("{}: cannot open: {}", f, std::strerror(errno)));
+      continue;
+    }
+    if (!S_ISREG(fst.st_mode)) {
+      fail.errors.push_back(fmt::format("{}: not a regular file", f));
+      continue;
+    }
+    if (check_ownership)
+      if (auto why = ownership_problem(f, fst)) {
+        fail.errors.push_back(*why);
+        continue;
+      }
+    std::string text;
+    if (read_file(f, text, fail.errors)) texts.emplace_back(f, std::move(text));
+  }
+  if (!fail.errors.empty()) return fail;
+  return load_texts(texts, path);
+}
+
+std::vector<std::string> validate_path(const std::string& path, bool check_ownership) {
+  return load_path(path, check_ownership).errors;
+}
+
+LoadResult load_default_location() {
+  std::error_code ec;
+  if (fs::is_directory(kDefaultPolicyDir, ec)) {
+    for (const auto& de : fs::directory_iterator(kDefaultPolicyDir, ec)) {
+      std::string name = de.path().filename().string();
+      if (!name.empty() && name[0] != '.' && de.path().extension() == ".yaml") return load_path(kDefaultPolicyDir);
+    }
+  }
+  return load_builtin_default();
+}
+
+std::map<std::string, ModelPrice> parse_price_file(std::string_view yaml, const std::string& source_name,
+                                                   std::vector<std::string>& errors) {
+  ir::Node root = ir::parse(yaml, source_name, errors);
+  if (root.is_null()) return {};
+  if (!root.is_map()) {
+    errors.push_back(fmt::format("{}: a price file must be a mapping with 'models:', got {}", root.where.str(),
+                                 ir::kind_name(root)));
+    return {};
+  }
+  for (const ir::Entry& e : root.entries)
+    if (e.key != "models" && e.key != "as_of" && e.key != "currency")
+      errors.push_back(fmt::format("{}: unknown key '{}' in a price file (known: models, as_of, currency)",
+                                   e.key_where.str(), e.key));
+  if (const ir::Node* c = root.find("currency"); c && !(c->is_scalar() && c->value == "USD"))
+    errors.push_back(fmt::format("{}: only currency USD is supported", c->where.str()));
+  const ir::Node* models = root.find("models");
+  if (!models) return {};
+  return compile_prices(*models, "models", errors);
+}
+
+}  // namespace ab::policy
