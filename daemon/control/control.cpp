@@ -555,7 +555,14 @@ nlohmann::json Client::call(const std::string& cmd, const nlohmann::json& args, 
         throw ControlError(codes::kTimeout, "timed out sending to agentbraked at " + path_);
       continue;
     }
-    throw closed(errno_str(errno));
+    // The daemon may have refused us and closed (too many clients, oversized request) before
+    // reading the request: its explanation can still be waiting in our receive queue.
+    int e = errno;
+    char chunk[4096];
+    ssize_t got;
+    while ((got = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT)) > 0) buf_.append(chunk, static_cast<size_t>(got));
+    if (buf_.find('\n') != std::string::npos) break;
+    throw closed(errno_str(e));
   }
 
   while (true) {
