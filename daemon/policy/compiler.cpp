@@ -97,9 +97,12 @@ class Compiler {
     return false;
   }
 
-  void check_keys(const Node& map, const std::vector<std::string_view>& allowed, std::string_view ctx) {
+  // Reports every key of `map` not in `allowed`; returns how many there were.
+  size_t check_keys(const Node& map, const std::vector<std::string_view>& allowed, std::string_view ctx) {
+    size_t unknown = 0;
     for (const ir::Entry& e : map.entries) {
       if (std::find(allowed.begin(), allowed.end(), e.key) != allowed.end()) continue;
+      ++unknown;
       std::string_view best;
       size_t best_d = 3;
       for (std::string_view a : allowed) {
@@ -111,6 +114,7 @@ class Compiler {
       else
         err(e.key_where, fmt::format("unknown key '{}'{} (known: {})", e.key, ctx, join(allowed)));
     }
+    return unknown;
   }
 
   std::optional<std::string> string(const Node& n, std::string_view key, std::string_view ctx) {
@@ -361,9 +365,10 @@ class Compiler {
       } else {
         err(it.where, fmt::format("budgets[{}] needs a 'name'", i));
       }
-      check_keys(it, {"name", "match", "per", "tokens_per_minute", "requests_per_minute", "spend_per_hour_usd",
-                      "spend_per_day_usd", "max_inflight", "limits", "action"},
-                 ctx);
+      size_t unknown_keys =
+          check_keys(it, {"name", "match", "per", "tokens_per_minute", "requests_per_minute", "spend_per_hour_usd",
+                          "spend_per_day_usd", "max_inflight", "limits", "action"},
+                     ctx);
       if (const Node* v = it.find("match")) b.match = match(*v, ctx);
       if (const Node* v = it.find("per"))
         if (auto x = choice<Per>(*v, "per", ctx, &parse_per, "cgroup, tree, process")) b.per = *x;
@@ -399,7 +404,8 @@ class Compiler {
       if (b.limits.empty() && !b.max_inflight && !b.name.empty() && !it.find("limits")) {
         bool any_shorthand = false;
         for (const Shorthand& sh : shorthands) any_shorthand |= it.find(sh.key) != nullptr;
-        if (!any_shorthand && !it.find("max_inflight"))
+        // A misspelt limit key was already reported; "no limit" would only repeat it.
+        if (!any_shorthand && !it.find("max_inflight") && unknown_keys == 0)
           err(it.where, fmt::format("budget '{}' sets no limit: give tokens_per_minute, requests_per_minute, "
                                     "spend_per_hour_usd, spend_per_day_usd, max_inflight or limits",
                                     b.name));

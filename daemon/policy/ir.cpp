@@ -77,11 +77,43 @@ Node convert(const YAML::Node& y, const std::string& file, int fallback_line,
         e.key = key;
         e.key_where = SourceRef{file, kline};
         e.value = convert(kv.second, file, kline, errors);
+        // An empty value ("key:" then nothing) gets yaml-cpp's mark of the NEXT token, often
+        // on a later line: cite the key instead.
+        if (e.value.is_null()) e.value.where.line = kline;
         n.entries.push_back(std::move(e));
       }
       break;
   }
   return n;
+}
+
+}  // namespace
+
+namespace {
+
+// The 1-based line yaml-cpp blamed, kept within the text (an unterminated construct is
+// noticed at end of input, one line past the last one), plus a hint for the commonest cause.
+std::string syntax_error(std::string_view yaml, const std::string& file, const YAML::Exception& e,
+                         const char* what) {
+  std::vector<std::string_view> lines;
+  size_t start = 0;
+  while (start < yaml.size()) {
+    size_t nl = yaml.find('\n', start);
+    if (nl == std::string_view::npos) nl = yaml.size();
+    lines.push_back(yaml.substr(start, nl - start));
+    start = nl + 1;
+  }
+  int line = line_of(e.mark, 1);
+  while (line > 1 && (line > int(lines.size()) ||
+                      lines[line - 1].find_first_not_of(" \t\r") == std::string_view::npos))
+    --line;
+  std::string hint;
+  if (line >= 1 && line <= int(lines.size())) {
+    std::string_view l = lines[line - 1];
+    std::string_view indent = l.substr(0, l.find_first_not_of(" \t"));
+    if (indent.find('\t') != std::string_view::npos) hint = " (a tab in the indentation: YAML allows only spaces)";
+  }
+  return fmt::format("{}:{}: {}: {}{}", file, line, what, e.msg, hint);
 }
 
 }  // namespace
@@ -92,10 +124,10 @@ Node parse(std::string_view yaml, const std::string& file, std::vector<std::stri
     // yaml-cpp reports duplicate keys neither as an error nor consistently; convert() checks.
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::ParserException& e) {
-    errors.push_back(fmt::format("{}:{}: YAML syntax error: {}", file, line_of(e.mark, 1), e.msg));
+    errors.push_back(syntax_error(yaml, file, e, "YAML syntax error"));
     return Node{Node::Kind::Null, SourceRef{file, 1}, {}, false, {}, {}};
   } catch (const YAML::Exception& e) {
-    errors.push_back(fmt::format("{}:{}: YAML error: {}", file, line_of(e.mark, 1), e.msg));
+    errors.push_back(syntax_error(yaml, file, e, "YAML error"));
     return Node{Node::Kind::Null, SourceRef{file, 1}, {}, false, {}, {}};
   }
   return convert(root, file, 1, errors);

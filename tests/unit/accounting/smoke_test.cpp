@@ -1,4 +1,0 @@
-#include <gtest/gtest.h>
-#include "accounting/prices.h"
-using namespace ab::accounting;
-TEST(PricesSmoke, BuiltinParses) { EXPECT_GT(PriceTable::builtin().size(), 40u); }
