@@ -540,17 +540,21 @@ class Daemon:
 
     def __exit__(self, exc_type, exc, tb):
         rc = None
+        leaks = []
         try:
             rc = self.stop()
         finally:
-            failed = exc_type is not None or (rc not in (0, None))
             log = self.log_tail()
+            if self.dir and os.path.isdir(self.dir):
+                leaks = self.secret_hits()   # after the final flush too
             if not (os.environ.get("AB_E2E_KEEP") == "1"):
                 self._remove_state()
             else:
                 sys.stderr.write("kept daemon state in %s\n" % self.dir)
         if exc_type is None and rc not in (0, None):
             raise AssertionError("agentbraked exited %s on SIGTERM (want 0); log tail:\n%s" % (rc, log))
+        if exc_type is None and leaks:
+            raise AssertionError("a fake API key leaked (found after the daemon stopped): %s" % leaks)
         return False
 
     def write_policy(self, text):
@@ -695,8 +699,12 @@ class Daemon:
         return out
 
     def calls(self, cgroup=None, since="2h"):
+        """llm_call events, optionally only those of one cgroup path (or a collection of them)."""
         ev = self.events("llm_call", since=since)
-        return [e for e in ev if cgroup is None or e.get("cgroup") == cgroup]
+        if cgroup is None:
+            return ev
+        wanted = {cgroup} if isinstance(cgroup, str) else set(cgroup)
+        return [e for e in ev if e.get("cgroup") in wanted]
 
     def status(self):
         return self.cli_json("status", "--json")
@@ -845,7 +853,7 @@ class Tmux:
         self.tmux("send-keys", "-t", self.session, "Enter")
 
     def screen(self):
-        return self.tmux("capture-pane", "-p", "-t", self.session, "-S", "-200").stdout
+        return self.tmux("capture-pane", "-p", "-J", "-t", self.session, "-S", "-200").stdout
 
     def shell_pid(self):
         return int(self.tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").stdout.strip())

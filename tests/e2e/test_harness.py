@@ -4,6 +4,7 @@ Cgroup helper, and the Daemon helper's failure path. If these fail, the capture/
 tests' failures mean nothing."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,30 @@ class CgroupHelper(unittest.TestCase):
                 cg.run(["sleep", "300"])
                 1 / 0
         self.assertFalse(os.path.exists(fs))
+
+
+class TmuxHelper(unittest.TestCase):
+    def test_foreground_agent_in_tmux_inside_cgroup(self):
+        require_or_skip(os.geteuid() == 0, "not root")
+        abtest.require_tools("tmux")
+        with Simulator() as sim, Cgroup("tmux") as cg, abtest.Tmux("self", cgroup=cg) as tm:
+            shell = tm.shell_pid()
+            with open("/proc/%d/cgroup" % shell) as f:
+                self.assertIn(cg.path, f.read())
+            out = os.path.join(abtest.scratch_dir(), "tmux.jsonl")
+            cmd = " ".join(abtest.agent_cmd("py_httpclient", sim, "--tag", "t", "-n", "2"))
+            tm.send("%s > %s; echo AB-RC=$?" % (cmd, out))
+            screen = abtest.wait_for(lambda: (lambda s: s if re.search(r"AB-RC=\d+", s) else None)(tm.screen()),
+                                     30, interval=0.2, what="agent in tmux")
+            self.assertRegex(screen, r"AB-RC=0\b")
+            self.assertNotIn("Stopped", screen)
+            with open(out) as f:
+                lines = [json.loads(x) for x in f if x.strip()]
+            self.assertEqual(len(lines), 2)
+            self.assertEqual(lines[0]["ppid"], shell)
+            sock = tm.sock
+        r = subprocess.run(["tmux", "-L", sock, "list-sessions"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertNotEqual(r.returncode, 0, "tmux server gone")
 
 
 class DaemonHelperFailurePath(unittest.TestCase):
