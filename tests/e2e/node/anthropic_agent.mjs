@@ -2,7 +2,7 @@
 // node anthropic_agent.mjs --port N [-n CALLS] [--stream]
 // Trust: NODE_EXTRA_CA_CERTS=<simulator cert>. Prints one JSON line per call.
 import Anthropic from '@anthropic-ai/sdk';
-import { parseArgs, prompt, emit, sleep } from './args.mjs';
+import { parseArgs, prompt, emit, sleep, extraHeaders } from './args.mjs';
 
 const a = parseArgs(process.argv.slice(2), { api: 'anthropic', model: 'e2e-claude' });
 const client = new Anthropic({
@@ -10,7 +10,7 @@ const client = new Anthropic({
   baseURL: `${a.plain ? 'http' : 'https'}://${a.host}:${a.port}`,
   maxRetries: 0,
   timeout: 30000,
-  defaultHeaders: a.tag ? { 'x-test-client': a.tag } : {},
+  defaultHeaders: extraHeaders(a),
 });
 
 function billed(u) {

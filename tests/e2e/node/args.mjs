@@ -7,7 +7,7 @@ export const FAKE_KEY = 'sk-test-AGENTBRAKE-SECRET-0001';
 export function parseArgs(argv, defaults) {
   const a = { host: 'localhost', port: 0, calls: 1, stream: false, includeUsage: false,
     model: 'e2e-gpt', maxTokens: 12, promptChars: 200, tag: null, key: FAKE_KEY, interval: 0,
-    api: 'chat', plain: false, ...defaults };
+    api: 'chat', plain: false, headers: {}, ...defaults };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i];
     const next = () => argv[++i];
@@ -25,6 +25,7 @@ export function parseArgs(argv, defaults) {
       case '--interval': a.interval = Number(next()); break;
       case '--api': a.api = next(); break;
       case '--plain': a.plain = true; break;
+      case '--header': { const [k, ...v] = next().split(':'); a.headers[k.trim()] = v.join(':').trim(); break; }
       case '--cafile': next(); break; // trust comes from NODE_EXTRA_CA_CERTS
       default: throw new Error(`unknown flag ${f}`);
     }
@@ -51,6 +52,10 @@ export function emit(client, a, i, status, usage, textChars, t0, t1) {
     input_tokens: usage ? usage.input_tokens : null, output_tokens: usage ? usage.output_tokens : null,
     cache_read: usage ? usage.cache_read : 0, cache_write: usage ? usage.cache_write : 0,
     text_chars: textChars, t_start: t0 / 1000, t_end: t1 / 1000, conn: 0 }));
+}
+
+export function extraHeaders(a) {
+  return { ...(a.tag ? { 'x-test-client': a.tag } : {}), ...a.headers };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -2,7 +2,7 @@
 // node openai_agent.mjs --port N [--api chat|responses] [-n CALLS] [--stream [--include-usage]]
 // Trust: NODE_EXTRA_CA_CERTS=<simulator cert>. Prints one JSON line per call.
 import OpenAI from 'openai';
-import { parseArgs, prompt, emit, sleep } from './args.mjs';
+import { parseArgs, prompt, emit, sleep, extraHeaders } from './args.mjs';
 
 const a = parseArgs(process.argv.slice(2));
 const client = new OpenAI({
@@ -10,7 +10,7 @@ const client = new OpenAI({
   baseURL: `${a.plain ? 'http' : 'https'}://${a.host}:${a.port}/v1`,
   maxRetries: 0,
   timeout: 30000,
-  defaultHeaders: a.tag ? { 'x-test-client': a.tag } : {},
+  defaultHeaders: extraHeaders(a),
 });
 
 function chatUsage(u) {
