@@ -1,0 +1,192 @@
+#include "protocol/adapter.h"
+
+#include <nlohmann/json.hpp>
+
+#include "protocol/strutil.h"
+
+namespace ab::protocol {
+
+using nlohmann::json;
+
+int64_t estimate_tokens_from_text(uint64_t bytes) { return int64_t((bytes + 3) / 4); }
+
+const ScanSpec& Adapter::request_spec() {
+  static const ScanSpec spec = [] {
+    ScanSpec s;
+    s.capture = {"model",
+                 "stream",
+                 "max_tokens",
+                 "max_completion_tokens",
+                 "max_output_tokens",
+                 "stream_options.include_usage",
+                 "generationConfig.maxOutputTokens",
+                 "generation_config.max_output_tokens",
+                 "options.num_predict"};
+    s.hash_arrays = {"messages", "contents", "input"};
+    s.capture_cap = 4096;
+    return s;
+  }();
+  return spec;
+}
+
+bool Adapter::parse(std::string_view raw, json& out) {
+  out = json::parse(raw, nullptr, false);
+  return !out.is_discarded();
+}
+
+void Adapter::on_request(const JsonScanner& req, std::string_view target) {
+  if (auto m = req.str("model")) call_.model = *m;
+  if (kind_ == ApiKind::GeminiGenerate) {
+    if (call_.model.empty()) call_.model = gemini_model_from_path(target);
+  }
+  if (auto s = req.boolean("stream")) call_.stream = *s;
+  for (const char* k : {"max_completion_tokens", "max_tokens", "max_output_tokens",
+                        "generationConfig.maxOutputTokens", "generation_config.max_output_tokens",
+                        "options.num_predict"}) {
+    if (auto v = req.integer(k)) {
+      call_.max_tokens = *v;
+      break;
+    }
+  }
+  int64_t n = -1;
+  for (const char* k : {"messages", "contents"}) {
+    n = req.array_len(k);
+    if (n >= 0) break;
+  }
+  if (n < 0) {
+    for (const char* k : {"input", "prompt"}) {
+      if (req.top_is_string(k)) { n = 1; break; }
+      n = req.array_len(k);
+      if (n >= 0) break;
+    }
+  }
+  if (n >= 0) call_.message_count = int(n);
+}
+
+Framing Adapter::framing(std::string_view content_type, std::string_view) const {
+  if (detail::icontains(content_type, "event-stream")) return Framing::Sse;
+  return Framing::Json;
+}
+
+void Adapter::on_doc(std::string_view event, std::string_view head, const JsonScanner& doc) {
+  if (doc.failed() || !doc.done()) {
+    return;  // not JSON ("[DONE]", a proxy's HTML page, a document cut by a gap): ignored
+  }
+  any_doc_ok_ = true;
+  handle(event, doc);
+}
+
+void Adapter::take_error(const JsonScanner& doc, std::string_view path) {
+  auto raw = doc.raw(path);
+  if (!raw) return;
+  json e;
+  if (!parse(*raw, e)) return;
+  if (e.is_object()) {
+    for (const char* k : {"type", "status", "code"}) {
+      auto it = e.find(k);
+      if (it == e.end()) continue;
+      if (it->is_string() && !it->get<std::string>().empty()) {
+        call_.error_type = it->get<std::string>();
+        return;
+      }
+      if (it->is_number_integer() && std::string_view(k) == "code") {
+        call_.error_type = "code_" + std::to_string(it->get<int64_t>());
+        return;
+      }
+    }
+    if (call_.error_type.empty()) call_.error_type = "error";
+  } else if (e.is_string()) {
+    if (call_.error_type.empty()) call_.error_type = "error";
+  }
+}
+
+void Adapter::model_if_missing(const JsonScanner& doc, std::string_view path) {
+  if (!call_.model.empty()) return;
+  if (auto m = doc.str(path); m && !m->empty()) call_.model = *m;
+}
+
+static int64_t num(const json& o, const char* k) {
+  if (!o.is_object()) return 0;
+  auto it = o.find(k);
+  if (it == o.end() || !it->is_number()) return 0;
+  return it->is_number_integer() ? it->get<int64_t>() : int64_t(it->get<double>());
+}
+
+static const json& sub(const json& o, const char* k) {
+  static const json kNull;
+  if (!o.is_object()) return kNull;
+  auto it = o.find(k);
+  return it == o.end() ? kNull : *it;
+}
+
+void Adapter::usage_openai(const json& u) {
+  if (!u.is_object()) return;
+  call_.input_tokens = num(u, "prompt_tokens");
+  call_.output_tokens = num(u, "completion_tokens");
+  call_.cache_read_tokens = num(sub(u, "prompt_tokens_details"), "cached_tokens");
+  call_.cache_write_tokens = 0;
+  call_.reasoning_tokens = num(sub(u, "completion_tokens_details"), "reasoning_tokens");
+  call_.usage_present = true;
+}
+
+void Adapter::usage_responses(const json& u) {
+  if (!u.is_object()) return;
+  call_.input_tokens = num(u, "input_tokens");
+  call_.output_tokens = num(u, "output_tokens");
+  call_.cache_read_tokens = num(sub(u, "input_tokens_details"), "cached_tokens");
+  call_.cache_write_tokens = 0;
+  call_.reasoning_tokens = num(sub(u, "output_tokens_details"), "reasoning_tokens");
+  call_.usage_present = true;
+}
+
+void Adapter::finish(const FinishInfo& fi) {
+  const bool error_status = call_.status >= 400;
+  if (call_.usage_present && (final_usage_ || fi.complete)) return;  // the wire's usage, as billed
+  if (fi.have_response && fi.complete && error_status) return;      // an error is not billed
+
+  // Estimate.
+  int64_t in_est = 0;
+  if (fi.request_scan_ok)
+    in_est = estimate_tokens_from_text(fi.request_string_bytes) + 3 * int64_t(call_.message_count);
+  else
+    in_est = estimate_tokens_from_text(fi.request_body_bytes * 3 / 4);
+  if (fi.request_body_bytes > 0 && in_est < 1) in_est = 1;
+  int64_t out_est = estimate_tokens_from_text(text_bytes_);
+
+  if (!fi.have_response) {
+    call_.estimate_reason = "no_response";
+  } else if (fi.body_unparsed || (!any_doc_ok_ && !call_.usage_present)) {
+    call_.estimate_reason = fi.complete ? "unparsed_body" : "cut_off";
+  } else if (!fi.complete) {
+    call_.estimate_reason = "cut_off";
+  } else if (call_.stream) {
+    call_.estimate_reason = "stream_without_usage";
+  } else {
+    call_.estimate_reason = "no_usage";
+  }
+  call_.estimated = true;
+  if (call_.usage_present) {
+    // usage seen but not the final one (e.g. Anthropic message_start, then cut off): keep what
+    // the wire said, raise output to what was streamed
+    if (call_.input_tokens == 0) call_.input_tokens = in_est;
+    if (out_est > call_.output_tokens) call_.output_tokens = out_est;
+    return;
+  }
+  call_.input_tokens = in_est;
+  call_.output_tokens = out_est;
+}
+
+std::unique_ptr<Adapter> make_adapter(ApiKind k, LlmCall& call) {
+  switch (k) {
+    case ApiKind::OpenAIChat:
+    case ApiKind::OpenAICompletions: return make_openai_chat_adapter(k, call);
+    case ApiKind::OpenAIResponses: return make_openai_responses_adapter(call);
+    case ApiKind::AnthropicMessages: return make_anthropic_adapter(call);
+    case ApiKind::GeminiGenerate: return make_gemini_adapter(call);
+    case ApiKind::OllamaChat:
+    case ApiKind::OllamaGenerate: return make_ollama_adapter(k, call);
+  }
+  return nullptr;
+}
+
+}  // namespace ab::protocol

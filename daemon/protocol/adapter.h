@@ -1,0 +1,83 @@
+// adapter.h — provider adapters (internal to the protocol module). One adapter per exchange:
+// it reads the request's JSON facts (model, stream, limits, message count), chooses how the
+// response body is cut into documents, reads usage/errors from each document, and at the end
+// fills the usage fields of the LlmCall, estimating them when the wire carried none.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "protocol/classify.h"
+#include "protocol/codec.h"
+#include "protocol/json_scan.h"
+#include "protocol/llm_call.h"
+
+namespace ab::protocol {
+
+// Facts about the exchange that the HTTP layer knows and the adapter needs at the end.
+struct FinishInfo {
+  bool have_response = false;    // a status line arrived
+  bool complete = false;         // the response ended where its framing said it would
+  bool body_unparsed = false;    // the body could not be decoded (bad/unsupported encoding, lost sync)
+  uint64_t request_body_bytes = 0;
+  bool request_scan_ok = false;  // the request JSON was scanned without a gap or syntax error
+  uint64_t request_string_bytes = 0;  // string-value bytes of the request JSON
+};
+
+// Token estimates (documented rule, used when the wire carries no usage):
+//  - output ≈ ceil(streamed text bytes / 4): the bytes of the generated text, reasoning and tool
+//    arguments read from the response (JSON-escaped length, so a little high for escapes);
+//  - input ≈ ceil(string-value bytes of the request JSON / 4) + 3 per message, i.e. the text
+//    of the messages without the JSON punctuation and keys; when the request could not be
+//    scanned (gap, not JSON), ceil(body bytes × 3/4 / 4) (a quarter of a JSON body is overhead);
+//  - a request with a body is never estimated at 0 input tokens (at least 1).
+int64_t estimate_tokens_from_text(uint64_t bytes);
+
+class Adapter : public DocSink {
+ public:
+  Adapter(ApiKind k, LlmCall& call) : kind_(k), call_(call) {}
+  ~Adapter() override = default;
+  ApiKind kind() const { return kind_; }
+
+  // Request side: the scan spec for request bodies (shared by every adapter) and the facts.
+  static const ScanSpec& request_spec();
+  virtual void on_request(const JsonScanner& req, std::string_view target);
+
+  // Response side.
+  virtual Framing framing(std::string_view content_type, std::string_view target) const;
+  virtual const ScanSpec& response_spec() const = 0;
+  void on_doc(std::string_view event, std::string_view head, const JsonScanner& doc) override;
+  void finish(const FinishInfo& fi);
+
+  uint64_t output_text_bytes() const { return text_bytes_; }
+  bool final_usage_seen() const { return final_usage_; }
+
+ protected:
+  virtual void handle(std::string_view event, const JsonScanner& doc) = 0;
+  // Helpers shared by the adapters.
+  void take_error(const JsonScanner& doc, std::string_view path = "error");
+  void model_if_missing(const JsonScanner& doc, std::string_view path);
+  void usage_openai(const nlohmann::json& u);      // chat/completions shape
+  void usage_responses(const nlohmann::json& u);   // Responses shape
+  static bool parse(std::string_view raw, nlohmann::json& out);
+
+  ApiKind kind_;
+  LlmCall& call_;
+  uint64_t text_bytes_ = 0;
+  bool final_usage_ = false;   // the usage a complete response ends with was seen
+  bool any_doc_ok_ = false;
+};
+
+std::unique_ptr<Adapter> make_adapter(ApiKind k, LlmCall& call);
+
+// Factories, one per file.
+std::unique_ptr<Adapter> make_openai_chat_adapter(ApiKind k, LlmCall& call);  // chat + legacy
+std::unique_ptr<Adapter> make_openai_responses_adapter(LlmCall& call);
+std::unique_ptr<Adapter> make_anthropic_adapter(LlmCall& call);
+std::unique_ptr<Adapter> make_gemini_adapter(LlmCall& call);
+std::unique_ptr<Adapter> make_ollama_adapter(ApiKind k, LlmCall& call);
+
+}  // namespace ab::protocol
