@@ -30,6 +30,16 @@ PRICES = """prices:
 """
 
 
+def expected_roots(agent):
+    """The tree root of the agent's calls (daemon/process/lineage.h): the oldest process of the
+    walk up the parents, inside the cgroup, that is not transparent (shells, tmux, ...). An
+    agent the test started in its own cgroup roots its tree; curl_agent.sh's bash is a shell,
+    walked through, so each curl roots its own tree."""
+    if agent.kind == "curl":
+        return lambda call: {call["pid"]}
+    return {agent.pid}
+
+
 class CaptureBase(unittest.TestCase):
     maxDiff = 4000
 
@@ -81,7 +91,7 @@ class CaptureBase(unittest.TestCase):
             self.assertEqual(e.get("kind"), "llm_call", where)
             self.assertEqual(e.get("cgroup"), cg.path, where)
             self.assertEqual(e.get("comm"), c["comm"], where)
-            self.assertIn(d.get("tree_root_pid"), roots, where)
+            self.assertIn(d.get("tree_root_pid"), roots(c) if callable(roots) else roots, where)
             self.assertEqual(host_of(d.get("host")), host, where)
             self.assertEqual(d.get("path"), c["path"], where)
             self.assertEqual(d.get("api"), API_OF_PATH[c["path"]], where)
@@ -109,7 +119,7 @@ class CaptureBase(unittest.TestCase):
     def capture_one_client(self, kind, tag, n, *args, model="e2e-gpt"):
         with Cgroup(tag) as cg:
             a = abtest.start_agent(cg, kind, self.sim, "--tag", tag, "--model", model, "-n", str(n), *args)
-            return self.assert_calls_captured(cg, a, n, roots={a.pid}, served_tag=tag)
+            return self.assert_calls_captured(cg, a, n, roots=expected_roots(a), served_tag=tag)
 
 
 class Capture(CaptureBase):
@@ -137,7 +147,7 @@ class Capture(CaptureBase):
         abtest.require_tools("curl")
         with Cgroup("curl") as cg:
             a = abtest.start_agent(cg, "curl", self.sim, "--tag", "curl", "-n", "2")
-            events, calls = self.assert_calls_captured(cg, a, 2, roots={a.pid}, served_tag="curl")
+            events, calls = self.assert_calls_captured(cg, a, 2, roots=expected_roots(a), served_tag="curl")
             self.assertEqual(len({c["pid"] for c in calls}), 2, "one curl process per call")
             self.assertNotIn(a.pid, {e["pid"] for e in events}, "the curl pid, not the shell's")
 
@@ -145,13 +155,13 @@ class Capture(CaptureBase):
         abtest.require_tools("curl")
         with Cgroup("curls") as cg:
             a = abtest.start_agent(cg, "curl", self.sim, "--tag", "curls", "-n", "2", "--stream", "--include-usage")
-            self.assert_calls_captured(cg, a, 2, roots={a.pid}, served_tag="curls")
+            self.assert_calls_captured(cg, a, 2, roots=expected_roots(a), served_tag="curls")
 
     def test_curl_several_urls_one_connection(self):
         abtest.require_tools("curl")
         with Cgroup("curlm") as cg:
             a = abtest.start_agent(cg, "curl", self.sim, "--tag", "curlm", "-n", "3", "--multi")
-            self.assert_calls_captured(cg, a, 3, roots={a.pid}, served_tag="curlm")
+            self.assert_calls_captured(cg, a, 3, roots=expected_roots(a), served_tag="curlm")
         self.assertEqual(len({s["peer_port"] for s in self.sim.records("curlm")}), 1)
 
     def test_node_openai(self):
@@ -200,8 +210,10 @@ class Capture(CaptureBase):
                 pids = {c["pid"] for c in a.calls()}
                 self.assertEqual(len(mine), 3, "agent %d (%s) in %s: %s" % (i, a.kind, cg.path, self.describe(mine)))
                 self.assertEqual({e["pid"] for e in mine} - pids, set(), "events attributed to the wrong pid")
+                roots = expected_roots(a)
                 for e in mine:
-                    self.assertEqual(detail(e).get("tree_root_pid"), a.pid)
+                    want = roots({"pid": e["pid"]}) if callable(roots) else roots
+                    self.assertIn(detail(e).get("tree_root_pid"), want, self.describe([e]))
                 served = self.sim.records("par%d" % i)
                 self.assertEqual(sorted(detail(e).get("input_tokens") for e in mine),
                                  sorted(s["input_tokens"] for s in served))
@@ -276,7 +288,8 @@ class Capture(CaptureBase):
             self.assertEqual(len(ev), 2, self.describe(ev))
             for e in ev:
                 self.assertEqual(e["pid"], pid)
-                self.assertIn(detail(e).get("tree_root_pid"), {pid, shell, server})
+                # bash -i and the tmux server are transparent: the agent roots its own tree
+                self.assertEqual(detail(e).get("tree_root_pid"), pid, "shell %d, tmux server %d" % (shell, server))
                 self.assertIs(detail(e).get("complete"), True)
             self.assertLess(time.time() - t0, 60)
 
