@@ -291,6 +291,7 @@ class Handler(BaseHTTPRequestHandler):
             "cache_read": cr, "cache_write": cw, "usage_sent": True, "aborted": False,
             "client_tag": self.headers.get("x-test-client"), "request_bytes": len(raw),
             "kind": kind, "peer_port": self.client_address[1] if self.client_address else None,
+            "gzip": False,
         }
         if cfg["latency_ms"]:
             time.sleep(cfg["latency_ms"] / 1000.0)
@@ -300,7 +301,7 @@ class Handler(BaseHTTPRequestHandler):
                 rec["input_tokens"] = rec["output_tokens"] = rec["cache_read"] = rec["cache_write"] = 0
                 self._error(kind, int(cfg["status"]), cfg)
             elif not stream:
-                self._non_stream(kind, model, wire_in, out, cr, cw, cfg)
+                rec["gzip"] = self._non_stream(kind, model, wire_in, out, cr, cw, cfg)
             else:
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
                 if kind == "chat" and (not include or cfg["no_usage"]):
@@ -372,6 +373,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
+        return "Content-Encoding" in headers
 
     @staticmethod
     def _response_obj(model, txt, usage, now, status="completed"):

@@ -141,6 +141,9 @@ class Accounting(unittest.TestCase):
             self.run_in(cg["mixed"], "py_httpclient", "a-mixed", "-n", "2", "--api", "responses", "--stream",
                         "--model", "acct-mini", "--max-tokens", "50")
             self.run_in(cg["mixed"], "py_urllib", "a-mixed", "-n", "2", "--model", "acct-gpt", "--max-tokens", "8")
+            # a gzip-encoded JSON body (Accept-Encoding: gzip and the simulator compresses)
+            self.run_in(cg["mixed"], "py_urllib", "a-mixed", "-n", "1", "--model", "acct-gpt", "--max-tokens", "9",
+                        "--gzip", "--header", "x-sim-gzip: 1")
             if shutil.which("curl"):
                 self.run_in(cg["mixed"], "curl", "a-mixed", "-n", "2", "--stream", "--include-usage",
                             "--model", "acct-mini", "--max-tokens", "17")

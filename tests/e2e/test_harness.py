@@ -81,6 +81,7 @@ class SimulatorWithClients(unittest.TestCase):
         finally:
             self.sim.set()
         self.check(calls, served, 2)
+        self.assertTrue(all(s["gzip"] for s in served))
 
     def test_asyncio_anthropic_stream_cache(self):
         self.sim.set(cache_read=30, cache_write=7)
