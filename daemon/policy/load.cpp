@@ -1,12 +1,12 @@
 // load.cpp — files and directories in, LoadResult out: reading, ownership checks, merging.
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -19,6 +19,8 @@ namespace ab::policy {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr long long kMaxPolicyFileBytes = 4 << 20;  // 4 MiB: a policy is text written by people
 
 // A policy can name a program to run as root (alerts: exec), so only root may write it.
 std::optional<std::string> ownership_problem(const std::string& path, const struct stat& st) {
@@ -34,16 +36,51 @@ std::optional<std::string> ownership_problem(const std::string& path, const stru
   return std::nullopt;
 }
 
-bool read_file(const std::string& path, std::string& out, std::vector<std::string>& errors) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    errors.push_back(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
+// Opens the file once and checks what was opened (fstat), so the file read is the file checked.
+bool read_checked(const std::string& path, bool check_ownership, std::string& out, std::vector<std::string>& errors) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    errors.push_back(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
     return false;
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
+  struct stat st {};
+  bool ok = true;
+  if (::fstat(fd, &st) != 0) {
+    errors.push_back(fmt::format("{}: cannot stat: {}", path, std::strerror(errno)));
+    ok = false;
+  } else if (!S_ISREG(st.st_mode)) {
+    errors.push_back(fmt::format("{}: not a regular file", path));
+    ok = false;
+  } else if (check_ownership) {
+    if (auto why = ownership_problem(path, st)) {
+      errors.push_back(*why);
+      ok = false;
+    }
+  }
+  if (ok && st.st_size > kMaxPolicyFileBytes) {
+    errors.push_back(fmt::format("{}: too large ({} bytes; a policy file may have at most {})", path,
+                                 static_cast<long long>(st.st_size), kMaxPolicyFileBytes));
+    ok = false;
+  }
+  while (ok) {
+    char buf[65536];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      errors.push_back(fmt::format("{}: cannot read: {}", path, std::strerror(errno)));
+      ok = false;
+      break;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > size_t(kMaxPolicyFileBytes)) {
+      errors.push_back(fmt::format("{}: too large (a policy file may have at most {} bytes)", path,
+                                   kMaxPolicyFileBytes));
+      ok = false;
+    }
+  }
+  ::close(fd);
+  return ok;
 }
 
 LoadResult finish(ir::Node merged, std::vector<std::string> errors, std::string source,
@@ -120,22 +157,8 @@ LoadResult load_path(const std::string& path, bool check_ownership) {
 
   std::vector<std::pair<std::string, std::string>> texts;
   for (const std::string& f : files) {
-    struct stat fst {};
-    if (::stat(f.c_str(), &fst) != 0) {
-      fail.errors.push_back(fmt::format("{}: cannot open: {}", f, std::strerror(errno)));
-      continue;
-    }
-    if (!S_ISREG(fst.st_mode)) {
-      fail.errors.push_back(fmt::format("{}: not a regular file", f));
-      continue;
-    }
-    if (check_ownership)
-      if (auto why = ownership_problem(f, fst)) {
-        fail.errors.push_back(*why);
-        continue;
-      }
     std::string text;
-    if (read_file(f, text, fail.errors)) texts.emplace_back(f, std::move(text));
+    if (read_checked(f, check_ownership, text, fail.errors)) texts.emplace_back(f, std::move(text));
   }
   if (!fail.errors.empty()) return fail;
   return load_texts(texts, path);
