@@ -279,6 +279,19 @@ nlohmann::ordered_json UsageReport::to_json() const {
   return j;
 }
 
+nlohmann::ordered_json event_to_json(const EventRow& r) {
+  nlohmann::ordered_json j;
+  j["ts"] = format_rfc3339(r.ts_unix_ns, true);
+  j["kind"] = r.kind;
+  j["cgroup"] = r.cgroup;
+  j["pid"] = r.pid;
+  j["comm"] = r.comm;
+  auto d = nlohmann::ordered_json::parse(r.detail_text, nullptr, false);
+  j["detail"] = d.is_discarded() ? nlohmann::ordered_json::object() : std::move(d);
+  j["id"] = r.id;
+  return j;
+}
+
 // ---- Store --------------------------------------------------------------------------------------
 
 struct Store::Statements {

@@ -101,6 +101,10 @@ struct CallFilter {
   std::string provider;
 };
 
+// One `events --json` line: {"ts":"2026-11-29T10:00:01.250Z","kind","cgroup","pid","comm",
+// "detail":{...},"id":N} (ts in RFC 3339 UTC with milliseconds; detail in its stored order).
+nlohmann::ordered_json event_to_json(const EventRow& row);
+
 class Store {
  public:
   static constexpr int kSchemaVersion = 1;
