@@ -20,7 +20,9 @@ constexpr size_t kTailKeep = 64 * 1024;    // request body tail kept for the mod
 class LineSeeker {
  public:
   // Returns the offset just past the accepted line (`line()` then holds it without CRLF), or
-  // npos when the input ran out (then everything was consumed).
+  // npos when the input ran out (then everything was consumed). `accept` returns the offset
+  // of the start line inside the line (a new message may follow the end of a body we could
+  // not frame without a newline between), or npos to reject it.
   template <class Pred>
   size_t feed(std::string_view in, Pred&& accept, uint64_t& garbage) {
     size_t i = 0;
@@ -41,7 +43,12 @@ class LineSeeker {
       i = end + 1;
       if (!discard_) {
         if (!line_.empty() && line_.back() == '\r') line_.pop_back();
-        if (accept(std::string_view(line_))) return i;
+        size_t off = accept(std::string_view(line_));
+        if (off != std::string_view::npos) {
+          garbage += off;
+          line_.erase(0, off);
+          return i;
+        }
         garbage += line_.size() + 1;
       } else {
         garbage += 1;
@@ -190,6 +197,27 @@ class Chunked {
   int digits_ = 0;
   size_t ext_ = 0, line_len_ = 0, trailer_ = 0;
 };
+
+// Offset of a request line that ends `line` (usually 0), npos if none.
+size_t find_request_line(std::string_view line) {
+  if (looks_like_request_line(line)) return 0;
+  if (line.size() < 14 || line.find(" HTTP/1.") == std::string_view::npos) return std::string_view::npos;
+  for (size_t i = 1; i + 14 <= line.size(); ++i) {
+    char c = line[i];
+    if (c < 'A' || c > 'Z') continue;
+    if (looks_like_request_line(line.substr(i))) return i;
+  }
+  return std::string_view::npos;
+}
+
+size_t find_status_line(std::string_view line) {
+  size_t pos = 0;
+  while ((pos = line.find("HTTP/1.", pos)) != std::string_view::npos) {
+    if (looks_like_status_line(line.substr(pos))) return pos;
+    ++pos;
+  }
+  return std::string_view::npos;
+}
 
 enum class BodyKind { None, Length, Chunked, UntilClose };
 
@@ -489,12 +517,12 @@ struct Connection::Impl {
           const uint64_t garbage_before = st.garbage_bytes;
           size_t n = r_seek.feed(
               in,
-              [&](std::string_view line) {
+              [&](std::string_view line) -> size_t {
                 if (line == "PRI * HTTP/2.0") {
                   preface = true;
-                  return true;
+                  return 0;
                 }
-                return looks_like_request_line(line);
+                return find_request_line(line);
               },
               st.garbage_bytes);
           if (st.garbage_bytes != garbage_before) r_resync = true;
@@ -762,7 +790,7 @@ struct Connection::Impl {
       switch (ps) {
         case PS::Seek: {
           const uint64_t garbage_before = st.garbage_bytes;
-          size_t n = p_seek.feed(in, [](std::string_view l) { return looks_like_status_line(l); },
+          size_t n = p_seek.feed(in, [](std::string_view l) { return find_status_line(l); },
                                  st.garbage_bytes);
           if (st.garbage_bytes != garbage_before) p_resync = true;
           if (n == std::string_view::npos) {
