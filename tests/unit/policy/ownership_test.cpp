@@ -60,7 +60,7 @@ TEST(Ownership, GroupWritableFileIsRefusedWithTheReason) {
   }
   EXPECT_EQ(r.policy, nullptr);
   EXPECT_EQ(validate_path(f), r.errors);
-  // Tests (and `policy validate --no-owner-check`) may skip the check.
+  // Tests (fixtures in a temporary directory) may skip the check.
   EXPECT_TRUE(load_path(f, false).ok());
 }
 
