@@ -40,9 +40,26 @@ bool is_quoted_tag(const std::string& tag) {
   return tag == "!" || tag == "tag:yaml.org,2002:str" || tag == "!!str";
 }
 
-Node convert(const YAML::Node& y, const std::string& file, int fallback_line,
-             std::vector<std::string>& errors) {
+// Aliases make yaml-cpp nodes shared; expanding them into the IR could blow up ("billion
+// laughs"). A policy has hundreds of nodes, not millions.
+constexpr size_t kMaxNodes = 200'000;
+
+struct NodeBudget {
+  size_t nodes = 0;
+  bool exceeded = false;
+};
+
+Node convert(const YAML::Node& y, const std::string& file, int fallback_line, std::vector<std::string>& errors,
+             NodeBudget& budget) {
   Node n;
+  if (++budget.nodes > kMaxNodes) {
+    if (!budget.exceeded)
+      errors.push_back(fmt::format("{}:{}: too many YAML nodes (more than {}; aliases expanding?)", file,
+                                   line_of(y.Mark(), fallback_line), kMaxNodes));
+    budget.exceeded = true;
+    n.where = SourceRef{file, fallback_line};
+    return n;
+  }
   n.where = SourceRef{file, line_of(y.Mark(), fallback_line)};
   switch (y.Type()) {
     case YAML::NodeType::Undefined:
@@ -56,7 +73,7 @@ Node convert(const YAML::Node& y, const std::string& file, int fallback_line,
       break;
     case YAML::NodeType::Sequence:
       n.kind = Node::Kind::Seq;
-      for (const auto& item : y) n.items.push_back(convert(item, file, n.where.line, errors));
+      for (const auto& item : y) n.items.push_back(convert(item, file, n.where.line, errors, budget));
       break;
     case YAML::NodeType::Map:
       n.kind = Node::Kind::Map;
@@ -76,7 +93,7 @@ Node convert(const YAML::Node& y, const std::string& file, int fallback_line,
         Entry e;
         e.key = key;
         e.key_where = SourceRef{file, kline};
-        e.value = convert(kv.second, file, kline, errors);
+        e.value = convert(kv.second, file, kline, errors, budget);
         // An empty value ("key:" then nothing) gets yaml-cpp's mark of the NEXT token, often
         // on a later line: cite the key instead.
         if (e.value.is_null()) e.value.where.line = kline;
@@ -130,7 +147,8 @@ Node parse(std::string_view yaml, const std::string& file, std::vector<std::stri
     errors.push_back(syntax_error(yaml, file, e, "YAML error"));
     return Node{Node::Kind::Null, SourceRef{file, 1}, {}, false, {}, {}};
   }
-  return convert(root, file, 1, errors);
+  NodeBudget budget;
+  return convert(root, file, 1, errors, budget);
 }
 
 void merge(Node& base, const Node& overlay, const std::string& path, std::vector<std::string>& errors) {

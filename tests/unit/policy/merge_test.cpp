@@ -136,3 +136,17 @@ TEST(Merge, LoadTextsMergesLikeADirectory) {
   EXPECT_EQ(r.policy->budgets.size(), 2u);
   EXPECT_EQ(r.policy->files, (std::vector<std::string>{"one.yaml", "two.yaml"}));
 }
+
+TEST(Parse, AliasExpansionIsBounded) {
+  // Ten levels of ten aliases each would expand to 10^10 nodes.
+  std::string y = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i <= 9; ++i) {
+    std::string prev = "*a" + std::to_string(i - 1);
+    y += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [" + prev;
+    for (int k = 1; k < 10; ++k) y += ", " + prev;
+    y += "]\n";
+  }
+  auto r = load_text(y, "bomb.yaml");
+  ASSERT_FALSE(r.errors.empty());
+  EXPECT_NE(r.errors[0].find("too many YAML nodes"), std::string::npos) << r.errors[0];
+}
