@@ -103,6 +103,26 @@ bool ProcessTable::same_cgroup(const Entry& a, const Entry& b) const {
 	return true; // unknown on one side: no evidence of a boundary
 }
 
+// Record the cgroup an event saw the process in (either part may be unknown: 0 / "").
+// Returns true when that is evidence of a move. A changed id with no path leaves the path
+// unknown rather than stale.
+bool ProcessTable::set_cgroup(Entry& e, uint64_t id, std::string path) {
+	bool moved;
+	if (id && e.cgroup_id)
+		moved = id != e.cgroup_id;
+	else
+		moved = !path.empty() && !e.cgroup.empty() && path != e.cgroup;
+	if (id) {
+		if (id != e.cgroup_id && path.empty()) e.cgroup.clear();
+		e.cgroup_id = id;
+	}
+	if (!path.empty()) {
+		if (path != e.cgroup && !id) e.cgroup_id = 0;
+		e.cgroup = std::move(path);
+	}
+	return moved;
+}
+
 // The recorded parent, if it is still the process that forked `e`: a parent never started
 // after its child (this rejects a pid reused since).
 const ProcessTable::Entry* ProcessTable::parent_of(const Entry& e) const {
@@ -247,7 +267,7 @@ void ProcessTable::on_fork(int parent, int child, uint64_t start_ns) {
 }
 
 void ProcessTable::on_exec(int pid, std::string comm, std::string exe, uint32_t uid, uint64_t cgroup_id,
-                           std::string cgroup, uint64_t start_ns) {
+                           std::string cgroup, uint64_t start_ns, int ppid) {
 	++stats_.execs;
 	if (pid <= 0) return;
 	Entry* e = get(pid);
@@ -256,36 +276,39 @@ void ProcessTable::on_exec(int pid, std::string comm, std::string exe, uint32_t 
 		remove(pid);
 		e = nullptr;
 	}
-	bool fresh = false;
+	bool created = false, relinked = false;
 	if (!e) {
 		e = &create(pid);
 		e->start_ns = start_ns;
-		fresh = true;
+		created = true;
 	}
 	if (!e->start_ns) e->start_ns = start_ns;
+	if (e->ppid <= 0 && !e->parent_gone && ppid > 0 && ppid != pid) {
+		e->ppid = ppid;
+		link(*e);
+		relinked = true; // lineage learned: recompute below
+	}
 	const bool was_transparent = is_transparent(e->comm);
-	const bool moved = (cgroup_id && e->cgroup_id && cgroup_id != e->cgroup_id) ||
-	                   (!cgroup.empty() && !e->cgroup.empty() && cgroup != e->cgroup);
+	const bool moved = set_cgroup(*e, cgroup_id, std::move(cgroup));
 	e->comm = std::move(comm);
 	e->exe = std::move(exe);
 	e->uid = uid;
-	if (cgroup_id) e->cgroup_id = cgroup_id;
-	if (!cgroup.empty()) e->cgroup = std::move(cgroup);
 	if (moved) {
 		e->anchor_root = 0;
 		++stats_.cgroup_moves;
 	}
 	touch(*e);
-	if (fresh || moved || was_transparent != is_transparent(e->comm))
+	if (created || relinked || moved || was_transparent != is_transparent(e->comm))
 		recompute_subtree(pid);
 	else
 		set_root(*e, compute_root(*e));
-	if (fresh) evict_if_needed();
+	if (created) evict_if_needed();
 }
 
-void ProcessTable::on_exit(int pid) {
+void ProcessTable::on_exit(int pid, uint64_t start_ns) {
 	++stats_.exits;
-	if (!find(pid)) {
+	const Entry* e = find(pid);
+	if (!e || !same_start(e->start_ns, start_ns)) {
 		++stats_.unknown_exits;
 		return;
 	}
@@ -295,10 +318,7 @@ void ProcessTable::on_exit(int pid) {
 void ProcessTable::on_cgroup(int pid, uint64_t cgroup_id, std::string cgroup) {
 	Entry* e = get(pid);
 	if (!e) return;
-	const bool moved = (cgroup_id && e->cgroup_id && cgroup_id != e->cgroup_id) ||
-	                   (!cgroup.empty() && !e->cgroup.empty() && cgroup != e->cgroup);
-	if (cgroup_id) e->cgroup_id = cgroup_id;
-	if (!cgroup.empty()) e->cgroup = std::move(cgroup);
+	const bool moved = set_cgroup(*e, cgroup_id, std::move(cgroup));
 	touch(*e);
 	if (!moved) return;
 	++stats_.cgroup_moves;
@@ -360,7 +380,7 @@ void ProcessTable::upsert(const ProcInfo& info) {
 	recompute_subtree(info.pid);
 }
 
-void ProcessTable::scan(const std::string& proc_root) {
+void ProcessTable::scan(const std::string& proc_root, CgroupResolver* ids) {
 	++stats_.scans;
 	std::unordered_map<int, ProcInfo> live;
 	for (int pid : list_pids(proc_root)) {
@@ -405,6 +425,15 @@ void ProcessTable::scan(const std::string& proc_root) {
 	// 3. Rebuild the child lists and every root (O(n * depth)).
 	for (auto& [pid, e] : entries_) e.children.clear();
 	for (auto& [pid, e] : entries_) link(e);
+	if (ids) {
+		std::unordered_map<std::string, uint64_t> known;
+		for (auto& [pid, e] : entries_) {
+			if (e.cgroup_id || e.cgroup.empty()) continue;
+			auto it = known.find(e.cgroup);
+			if (it == known.end()) it = known.emplace(e.cgroup, ids->id_for_path(e.cgroup).value_or(0)).first;
+			e.cgroup_id = it->second;
+		}
+	}
 	for (auto& [pid, e] : entries_) set_root(e, compute_root(e));
 	evict_if_needed();
 }

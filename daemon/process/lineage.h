@@ -46,6 +46,7 @@
 // loop owns it).
 #pragma once
 
+#include "process/cgroup.h"
 #include "process/procfs.h"
 
 #include <cstddef>
@@ -101,13 +102,16 @@ public:
 	// the table with another start time is a reused pid: the old entry is replaced.
 	void on_fork(int parent, int child, uint64_t start_ns);
 
-	// `pid` exec'd. An unknown pid is added with an unknown parent (call upsert(read_proc())
-	// first when lineage matters). start_ns (optional) detects a reused pid.
+	// `pid` exec'd. start_ns (optional, 0: unknown) tells a reused pid apart. ppid (optional:
+	// the exec event's real parent) gives an unknown pid its parent; the recorded parent of a
+	// known pid is kept (the event's ppid may be a reaper the process was re-parented to).
 	void on_exec(int pid, std::string comm, std::string exe, uint32_t uid, uint64_t cgroup_id,
-	             std::string cgroup, uint64_t start_ns = 0);
+	             std::string cgroup, uint64_t start_ns = 0, int ppid = 0);
 
-	// The thread group `pid` exited. Its children keep their tree roots (see above).
-	void on_exit(int pid);
+	// The thread group `pid` exited. Its children keep their tree roots (see above). With a
+	// start_ns (optional) an exit that does not match the tracked process is ignored (counted
+	// as unknown).
+	void on_exit(int pid, uint64_t start_ns = 0);
 
 	// `pid` was seen in another cgroup (an event carried a different cgroup id): it left its
 	// tree if the new cgroup differs from its lineage's. Unknown pids are ignored.
@@ -118,8 +122,9 @@ public:
 	void upsert(const ProcInfo& info);
 
 	// Resynchronize with the whole of proc_root: add what is missing, refresh what is known,
-	// drop entries of processes that are gone, skip kernel threads.
-	void scan(const std::string& proc_root = "/proc");
+	// drop entries of processes that are gone, skip kernel threads. With a resolver, entries
+	// whose cgroup id is unknown get it from their path (one stat per distinct cgroup).
+	void scan(const std::string& proc_root = "/proc", CgroupResolver* ids = nullptr);
 
 	const Entry* find(int pid) const;
 	int tree_root(int pid) const; // 0 when pid is not tracked
@@ -143,6 +148,7 @@ private:
 	void touch(Entry& e) { e.touched = ++clock_; }
 	void evict_if_needed();
 	bool same_cgroup(const Entry& a, const Entry& b) const;
+	bool set_cgroup(Entry& e, uint64_t id, std::string path);
 
 	Options opts_;
 	std::unordered_set<std::string> transparent_;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 namespace ab::process {
@@ -336,6 +337,44 @@ TEST(Events, ExecBeforeForkLearnsTheParentLater) {
 	EXPECT_EQ(h.t.tree_root(200), 70);
 }
 
+TEST(Events, ExecOfAnUnknownPidTakesTheEventsParent) {
+	Host h;
+	h.boot();
+	h.spawn(61, 70, "python3", kUser);
+	h.now += kTick;
+	h.t.on_exec(201, "node", "/usr/bin/node", 1000, Host::cgid(kUser), kUser, h.now, 70);
+	EXPECT_EQ(h.t.find(201)->ppid, 70);
+	EXPECT_EQ(h.t.tree_root(201), 70);
+	// for a known pid the recorded parent wins over the event's (a reaper after re-parenting)
+	h.t.on_exit(70);
+	h.t.on_exec(201, "node", "/usr/bin/node", 1000, Host::cgid(kUser), kUser, h.now, 1);
+	EXPECT_EQ(h.t.find(201)->ppid, 70);
+	EXPECT_EQ(h.t.tree_root(201), 70);
+}
+
+TEST(Events, ExitOfAnotherProcessOnTheSamePidIsIgnored) {
+	Host h;
+	h.boot();
+	h.spawn(61, 70, "python3", kUser);
+	const uint64_t start = h.now;
+	h.t.on_exit(70, start + 40 * kTick); // a stale exit of an earlier owner of the pid
+	EXPECT_NE(h.t.find(70), nullptr);
+	EXPECT_EQ(h.t.stats().unknown_exits, 1u);
+	h.t.on_exit(70, start);
+	EXPECT_EQ(h.t.find(70), nullptr);
+}
+
+TEST(Events, CgroupIdChangeWithoutPathForgetsTheStalePath) {
+	Host h;
+	h.spawn(1, 10, "python3", "/a");
+	h.t.on_cgroup(10, 777, "");
+	EXPECT_EQ(h.t.find(10)->cgroup_id, 777u);
+	EXPECT_EQ(h.t.find(10)->cgroup, "");
+	h.t.on_cgroup(10, 777, "/b"); // the path, once resolved: the same cgroup, not a move
+	EXPECT_EQ(h.t.find(10)->cgroup, "/b");
+	EXPECT_EQ(h.t.stats().cgroup_moves, 1u);
+}
+
 TEST(Events, ForkFromUnknownParent) {
 	Host h;
 	h.t.on_fork(999, 1000, 5 * kTick);
@@ -468,6 +507,25 @@ TEST_F(FakeHost, ScanBuildsTheTrees) {
 	EXPECT_EQ(t.find(70)->start_ns, 200 * kTick);
 	EXPECT_EQ(t.find(80)->cgroup, "/agents/b");
 	EXPECT_EQ(t.stats().scans, 1u);
+}
+
+TEST_F(FakeHost, ScanWithAResolverFillsCgroupIds) {
+	TempDir cg;
+	for (const char* d : {"init.scope", "system.slice/ssh.service", "user.slice/user-1000.slice/session-1.scope",
+	                      "agents/b"})
+		std::filesystem::create_directories(cg / d);
+	CgroupResolver ids(cg.path());
+	ProcessTable t;
+	t.scan(proc.path(), &ids);
+	EXPECT_EQ(t.find(70)->cgroup_id, *cgroup_id_of(cg.path(), sess));
+	EXPECT_EQ(t.find(80)->cgroup_id, *cgroup_id_of(cg.path(), "/agents/b"));
+	EXPECT_NE(t.find(70)->cgroup_id, t.find(80)->cgroup_id);
+	EXPECT_EQ(t.tree_root(81), 80);
+	// an exec event with the id only (path not resolved yet) is the same cgroup
+	t.on_fork(70, 76, 2000 * kTick);
+	t.on_exec(76, "curl", "/usr/bin/curl", 1000, *cgroup_id_of(cg.path(), sess), "", 2000 * kTick);
+	EXPECT_EQ(t.tree_root(76), 70);
+	EXPECT_EQ(t.find(76)->cgroup, sess);
 }
 
 TEST_F(FakeHost, RescanAfterLostEvents) {
