@@ -83,12 +83,35 @@ bool read_checked(const std::string& path, bool check_ownership, std::string& ou
   return ok;
 }
 
+// Errors come out of the compiler in schema order; an operator reads them in file order:
+// by file (in merge order), then by line. The file and line are the "file:line: " prefix.
+void sort_errors(std::vector<std::string>& errors, const std::vector<std::string>& files) {
+  auto key = [&](const std::string& e) {
+    size_t sep = e.find(": ");
+    std::string_view prefix(e.data(), sep == std::string::npos ? 0 : sep);
+    std::string_view file = prefix;
+    long line = 0;
+    if (size_t colon = prefix.rfind(':'); colon != std::string_view::npos) {
+      std::string_view num = prefix.substr(colon + 1);
+      if (!num.empty() && std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        file = prefix.substr(0, colon);
+        line = std::strtol(std::string(num).c_str(), nullptr, 10);
+      }
+    }
+    size_t idx = std::find(files.begin(), files.end(), file) - files.begin();
+    return std::pair<size_t, long>(idx, line);
+  };
+  std::stable_sort(errors.begin(), errors.end(),
+                   [&](const std::string& a, const std::string& b) { return key(a) < key(b); });
+}
+
 LoadResult finish(ir::Node merged, std::vector<std::string> errors, std::string source,
                   std::vector<std::string> files) {
   LoadResult r;
   r.source = source;
   Policy p = compile(merged, errors);
   if (!errors.empty()) {
+    sort_errors(errors, files);
     r.errors = std::move(errors);
     return r;
   }

@@ -96,9 +96,22 @@ TEST(Merge, ErrorsAfterMergingCiteTheFileOfEachPiece) {
   std::string b = d.write("20-b.yaml", "\nloops:\n  fan_out: {max_concurrent: -2}\nbudgets:\n  - name: x\n    tokens_per_minute: 5\n");
   auto r = load_path(d.path.string(), false);
   ASSERT_EQ(r.errors.size(), 2u);
-  EXPECT_EQ(r.errors[0], b + ":5: duplicate budget name 'x' (first defined at " + a + ":2)");
-  EXPECT_EQ(r.errors[1], b + ":3: 'max_concurrent' in loops.fan_out must be positive, got -2");
+  // In file order, then line order.
+  EXPECT_EQ(r.errors[0], b + ":3: 'max_concurrent' in loops.fan_out must be positive, got -2");
+  EXPECT_EQ(r.errors[1], b + ":5: duplicate budget name 'x' (first defined at " + a + ":2)");
   EXPECT_EQ(r.policy, nullptr);
+}
+
+TEST(Merge, ErrorsAreSortedByFileThenLine) {
+  TempDir d;
+  std::string a = d.write("1.yaml", "budgets:\n  - name: x\n    action: stop\n    tokens_per_minute: 0\n");
+  std::string b = d.write("2.yaml", "mode: nope\n");
+  auto r = load_path(d.path.string(), false);
+  ASSERT_EQ(r.errors.size(), 3u);
+  // The compiler checks `mode` first and `action` before the limits; the report follows the files.
+  EXPECT_EQ(r.errors[0].rfind(a + ":3: 'action'", 0), 0u) << r.errors[0];
+  EXPECT_EQ(r.errors[1].rfind(a + ":4: 'tokens_per_minute'", 0), 0u) << r.errors[1];
+  EXPECT_EQ(r.errors[2].rfind(b + ":1: 'mode'", 0), 0u) << r.errors[2];
 }
 
 TEST(Merge, AScalarCannotMergeWithAMapping) {
