@@ -3,6 +3,7 @@
 #include "process/io_detail.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -308,6 +309,29 @@ CgResult cgroup_freeze(const std::string& mount, const std::string& rel, bool fr
 CgResult cgroup_kill(const std::string& mount, const std::string& rel) {
 	if (int e = writable_cgroup(rel)) return {e};
 	return {detail::write_file(cgroup_abs_path(mount, rel) + "/cgroup.kill", "1")};
+}
+
+CgResult cgroup_kill_by_signal(const std::string& mount, const std::string& rel,
+                               std::chrono::milliseconds timeout) {
+	if (int e = writable_cgroup(rel)) return {e};
+	if (!cgroup_id_of(mount, rel)) return {-ENOENT};
+	const bool froze = static_cast<bool>(cgroup_freeze(mount, rel, true));
+	const auto deadline = std::chrono::steady_clock::now() + timeout;
+	int err = 0;
+	for (;;) {
+		int lerr = 0;
+		auto pids = cgroup_procs_recursive(mount, rel, &lerr);
+		if (pids.empty()) break;
+		for (int pid : pids)
+			if (::kill(pid, SIGKILL) != 0 && errno != ESRCH) err = -errno;
+		if (std::chrono::steady_clock::now() >= deadline) {
+			if (!err) err = -ETIMEDOUT;
+			break;
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(2));
+	}
+	if (froze) (void)cgroup_freeze(mount, rel, false);
+	return {err};
 }
 
 CgResult cgroup_create(const std::string& mount, const std::string& rel) {

@@ -136,6 +136,13 @@ CgResult cgroup_freeze(const std::string& mount, const std::string& rel, bool fr
 // the caller may fall back to signalling cgroup_procs()).
 CgResult cgroup_kill(const std::string& mount, const std::string& rel);
 
+// The same without cgroup.kill (kernels before 5.14): freeze the cgroup (so members cannot
+// fork while being signalled), SIGKILL every pid of it and its descendants until none is left
+// or `timeout` passes (-ETIMEDOUT), thaw (a frozen task still dies of SIGKILL). Blocks up to
+// `timeout`. -EPERM when a member could not be signalled.
+CgResult cgroup_kill_by_signal(const std::string& mount, const std::string& rel,
+                               std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+
 // The pids (thread-group ids) in <cgroup>/cgroup.procs, in file order (not recursive).
 // Empty when the cgroup is missing or empty; `err` (optional) receives 0 or a negative errno.
 std::vector<int> cgroup_procs(const std::string& mount, const std::string& rel, int* err = nullptr);

@@ -426,6 +426,79 @@ TEST(LiveCgroup, CreateResolveFreezeThawKillRemove) {
 	EXPECT_EQ(after.path_for_id(*id), std::nullopt);
 }
 
+// The fallback for kernels without cgroup.kill: a member that forked a grandchild into a
+// child cgroup; both die, nothing is left frozen.
+TEST(LiveCgroup, KillBySignalReachesDescendantCgroups) {
+	if (::geteuid() != 0) AB_SKIP_OR_FAIL("needs root to create cgroups");
+	auto mount = find_cgroup2_mount();
+	if (!mount) AB_SKIP_OR_FAIL("no cgroup2 mount");
+	LiveCgroup g;
+	g.mount = *mount;
+	const std::string rel = "/agentbrake-unit-process-kill-" + std::to_string(::getpid());
+	ASSERT_TRUE(cgroup_create(g.mount, rel));
+	g.rel = rel;
+	const std::string sub = rel + "/sub";
+	ASSERT_TRUE(cgroup_create(g.mount, sub));
+	struct SubGuard {
+		std::string mount, rel;
+		~SubGuard() {
+			for (int i = 0; i < 200; ++i) {
+				auto r = cgroup_remove(mount, rel);
+				if (r || r.err == -ENOENT) break;
+				std::this_thread::sleep_for(std::chrono::milliseconds(5));
+			}
+		}
+	};
+	// declared after g: destroyed first, before g removes the parent cgroup
+	SubGuard sg{g.mount, sub};
+
+	int ready[2];
+	ASSERT_EQ(::pipe(ready), 0);
+	g.child = ::fork();
+	ASSERT_GE(g.child, 0);
+	if (g.child == 0) {
+		::close(ready[0]);
+		pid_t gc = ::fork();
+		if (gc == 0) {
+			for (;;) ::pause();
+		}
+		if (::write(ready[1], &gc, sizeof gc) != sizeof gc) ::_exit(3);
+		for (;;) ::pause();
+	}
+	::close(ready[1]);
+	pid_t grandchild = 0;
+	ASSERT_EQ(::read(ready[0], &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
+	::close(ready[0]);
+	ASSERT_TRUE(cgroup_attach(g.mount, rel, g.child));
+	ASSERT_TRUE(cgroup_attach(g.mount, sub, grandchild));
+	auto members = cgroup_procs_recursive(g.mount, rel);
+	std::sort(members.begin(), members.end());
+	auto want = std::vector<int>{g.child, grandchild};
+	std::sort(want.begin(), want.end());
+	EXPECT_EQ(members, want);
+
+	// reap our child as soon as it dies (its zombie would otherwise stay a member)
+	std::atomic<int> status{-1};
+	std::thread reaper([&] {
+		int st = 0;
+		if (::waitpid(g.child, &st, 0) == g.child) status = st;
+	});
+	auto r = cgroup_kill_by_signal(g.mount, rel, std::chrono::seconds(5));
+	reaper.join();
+	EXPECT_TRUE(r) << r.err;
+	ASSERT_NE(status.load(), -1);
+	EXPECT_TRUE(WIFSIGNALED(status.load()));
+	EXPECT_EQ(WTERMSIG(status.load()), SIGKILL);
+	g.child = -1;
+	EXPECT_TRUE(cgroup_procs_recursive(g.mount, rel).empty());
+	EXPECT_EQ(is_frozen(g.mount, rel), false);
+	// the grandchild is dead: gone, or a zombie until init reaps it
+	auto gp = read_proc(grandchild);
+	EXPECT_TRUE(!gp || gp->state == 'Z' || gp->state == 'X') << gp->state;
+	EXPECT_EQ(cgroup_kill_by_signal(g.mount, "/", std::chrono::seconds(1)).err, -EINVAL);
+	EXPECT_EQ(cgroup_kill_by_signal(g.mount, rel + "/nope", std::chrono::seconds(1)).err, -ENOENT);
+}
+
 TEST(LiveCgroup, RecursiveProcsAndRootIsRefused) {
 	auto mount = find_cgroup2_mount();
 	if (!mount) AB_SKIP_OR_FAIL("no cgroup2 mount");
