@@ -308,7 +308,10 @@ void ProcessTable::on_exec(int pid, std::string comm, std::string exe, uint32_t 
 void ProcessTable::on_exit(int pid, uint64_t start_ns) {
 	++stats_.exits;
 	const Entry* e = find(pid);
-	if (!e || !same_start(e->start_ns, start_ns)) {
+	// The exit tracepoint runs in the process's last thread, which may not be its leader:
+	// its start time is then later than the process's. Only an exit of something that
+	// started BEFORE the tracked process (an earlier owner of the pid) is not this one's.
+	if (!e || (e->start_ns && start_ns && ticks_of(start_ns) < ticks_of(e->start_ns))) {
 		++stats_.unknown_exits;
 		return;
 	}

@@ -109,8 +109,9 @@ public:
 	             std::string cgroup, uint64_t start_ns = 0, int ppid = 0);
 
 	// The thread group `pid` exited. Its children keep their tree roots (see above). With a
-	// start_ns (optional) an exit that does not match the tracked process is ignored (counted
-	// as unknown).
+	// start_ns (optional: the exiting task's start_boottime) an exit of a process that started
+	// before the tracked one (an earlier owner of the pid) is ignored and counted as unknown;
+	// a later start is accepted, since the last thread to exit need not be the leader.
 	void on_exit(int pid, uint64_t start_ns = 0);
 
 	// `pid` was seen in another cgroup (an event carried a different cgroup id): it left its

@@ -357,11 +357,16 @@ TEST(Events, ExitOfAnotherProcessOnTheSamePidIsIgnored) {
 	h.boot();
 	h.spawn(61, 70, "python3", kUser);
 	const uint64_t start = h.now;
-	h.t.on_exit(70, start + 40 * kTick); // a stale exit of an earlier owner of the pid
+	h.t.on_exit(70, start - 40 * kTick); // a stale exit of an earlier owner of the pid
 	EXPECT_NE(h.t.find(70), nullptr);
 	EXPECT_EQ(h.t.stats().unknown_exits, 1u);
 	h.t.on_exit(70, start);
 	EXPECT_EQ(h.t.find(70), nullptr);
+	// the last thread to exit is not always the leader: its later start is still this process
+	h.spawn(61, 71, "python3", kUser);
+	h.t.on_exit(71, h.now + 300 * kTick);
+	EXPECT_EQ(h.t.find(71), nullptr);
+	EXPECT_EQ(h.t.stats().unknown_exits, 1u);
 }
 
 TEST(Events, CgroupIdChangeWithoutPathForgetsTheStalePath) {
