@@ -127,6 +127,7 @@ void Adapter::usage_openai(const json& u) {
   call_.cache_write_tokens = 0;
   call_.reasoning_tokens = num(sub(u, "completion_tokens_details"), "reasoning_tokens");
   call_.usage_present = true;
+  input_known_ = true;
 }
 
 void Adapter::usage_responses(const json& u) {
@@ -137,20 +138,33 @@ void Adapter::usage_responses(const json& u) {
   call_.cache_write_tokens = 0;
   call_.reasoning_tokens = num(sub(u, "output_tokens_details"), "reasoning_tokens");
   call_.usage_present = true;
+  input_known_ = true;
 }
 
-void Adapter::finish(const FinishInfo& fi) {
-  const bool error_status = call_.status >= 400;
-  if (call_.usage_present && (final_usage_ || fi.complete)) return;  // the wire's usage, as billed
-  if (fi.have_response && fi.complete && error_status) return;      // an error is not billed
-
-  // Estimate.
+int64_t Adapter::input_estimate(const FinishInfo& fi) const {
   int64_t in_est = 0;
   if (fi.request_scan_ok)
     in_est = estimate_tokens_from_text(fi.request_string_bytes) + 3 * int64_t(call_.message_count);
   else
     in_est = estimate_tokens_from_text(fi.request_body_bytes * 3 / 4);
   if (fi.request_body_bytes > 0 && in_est < 1) in_est = 1;
+  return in_est;
+}
+
+void Adapter::finish(const FinishInfo& fi) {
+  const bool error_status = call_.status >= 400;
+  if (call_.usage_present && (final_usage_ || fi.complete)) {  // the wire's usage, as billed
+    if (!input_known_ && call_.input_tokens == 0) {
+      // the part carrying the input side was lost (a gap ate Anthropic's message_start)
+      call_.input_tokens = input_estimate(fi);
+      call_.estimated = true;
+      call_.estimate_reason = "partial_usage";
+    }
+    return;
+  }
+  if (fi.have_response && fi.complete && error_status) return;      // an error is not billed
+
+  const int64_t in_est = input_estimate(fi);
   int64_t out_est = estimate_tokens_from_text(text_bytes_);
 
   if (!fi.have_response) {

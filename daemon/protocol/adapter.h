@@ -63,11 +63,13 @@ class Adapter : public DocSink {
   void usage_openai(const nlohmann::json& u);      // chat/completions shape
   void usage_responses(const nlohmann::json& u);   // Responses shape
   static bool parse(std::string_view raw, nlohmann::json& out);
+  int64_t input_estimate(const FinishInfo& fi) const;
 
   ApiKind kind_;
   LlmCall& call_;
   uint64_t text_bytes_ = 0;
   bool final_usage_ = false;   // the usage a complete response ends with was seen
+  bool input_known_ = false;   // the usage seen carried the input side
   bool any_doc_ok_ = false;
 };
 

@@ -35,7 +35,7 @@ class AnthropicAdapter final : public Adapter {
       apply(doc.raw("usage"), /*final=*/true);
     } else if (type == "message_stop") {
       if (call_.usage_present) final_usage_ = true;
-    } else if (type == "message" || (type.empty() && doc.has("usage"))) {
+    } else if (doc.has("usage")) {  // non-stream body (or its rescued tail)
       model_if_missing(doc, "model");
       apply(doc.raw("usage"), /*final=*/true);
     }
@@ -53,7 +53,7 @@ class AnthropicAdapter final : public Adapter {
     if (!raw) return;
     nlohmann::json u;
     if (!parse(*raw, u) || !u.is_object()) return;
-    field(u, "input_tokens", in_);
+    if (field(u, "input_tokens", in_)) input_known_ = true;
     field(u, "cache_creation_input_tokens", cw_);
     field(u, "cache_read_input_tokens", cr_);
     field(u, "output_tokens", out_);

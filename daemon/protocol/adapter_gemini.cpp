@@ -64,6 +64,7 @@ class GeminiAdapter final : public Adapter {
     call_.cache_write_tokens = 0;
     call_.reasoning_tokens = thoughts;
     call_.usage_present = true;
+    input_known_ = u.contains("promptTokenCount");
     // Each chunk's totals are complete as of that chunk: the last one seen is final unless
     // the stream is cut (then finish() sees complete=false).
     final_usage_ = true;

@@ -37,6 +37,7 @@ class OllamaAdapter final : public Adapter {
       call_.output_tokens = doc.integer("eval_count").value_or(0);
       call_.cache_read_tokens = call_.cache_write_tokens = call_.reasoning_tokens = 0;
       call_.usage_present = true;
+      input_known_ = true;
       final_usage_ = true;
     }
   }

@@ -27,7 +27,7 @@ class ResponsesAdapter final : public Adapter {
  protected:
   void handle(std::string_view, const JsonScanner& doc) override {
     const std::string type = doc.str("type").value_or("");
-    if (type.empty() || type == "response") {  // non-stream body: the response object
+    if (type.empty() || type == "response" || doc.has("usage")) {  // non-stream body
       text_bytes_ += doc.text_bytes();
       model_if_missing(doc, "model");
       take_error(doc);

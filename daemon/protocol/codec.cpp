@@ -3,6 +3,7 @@
 #include <brotli/decode.h>
 #include <zlib.h>
 
+#include <cctype>
 #include <cstring>
 
 #include "protocol/strutil.h"
@@ -141,7 +142,8 @@ constexpr size_t kHead = 16;
 inline bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 }  // namespace
 
-DocStream::DocStream(Framing f, const ScanSpec* spec, DocSink* sink) : f_(f), sink_(sink), sc_(spec) {}
+DocStream::DocStream(Framing f, const ScanSpec* spec, DocSink* sink)
+    : f_(f), sink_(sink), sc_(spec), spec_(spec) {}
 
 void DocStream::scan(std::string_view in) {
   if (head_.size() < kHead) head_.append(in.substr(0, kHead - head_.size()));
@@ -150,6 +152,7 @@ void DocStream::scan(std::string_view in) {
 
 void DocStream::dispatch(std::string_view event) {
   if (sc_.failed() || !sc_.done()) ++bad_;
+  else ok_since_resync_ = true;
   ++docs_;
   sink_->on_doc(event, head_, sc_);
   sc_.reset();
@@ -165,6 +168,15 @@ void DocStream::feed(std::string_view in) {
 }
 
 void DocStream::feed_json(std::string_view in) {
+  if (rescue_) {
+    constexpr size_t kTail = 64 * 1024;
+    if (in.size() >= kTail) {
+      tail_.assign(in.substr(in.size() - kTail));
+    } else {
+      if (tail_.size() + in.size() > 2 * kTail) tail_.erase(0, tail_.size() + in.size() - kTail);
+      tail_.append(in);
+    }
+  }
   while (!in.empty()) {
     if (skip_to_nl_) {
       auto nl = in.find('\n');
@@ -374,10 +386,11 @@ void DocStream::feed_sse(std::string_view in) {
 void DocStream::finish() {
   switch (f_) {
     case Framing::Json:
-      if (sc_.started()) {
+      if (sc_.started() && !skip_to_nl_) {
         sc_.finish();
         dispatch({});
       }
+      if (rescue_ && !ok_since_resync_) rescue();
       break;
     case Framing::JsonArray:
       if (arr_ == Arr::InElem && sc_.started()) dispatch({});
@@ -388,14 +401,93 @@ void DocStream::finish() {
   }
 }
 
+namespace {
+// The JSON value that follows `"key"` + ':' at `pos` in `s`, when it is complete in `s`.
+std::string_view value_after_key(std::string_view s, size_t pos) {
+  size_t i = pos;
+  while (i < s.size() && is_ws(s[i])) ++i;
+  if (i >= s.size() || s[i] != ':') return {};
+  ++i;
+  while (i < s.size() && is_ws(s[i])) ++i;
+  if (i >= s.size()) return {};
+  size_t start = i;
+  char c = s[i];
+  if (c == '{' || c == '[') {
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (; i < s.size(); ++i) {
+      char ch = s[i];
+      if (in_str) {
+        if (esc) esc = false;
+        else if (ch == '\\') esc = true;
+        else if (ch == '"') in_str = false;
+        continue;
+      }
+      if (ch == '"') in_str = true;
+      else if (ch == '{' || ch == '[') ++depth;
+      else if ((ch == '}' || ch == ']') && --depth == 0) return s.substr(start, i + 1 - start);
+    }
+    return {};
+  }
+  if (c == '"') {
+    for (++i; i < s.size(); ++i) {
+      if (s[i] == '\\') { ++i; continue; }
+      if (s[i] == '"') return s.substr(start, i + 1 - start);
+    }
+    return {};
+  }
+  while (i < s.size() && (std::isalnum(static_cast<unsigned char>(s[i])) || s[i] == '-' ||
+                          s[i] == '.' || s[i] == '+'))
+    ++i;
+  return i > start && i < s.size() ? s.substr(start, i - start) : std::string_view{};
+}
+}  // namespace
+
+void DocStream::rescue() {
+  rescue_ = false;
+  if (!spec_ || tail_.empty()) return;
+  std::string doc = "{";
+  for (const auto& key : spec_->capture) {
+    if (key.find('.') != std::string::npos) continue;
+    std::string needle = "\"" + key + "\"";
+    size_t pos = tail_.rfind(needle);
+    while (pos != std::string::npos) {
+      std::string_view v = value_after_key(tail_, pos + needle.size());
+      if (!v.empty()) {
+        if (doc.size() > 1) doc += ',';
+        doc += needle;
+        doc += ':';
+        doc += v;
+        break;
+      }
+      if (pos == 0) break;
+      pos = tail_.rfind(needle, pos - 1);
+    }
+  }
+  tail_.clear();
+  if (doc.size() == 1) return;
+  doc += '}';
+  sc_.reset();
+  head_.clear();
+  sc_.feed(doc);
+  if (sc_.done()) dispatch({});
+  sc_.reset();
+}
+
 void DocStream::resync() {
   sc_.reset();
   head_.clear();
   switch (f_) {
-    case Framing::Json: skip_to_nl_ = true; break;
+    case Framing::Json:
+      skip_to_nl_ = true;
+      rescue_ = true;
+      ok_since_resync_ = false;
+      tail_.clear();
+      break;
     case Framing::JsonArray: arr_ = Arr::Lost; arr_last_ = 0; break;
     case Framing::Sse:
-      sse_lost_ = true;
+      // the rest of the current line is unknown; the next line starts a fresh event (the
+      // JSON APIs send one data line per event, so nothing of value is skipped)
       have_data_ = false;
       event_.clear();
       sse_ = Sse::Ignore;  // the rest of the current line is unknown

@@ -63,6 +63,8 @@ class DocStream {
   // End of body: dispatches an SSE event without its final blank line, or a bare number.
   void finish();
   // Some bytes were lost: drop the document in progress and restart at the next boundary.
+  // For a single JSON body the tail is kept, and at finish() the top-level keys of the scan
+  // spec ("usage", "model", …) are looked up in it (usage usually closes the body).
   void resync();
   uint64_t docs() const { return docs_; }       // documents dispatched
   uint64_t bad_docs() const { return bad_; }    // documents that were not valid JSON
@@ -75,6 +77,7 @@ class DocStream {
   void sse_dispatch();
   void dispatch(std::string_view event);
   void scan(std::string_view in);  // scanner feed + data_head
+  void rescue();                   // Json after a gap: rebuild the captured keys from the tail
 
   Framing f_;
   DocSink* sink_;
@@ -82,6 +85,9 @@ class DocStream {
   std::string head_;
   uint64_t docs_ = 0, bad_ = 0;
   bool skip_to_nl_ = false;  // Json: after an error, skip to the next line
+  const ScanSpec* spec_;
+  bool rescue_ = false, ok_since_resync_ = false;
+  std::string tail_;         // Json after a gap: the last bytes, for rescue()
   // JsonArray
   enum class Arr : uint8_t { Before, BetweenElems, InElem, End, Lost } arr_ = Arr::Before;
   char arr_last_ = 0;

@@ -1,5 +1,6 @@
 #include "protocol/connection.h"
 
+#include <cctype>
 #include <chrono>
 #include <cstring>
 
@@ -294,8 +295,9 @@ struct Connection::Impl {
   Pending* p_cur = nullptr;  // front of q, or orphan
   std::unique_ptr<Pending> orphan;
   uint64_t p_start_ns = 0;
-  uint64_t lost_tail = 0;  // Lost: last bytes seen, to spot the chunked terminator
-  unsigned lost_match = 0;
+  int lost_state = 0;  // Lost: chunk-size line matcher
+  std::string lost_hex, lost_cand;
+  size_t lost_ext = 0;
 
   Impl(Options o, ConnectionStats& s) : opt(std::move(o)), st(s) {}
 
@@ -870,38 +872,73 @@ struct Connection::Impl {
           break;
         }
         case PS::Lost: {
-          // Chunked framing lost inside a response: keep handing identity bytes to the
-          // document parser (SSE/NDJSON resynchronize on their own boundaries, so the final
-          // usage event still counts) and end at the last-chunk marker "\r\n0\r\n\r\n".
+          // Chunked framing lost inside a response. Identity-coded bytes still go to the
+          // document parser (SSE/NDJSON resynchronize on their own boundaries) while we look
+          // for the next chunk-size line ("\r\n<hex>[;ext]\r\n"); there the chunked parser
+          // restarts, so the final usage event and the last chunk are still read. Bytes of a
+          // candidate size line are held back until it is known to be one (then dropped).
           Pending* p = p_cur;
-          static constexpr char kEnd[] = "\r\n0\r\n\r\n";
+          std::string emit;
           size_t i = 0;
-          bool ended = false;
-          for (; i < in.size(); ++i) {
+          bool found = false;
+          for (; i < in.size() && !found; ++i) {
             char c = in[i];
-            if (c == kEnd[lost_match]) {
-              if (++lost_match == 7) { ++i; ended = true; break; }
-            } else {
-              lost_match = (c == '\r') ? 1 : 0;
+            if (lost_state == 0) {
+              if (c == '\r') {
+                lost_state = 1;
+                lost_cand.assign(1, c);
+              } else {
+                emit += c;
+              }
+              continue;
+            }
+            lost_cand += c;
+            bool fail = false;
+            switch (lost_state) {
+              case 1:
+                if (c == '\n') { lost_state = 2; lost_hex.clear(); }
+                else fail = true;
+                break;
+              case 2:
+                if (std::isxdigit(static_cast<unsigned char>(c)) && lost_hex.size() < 8) lost_hex += c;
+                else if (c == '\r' && !lost_hex.empty()) lost_state = 3;
+                else if (c == ';' && !lost_hex.empty()) { lost_state = 4; lost_ext = 0; }
+                else fail = true;
+                break;
+              case 4:
+                if (c == '\r') lost_state = 3;
+                else if (c == '\n' || ++lost_ext > 256) fail = true;
+                break;
+              case 3:
+                if (c == '\n') found = true;
+                else fail = true;
+                break;
+            }
+            if (fail) {
+              // release the held bytes; a trailing '\r' may start the next candidate
+              bool restart = c == '\r';
+              emit.append(lost_cand, 0, lost_cand.size() - (restart ? 1 : 0));
+              lost_cand.assign(restart ? 1 : 0, '\r');
+              lost_state = restart ? 1 : 0;
             }
           }
-          std::string_view part = in.substr(0, i);
           if (p) {
-            p->ex.call.response_bytes += part.size();
+            p->ex.call.response_bytes += i;
             if (p->adapter && !p->body_unparsed && p->dec &&
-                p->dec->kind() == ContentDecoder::Kind::Identity)
-              p->docs->feed(part);
+                p->dec->kind() == ContentDecoder::Kind::Identity && !emit.empty())
+              p->docs->feed(emit);
           }
           in.remove_prefix(i);
-          if (ended) {
-            lost_match = 0;
-            if (p) {
-              p->resp_lost = false;
-              p->ex.response_end_ns = t;
-              finish_front(p, true, t);
-            }
-            ps = PS::Seek;
-            p_seek.clear();
+          if (found) {
+            lost_state = 0;
+            lost_cand.clear();
+            p_chunked = Chunked{};
+            std::string line = lost_hex + "\r\n";
+            size_t consumed = 0;
+            p_chunked.feed(line, consumed, [](std::string_view) {});
+            if (p) p->resp_lost = false;
+            ps = PS::Body;
+            p_kind = BodyKind::Chunked;
           }
           break;
         }
@@ -928,7 +965,8 @@ struct Connection::Impl {
     }
     if (p && p->resp_started && ps == PS::Body && p_kind == BodyKind::Chunked) {
       ps = PS::Lost;
-      lost_match = 0;
+      lost_state = 0;
+      lost_cand.clear();
       return;
     }
     ps = PS::Seek;
@@ -964,7 +1002,7 @@ struct Connection::Impl {
         return;
       case PS::Lost:
         if (p) p->ex.call.response_bytes += lost;
-        lost_match = 0;
+        lost_state = 0;
         if (p && p->docs) p->docs->resync();
         return;
       case PS::Body: {
