@@ -2,6 +2,8 @@
 // capture_truncated; usage that arrives after the gap is still read; framing is kept.
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "protocol_test_util.h"
 
 using namespace ab::protocol;
@@ -11,10 +13,34 @@ namespace {
 
 size_t head_end(const std::string& s) { return s.find("\r\n\r\n") + 4; }
 
-// Offset of the start of the SSE event / JSON line that holds `marker`.
+// Raw offset of the start of the SSE event that holds `marker`, looked up in the de-chunked
+// body (a chunk-size line may split the marker in the raw bytes).
 size_t event_start(const std::string& s, const std::string& marker) {
-  size_t m = s.find(marker);
-  return s.rfind("data:", m);
+  size_t body = head_end(s);
+  std::string decoded;
+  std::vector<size_t> raw_at;
+  if (s.find("Transfer-Encoding: chunked") == std::string::npos) {
+    decoded = s.substr(body);
+    for (size_t i = body; i < s.size(); ++i) raw_at.push_back(i);
+  } else {
+    size_t i = body;
+    for (;;) {
+      size_t eol = s.find("\r\n", i);
+      size_t n = std::stoul(s.substr(i, eol - i), nullptr, 16);  // stops at ';'
+      if (n == 0) break;
+      for (size_t k = 0; k < n; ++k) {
+        decoded += s[eol + 2 + k];
+        raw_at.push_back(eol + 2 + k);
+      }
+      i = eol + 2 + n + 2;
+    }
+  }
+  size_t m = decoded.find(marker);
+  if (m == std::string::npos) return std::string::npos;
+  size_t d = decoded.rfind("data:", m);
+  size_t e = decoded.rfind("event:", m);
+  if (e != std::string::npos && (d == std::string::npos || e > decoded.rfind("\n\n", m))) d = std::min(d, e);
+  return raw_at[d];
 }
 
 struct GapCase {
