@@ -120,7 +120,7 @@ std::optional<std::string> bucket_cgroup(const Match&, const std::string& cgroup
 // ---- the compiled policy ------------------------------------------------------------------
 
 struct Endpoint {               // an LLM endpoint besides the built-in providers
-  std::string host;             // name or address, as written (lower-cased)
+  std::string host;             // name or address, lower-cased; an IPv6 literal without [ ]
   uint16_t port = 0;
   std::string api;              // wire format, validated: "openai" | "anthropic" | "gemini" | "ollama"
   bool tls = true;              // default true
