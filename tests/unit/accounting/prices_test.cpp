@@ -50,8 +50,12 @@ TEST(PriceTable, BuiltinListPrices) {
   // Sanity over the whole table: output never cheaper than input, cache reads never dearer.
   for (const auto& [model, p] : t.rows()) {
     EXPECT_GE(p.output, p.input) << model;
-    if (p.cache_read) EXPECT_LE(*p.cache_read, p.input) << model;
-    if (p.cache_write) EXPECT_GE(*p.cache_write, p.input) << model;
+    if (p.cache_read) {
+      EXPECT_LE(*p.cache_read, p.input) << model;
+    }
+    if (p.cache_write) {
+      EXPECT_GE(*p.cache_write, p.input) << model;
+    }
   }
 }
 
