@@ -782,6 +782,22 @@ def observe_calls(daemon, cgroup, agents, expected, settle=0.5, timeout=None):
     return events, timeline, calls
 
 
+def wait_visible(daemon, cgroup, n, t_end, what="calls"):
+    """Wait until `cgroup` has >= n llm_call events; fail unless a poll that started at most
+    VISIBLE_WITHIN_S + POLL_SLACK_S after `t_end` (epoch s, when the last call ended) saw them."""
+    deadline = t_end + VISIBLE_WITHIN_S + POLL_SLACK_S
+    while True:
+        t_q = time.time()
+        ev = daemon.calls(cgroup)
+        if len(ev) >= n:
+            return ev
+        if t_q > deadline:
+            raise AssertionError("%s: %d of %d llm_call events in %s visible %.2f s after the call ended "
+                                 "(contract: %.1f s)\ndaemon log tail:\n%s"
+                                 % (what, len(ev), n, cgroup, t_q - t_end, VISIBLE_WITHIN_S, daemon.log_tail(40)))
+        time.sleep(0.1)
+
+
 def visibility_violations(timeline, calls):
     """[(j, t_end, first_seen_query_start)] where the j-th event came later than allowed."""
     ends = sorted(c["t_end"] for c in calls)

@@ -130,6 +130,63 @@ def make_cert(directory):
     return cert, key
 
 
+def peer_info(server_port, peer_port):
+    """Dev aid (--peer-info): the local process owning the client end of this loopback
+    connection, with its ancestors [{pid, comm, cgroup}], found through /proc/net/tcp*."""
+    inode = None
+    for tbl in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(tbl) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    lport = int(parts[1].rsplit(":", 1)[1], 16)
+                    rport = int(parts[2].rsplit(":", 1)[1], 16)
+                    if lport == peer_port and rport == server_port:
+                        inode = parts[9]
+                        break
+        except OSError:
+            pass
+        if inode:
+            break
+    if not inode:
+        return None
+    target = "socket:[%s]" % inode
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            for fd in os.listdir("/proc/%s/fd" % d):
+                try:
+                    if os.readlink("/proc/%s/fd/%s" % (d, fd)) == target:
+                        return _ancestry(int(d))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return None
+
+
+def _ancestry(pid):
+    chain = []
+    while pid > 1 and len(chain) < 32:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            cg = ""
+            with open("/proc/%d/cgroup" % pid) as f:
+                for line in f:
+                    if line.startswith("0::"):
+                        cg = line[3:].strip()
+            chain.append({"pid": pid, "comm": comm, "cgroup": cg})
+            pid = ppid
+        except (OSError, ValueError):
+            break
+    return chain
+
+
 def prompt_text(body):
     """All prompt text of a request (messages, system, input, instructions)."""
     parts = []
@@ -272,6 +329,8 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as e:
             self._simple(400, {"error": {"message": "bad json: %s" % e, "type": "invalid_request_error"}})
             return
+        if self.server.peer_info:
+            self.peer = peer_info(self.server.server_address[1], self.client_address[1])
         model = str(body.get("model", "unknown"))
         stream = bool(body.get("stream", False))
         text = prompt_text(body)
@@ -293,11 +352,14 @@ class Handler(BaseHTTPRequestHandler):
             "kind": kind, "peer_port": self.client_address[1] if self.client_address else None,
             "gzip": False,
         }
+        if self.server.peer_info:
+            rec["peer"] = self.peer
         if cfg["latency_ms"]:
             time.sleep(cfg["latency_ms"] / 1000.0)
         try:
             if cfg["status"] != 200:
                 rec["usage_sent"] = False
+                rec["retry_after"] = cfg["retry_after"] if cfg["status"] in (429, 529) else None
                 rec["input_tokens"] = rec["output_tokens"] = rec["cache_read"] = rec["cache_write"] = 0
                 self._error(kind, int(cfg["status"]), cfg)
             elif not stream:
@@ -493,6 +555,8 @@ def main(argv=None):
     p.add_argument("--cert-dir", help="where to put the generated certificate (default: a temp dir)")
     p.add_argument("--log", help="JSONL file, one line per served request")
     p.add_argument("--control", help="JSON file with settings, re-read when it changes")
+    p.add_argument("--peer-info", action="store_true",
+                   help="log the client process and its ancestors (dev aid for tools/fake_agentbraked.py)")
     for k, v in DEFAULTS.items():
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
@@ -517,6 +581,7 @@ def main(argv=None):
         ctx.set_alpn_protocols(["http/1.1"])
 
     srv = Server((a.host, a.port), Handler, Config(flags, a.control), a.log, ctx)
+    srv.peer_info = a.peer_info or os.environ.get("AB_SIM_PEER_INFO") == "1"
 
     def stop(signum, frame):
         threading.Thread(target=srv.shutdown, daemon=True).start()

@@ -83,7 +83,9 @@ class Accounting(unittest.TestCase):
 
     # ---- helpers ----------------------------------------------------------------------------
     def run_in(self, cg, kind, tag, *args):
-        return abtest.run_agent(cg, kind, self.sim, "--tag", tag, *args, timeout=90)
+        a = abtest.run_agent(cg, kind, self.sim, "--tag", tag, *args, timeout=90)
+        self.last_end = max([c["t_end"] for c in a.calls()] + [getattr(self, "last_end", 0)])
+        return a
 
     def rows(self, by):
         u = self.daemon.usage(by=by, since="1h")
@@ -94,14 +96,19 @@ class Accounting(unittest.TestCase):
         return {r["key"]: r for r in u["rows"]}
 
     def wait_rows(self, by, want_calls):
-        """usage rows once every key in want_calls has at least that many calls."""
-        def ready():
+        """usage rows once every key in want_calls has at least that many calls; they must be
+        there within 2 s (+ poll slack) of the end of the last call (contract)."""
+        deadline = self.last_end + abtest.VISIBLE_WITHIN_S + abtest.POLL_SLACK_S
+        while True:
+            t_q = time.time()
             rows = self.rows(by)
             if all(rows.get(k, {}).get("calls", 0) >= n for k, n in want_calls.items()):
                 return rows
-            return None
-        return self.daemon.wait_for(ready, abtest.VISIBLE_WITHIN_S + abtest.POLL_SLACK_S + 1,
-                                    what="usage --by %s rows %s" % (by, want_calls))
+            if t_q > deadline:
+                self.fail("usage --by %s: want calls %s, %.2f s after the last call ended: %s\n%s"
+                          % (by, want_calls, t_q - self.last_end, {k: rows.get(k) for k in want_calls},
+                             self.daemon.log_tail(30)))
+            time.sleep(0.1)
 
     def assert_row_exact(self, row, want, key):
         for k in ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -227,8 +234,7 @@ class Accounting(unittest.TestCase):
             self.run_in(cg, "py_httpclient", "a-err", "--model", "acct-claude", "--api", "anthropic",
                         "--header", "x-sim-status: 529", "--header", "x-sim-retry-after: 5")
             self.run_in(cg, "py_httpclient", "a-err", "--model", "acct-gpt", "--header", "x-sim-status: 500")
-            ev = self.daemon.wait_for(lambda: (lambda x: x if len(x) >= 3 else None)(self.daemon.calls(cg.path)),
-                                      abtest.VISIBLE_WITHIN_S + 1, what="3 error calls")
+            ev = abtest.wait_visible(self.daemon, cg.path, 3, self.last_end, what="3 error calls")
             by_status = {detail(e).get("status"): detail(e) for e in ev}
             self.assertEqual(sorted(by_status), [429, 500, 529])
             for st, d in by_status.items():
