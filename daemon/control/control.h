@@ -16,6 +16,8 @@
 // whenever it is readable call on_readable(), which does all ready work without blocking:
 // accepts, reads what is there, runs complete requests' handlers, writes what the socket
 // takes, and closes connections past their deadline. Handlers run on the caller's thread.
+// Server is not thread-safe: construct it, add commands and call on_readable() from one thread
+// (the event loop). Client is a plain blocking object for the CLI (one per thread).
 #pragma once
 #include <sys/types.h>
 
