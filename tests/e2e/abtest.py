@@ -287,6 +287,8 @@ class Simulator:
         self.proc = None
 
     def __enter__(self):
+        if not self.plain:
+            require_tools("openssl")
         self.tmp = tempfile.mkdtemp(prefix="ab-e2e-sim-")
         self.log = os.path.join(self.tmp, "served.jsonl")
         self.control = os.path.join(self.tmp, "control.json")

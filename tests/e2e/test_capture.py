@@ -339,11 +339,21 @@ class Capture(CaptureBase):
         self.assertGreaterEqual(st["uptime_s"], 0)
         self.assertLess(st["uptime_s"], time.time() - self.daemon.started_at + 5)
         self.assertIsInstance(st["counters"], dict)
-        for v in st["counters"].values():
-            self.assertIsInstance(v, (int, float))
-        names = " ".join(st["counters"]).lower()
+        flat = {}
+
+        def walk(prefix, v):
+            if isinstance(v, dict):
+                for k, x in v.items():
+                    walk(prefix + "." + k if prefix else k, x)
+            else:
+                flat[prefix] = v
+        walk("", st["counters"])
+        for k, v in flat.items():
+            self.assertIsInstance(v, (int, float), "counter %s is not a number: %r" % (k, v))
+            self.assertNotIsInstance(v, bool, k)
+        names = " ".join(flat).lower()
         for concept in (("ring", "lost", "loss"), ("trunc",), ("unparsed", "parse"), ("alert",)):
-            self.assertTrue(any(c in names for c in concept), "no %s counter in %s" % (concept, list(st["counters"])))
+            self.assertTrue(any(c in names for c in concept), "no %s counter in %s" % (concept, sorted(flat)))
         for k in ("probes_attached", "watched_processes", "held", "denied"):
             self.assertIsInstance(st[k], (int, list, dict), k)
         self.assertEqual(self.count(st["held"]), 0)
