@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,15 @@ def wait_for(pred, timeout, interval=0.1, what="condition", on_fail=None):
         time.sleep(interval)
 
 
+def _die_with_parent(sig):
+    """preexec_fn part: the child gets `sig` when this test process dies (even by SIGKILL)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)   # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def _stop_process(p, grace=5.0):
     """SIGTERM then SIGKILL one process we started (by its Popen object)."""
     if p.poll() is not None:
@@ -152,6 +162,25 @@ def cgroup2_mount():
     return None
 
 
+def reap_stale_cgroups(mount):
+    """Remove EMPTY agentbrake-test-<pid>-* cgroups left by test processes that no longer exist."""
+    import re
+    try:
+        names = os.listdir(mount)
+    except OSError:
+        return
+    for n in names:
+        m = re.match(r"agentbrake-test-(\d+)-", n)
+        if not m or os.path.exists("/proc/%s" % m.group(1)):
+            continue
+        path = os.path.join(mount, n)
+        for root, _dirs, _f in sorted(os.walk(path), key=lambda t: -t[0].count("/")):
+            try:
+                os.rmdir(root)   # fails (and is left alone) while processes live in it
+            except OSError:
+                pass
+
+
 class Cgroup:
     """A cgroup v2 <mount>/agentbrake-test-<pid>-<name>. .path is relative to the mount ("/...").
 
@@ -169,6 +198,7 @@ class Cgroup:
         self.procs_started = []
 
     def __enter__(self):
+        reap_stale_cgroups(self.mount)
         if os.path.isdir(self.fs):
             self._cleanup()
         os.mkdir(self.fs)
@@ -184,6 +214,7 @@ class Cgroup:
         def enter():
             with open(procs_file, "w") as f:
                 f.write(str(os.getpid()))
+            _die_with_parent(signal.SIGKILL)
             if user_pre:
                 user_pre()
 
@@ -303,7 +334,8 @@ class Simulator:
             elif v is not None and v is not False:
                 argv += [flag, str(v)]
         self.errlog = open(os.path.join(self.tmp, "stderr.log"), "wb")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.errlog, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.errlog, stdin=subprocess.DEVNULL,
+                                     preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
         try:
             r, _, _ = select.select([self.proc.stdout], [], [], 60)
             line = self.proc.stdout.readline() if r else b""
@@ -574,8 +606,10 @@ class Daemon:
     def start(self):
         logf = open(self.log_path, "ab")
         try:
+            # own process group (a terminal's ^C reaches the test only), SIGTERM if the test dies
             self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
         finally:
             logf.close()
         self.started_at = time.time()
@@ -729,10 +763,12 @@ class Daemon:
         for root, _d, fs in os.walk(self.dir):
             for f in fs:
                 p = os.path.join(root, f)
-                if p not in files and not p.endswith(".sock") and f != "policy.yaml":
+                if p not in files and f != "policy.yaml":
                     files.append(p)
         for p in files:
             try:
+                if not stat.S_ISREG(os.lstat(p).st_mode):
+                    continue   # sockets, FIFOs, pinned BPF objects
                 with open(p, "rb") as f:
                     data = f.read()
             except OSError:
