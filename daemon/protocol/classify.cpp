@@ -109,8 +109,11 @@ static bool secret_param(std::string_view name) {
 }
 
 std::string redact_target(std::string_view target) {
+  // The query starts at '?'; a malformed target without one may still carry "&key=…".
   auto q = target.find('?');
+  if (q == std::string_view::npos) q = target.find_first_of("&;");
   if (q == std::string_view::npos) return std::string(target);
+  const char lead = target[q];
   std::string out(target.substr(0, q));
   std::string_view rest = target.substr(q + 1);
   std::string_view frag;
@@ -118,15 +121,21 @@ std::string redact_target(std::string_view target) {
     frag = rest.substr(h);
     rest = rest.substr(0, h);
   }
+  // Parameters are split on '&' and also on ';' and a stray '?', so "?alt=sse?key=…" cannot
+  // smuggle a key through inside another parameter's value.
   bool first = true;
+  char before = lead;  // separator that preceded the current parameter
   while (!rest.empty()) {
-    auto amp = rest.find('&');
-    std::string_view param = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    auto sep = rest.find_first_of("&;?");
+    std::string_view param = rest.substr(0, sep);
+    char next = sep == std::string_view::npos ? '&' : rest[sep];
+    rest = sep == std::string_view::npos ? std::string_view{} : rest.substr(sep + 1);
+    char mine = before;
+    before = next;
     if (param.empty()) continue;
     std::string_view name = param.substr(0, param.find('='));
     if (secret_param(name)) continue;
-    out += first ? '?' : '&';
+    out += first ? (lead == '?' ? '?' : mine) : (mine == ';' ? ';' : '&');
     out += param;
     first = false;
   }

@@ -70,6 +70,10 @@ TEST(Classify, RedactTarget) {
   EXPECT_EQ(redact_target("/x?monkey=1"), "/x?monkey=1");
   EXPECT_EQ(redact_target("/x"), "/x");
   EXPECT_EQ(redact_target("/x?"), "/x");
+  EXPECT_EQ(redact_target("/x?alt=sse?key=S"), "/x?alt=sse");
+  EXPECT_EQ(redact_target("/x?a=1;key=S;b=2"), "/x?a=1;b=2");
+  EXPECT_EQ(redact_target("/x&key=S"), "/x");          // malformed: no '?'
+  EXPECT_EQ(redact_target("/x;v=1&key=S"), "/x;v=1");
 }
 
 TEST(Classify, SecretHeaders) {

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the protocol fuzz targets into BUILD_DIR and runs each for SECONDS (default 30),
+# seeded with the recorded fixtures. Exits non-zero when a target crashes or fails to build.
+# Usage: tests/fuzz/run.sh BUILD_DIR [SECONDS]
+set -euo pipefail
+BUILD_DIR=${1:?usage: run.sh BUILD_DIR [SECONDS]}
+SECONDS_PER_TARGET=${2:-30}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+
+if ! ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 &&
+   ! ls /usr/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1; then
+  echo "libFuzzer runtime missing: apt-get install -y libclang-rt-14-dev" >&2
+  exit 2
+fi
+
+CXX=${CXX:-clang++}
+command -v "$CXX" >/dev/null || CXX=clang++-14
+cmake -S "$HERE" -B "$BUILD_DIR" -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=Debug >/dev/null
+make -C "$BUILD_DIR" -j"$(nproc)" >/dev/null
+
+# Seed corpora: fixtures (with an op-script header for fuzz_connection).
+mkdir -p "$BUILD_DIR/corpus"
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder; do
+  mkdir -p "$BUILD_DIR/corpus/$t"
+done
+for f in "$ROOT"/tests/data/protocol/*.req "$ROOT"/tests/data/protocol/*.resp; do
+  b=$(basename "$f")
+  cp "$f" "$BUILD_DIR/corpus/fuzz_decoder/$b"
+  { printf '\x00'; cat "$f"; } > "$BUILD_DIR/corpus/fuzz_json_scan/$b"
+  { printf '\x02\x00'; cat "$f"; } > "$BUILD_DIR/corpus/fuzz_docstream/$b"
+done
+for r in "$ROOT"/tests/data/protocol/*.req; do
+  n=${r%.req}
+  # one long request op then one long response op (0xfc = long piece, direction by low bit)
+  python3 - "$r" "$n.resp" "$BUILD_DIR/corpus/fuzz_connection/$(basename "$n")" <<'PY'
+import sys
+req = open(sys.argv[1], 'rb').read(); resp = open(sys.argv[2], 'rb').read()
+out = b''
+for data, d in ((req, 0), (resp, 1)):
+    i = 0
+    while i < len(data):
+        n = min(len(data) - i, 200 * 16 + 1)
+        k = (n - 1) // 16
+        n = k * 16 + 1
+        out += bytes([0xfc | d, k]) + data[i:i + n]
+        i += n
+open(sys.argv[3], 'wb').write(out)
+PY
+done
+
+status=0
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder; do
+  echo "== $t for ${SECONDS_PER_TARGET}s"
+  mkdir -p "$BUILD_DIR/artifacts/$t"
+  if ! "$BUILD_DIR/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+       -artifact_prefix="$BUILD_DIR/artifacts/$t/" -print_final_stats=1 \
+       "$BUILD_DIR/corpus/$t" 2>"$BUILD_DIR/$t.log"; then
+    echo "FAILED: $t (see $BUILD_DIR/$t.log and $BUILD_DIR/artifacts/$t/)" >&2
+    tail -30 "$BUILD_DIR/$t.log" >&2
+    status=1
+  else
+    grep -E "stat::number_of_executed_units|Done" "$BUILD_DIR/$t.log" | tail -2
+  fi
+done
+exit $status
