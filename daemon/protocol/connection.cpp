@@ -64,6 +64,17 @@ class LineSeeker {
   // The current line is unusable (bytes were lost inside it): skip to the next newline.
   void lose_line() { line_.clear(); discard_ = true; }
   bool mid_line() const { return !line_.empty(); }
+  // The partial line could still become a request line ("POS", "POST /v1/ch…").
+  bool maybe_request_start() const {
+    if (line_.empty() || discard_) return false;
+    static constexpr std::string_view kMethods[] = {"GET ", "POST ", "PUT ", "DELETE ", "PATCH ",
+                                                    "HEAD ", "OPTIONS ", "CONNECT ", "TRACE "};
+    for (auto m : kMethods) {
+      size_t n = std::min(m.size(), line_.size());
+      if (std::string_view(line_).substr(0, n) == m.substr(0, n)) return true;
+    }
+    return false;
+  }
 
  private:
   std::string line_;
@@ -218,6 +229,24 @@ size_t find_status_line(std::string_view line) {
     ++pos;
   }
   return std::string_view::npos;
+}
+
+// Endpoints that are never generation calls, even on an endpoint declared with an api hint
+// (model management, embeddings, token counting, files, batches, media).
+bool known_non_call(std::string_view target) {
+  std::string_view p = target.substr(0, target.find('?'));
+  static constexpr std::string_view kNeedles[] = {
+      "/models",     "/embeddings", "/embed",  "count_tokens", ":countTokens", ":embedContent",
+      ":batchEmbed", "/files",      "/batches", "/audio/",     "/images/",     "/moderations",
+      "/api/pull",   "/api/push",   "/api/tags", "/api/show",  "/api/create",  "/api/copy",
+      "/api/delete", "/api/ps",     "/api/version", "/api/blobs"};
+  for (auto n : kNeedles) {
+    size_t pos = p.find(n);
+    if (pos == std::string_view::npos) continue;
+    size_t end = pos + n.size();
+    if (n.back() == '/' || n.front() == ':' || end == p.size() || p[end] == '/') return true;
+  }
+  return false;
 }
 
 enum class BodyKind { None, Length, Chunked, UntilClose };
@@ -462,7 +491,7 @@ struct Connection::Impl {
     if (host_hdr.empty()) host_hdr = opt.host_hint;
     c.host = normalize_host(host_hdr);
     std::optional<ApiKind> kind = classify_path(method, target);
-    if (!kind && opt.api_hint && method == "POST") kind = opt.api_hint;
+    if (!kind && opt.api_hint && method == "POST" && !known_non_call(target)) kind = opt.api_hint;
     ex.kind = kind;
     ex.is_llm = kind.has_value();
     if (kind) {
@@ -1108,7 +1137,7 @@ std::vector<RequestInfo> Connection::take_requests() {
 }
 
 bool Connection::request_in_progress() const {
-  return impl_->rs != Impl::RS::Seek || impl_->r_seek.mid_line();
+  return !impl_->dead && (impl_->rs != Impl::RS::Seek || impl_->r_seek.maybe_request_start());
 }
 
 size_t Connection::awaiting_response() const {

@@ -84,8 +84,10 @@ struct ConnectionStats {
 class Connection {
  public:
   struct Options {
-    // Wire format to assume when the path alone does not say (a policy endpoint with `api:`);
-    // paths that classify_path() recognizes always win.
+    // Wire format to assume for POSTs whose path classify_path() does not recognize (a policy
+    // endpoint declared with `api:`); recognized paths always win, and well-known non-call
+    // endpoints (models, embeddings, token counting, files, batches, Ollama management) are
+    // never calls.
     std::optional<ApiKind> api_hint;
     // Endpoint fallback when a request has no Host header ("host" or "host:port").
     std::string host_hint;
@@ -108,7 +110,8 @@ class Connection {
   // Requests fully written since the last call (one per request, in order).
   std::vector<RequestInfo> take_requests();
 
-  // A request has started and not been fully written yet (headers or body in progress).
+  // A request has started and is not fully written yet: its start line is partly written,
+  // or its headers or body are in progress. False between requests, and on HTTP/2 streams.
   bool request_in_progress() const;
   // Requests written whose response has not ended yet.
   size_t awaiting_response() const;

@@ -277,6 +277,28 @@ TEST(Connection, ApiHintForUnknownPath) {
   EXPECT_EQ(xs[0].call.provider, "10.0.0.5:9000");
   EXPECT_EQ(xs[0].call.output_tokens, 3);
   EXPECT_FALSE(xs[1].is_llm);
+  // management and embedding endpoints are never calls, even with a hint
+  f.req(http_req("POST", "/api/pull", R"({"model":"llama3.2"})"));
+  f.resp(http_resp(200, R"({"status":"success"})"));
+  f.req(http_req("POST", "/v1/embeddings", R"({"model":"e","input":"x"})"));
+  f.resp(http_resp(200, "{}"));
+  xs = f.c.take_exchanges();
+  ASSERT_EQ(xs.size(), 2u);
+  EXPECT_FALSE(xs[0].is_llm);
+  EXPECT_FALSE(xs[1].is_llm);
+}
+
+TEST(Connection, RequestInProgressTracksTheStartLine) {
+  Feeder f;
+  EXPECT_FALSE(f.c.request_in_progress());
+  f.req("PO");
+  EXPECT_TRUE(f.c.request_in_progress());
+  f.req("ST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{");
+  EXPECT_TRUE(f.c.request_in_progress());
+  f.req("}");
+  EXPECT_FALSE(f.c.request_in_progress());
+  f.req("xyz garbage");
+  EXPECT_FALSE(f.c.request_in_progress());
 }
 
 TEST(Connection, RetryAfterAndRateLimitHeaders) {
