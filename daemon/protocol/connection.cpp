@@ -1015,9 +1015,11 @@ struct Connection::Impl {
         p_resync = true;
         st.garbage_bytes += lost;
         p_start_ns = 0;
-        // a response whose head was lost: its request is answered but we cannot tell how
-        if (Pending* f = response_target()) {
-          (void)f;  // keep waiting; the next status line or request decides
+        // Nothing pipelines: when a written request awaits its response, the lost bytes are
+        // that response's start. It ends at the next request, status line or close.
+        if (Pending* f = response_target(); f && f->req_done) {
+          f->resp_lost = true;
+          f->truncated = true;
         }
         return;
       case PS::Head:
@@ -1075,13 +1077,9 @@ struct Connection::Impl {
   }
 
   void close(uint64_t t) {
-    if (!dead) {
-      if (ps == PS::Body && p_cur && p_kind == BodyKind::UntilClose) {
-        response_done(t);
-      } else if (ps == PS::Body && p_cur && p_cur != orphan.get() && p_cur->docs) {
-        // cut off: documents complete so far were dispatched; a partial one is not
-      }
-    }
+    // A close-delimited body ends here; anything else in flight is cut off (documents
+    // completed so far were dispatched, a partial one is not).
+    if (!dead && ps == PS::Body && p_cur && p_kind == BodyKind::UntilClose) response_done(t);
     orphan.reset();
     p_cur = nullptr;
     r_cur = nullptr;

@@ -80,7 +80,9 @@ TEST_P(ResponseGaps, AnywhereInTheBody) {
         EXPECT_TRUE(call.usage_present);
         EXPECT_EQ(call.output_tokens, g.output_tokens);
         // only Anthropic splits usage over two events: losing message_start loses the input
-        if (call.estimated) EXPECT_EQ(call.estimate_reason, "partial_usage");
+        if (call.estimated) {
+          EXPECT_EQ(call.estimate_reason, "partial_usage");
+        }
       }
       EXPECT_EQ(c.stats().lost_bytes, len);
       if (HasFailure()) return;
@@ -216,4 +218,24 @@ TEST(Gaps, CompressedBodyAfterGapIsUnparsed) {
   EXPECT_TRUE(xs[0].call.estimated);
   EXPECT_EQ(xs[0].call.estimate_reason, "unparsed_body");
   EXPECT_GT(xs[0].call.input_tokens, 0);
+}
+
+TEST(Gaps, LostStatusLineNeverShiftsResponses) {
+  std::string rq = fixture("openai_chat_json.req"), rs = fixture("openai_chat_json.resp");
+  std::string rq2 = fixture("anthropic_json.req"), rs2 = fixture("anthropic_json.resp");
+  Connection c;
+  c.feed(Dir::Request, rq, 1);
+  c.gap(Dir::Response, 17, 2);  // "HTTP/1.1 200 OK\r\n" lost
+  c.feed(Dir::Response, rs.substr(17), 3);
+  c.feed(Dir::Request, rq2, 4);
+  c.feed(Dir::Response, rs2, 5);
+  auto xs = c.take_exchanges();
+  ASSERT_EQ(xs.size(), 2u);
+  EXPECT_EQ(xs[0].call.api, "openai");
+  EXPECT_TRUE(xs[0].call.capture_truncated);
+  EXPECT_FALSE(xs[0].call.complete);
+  EXPECT_TRUE(xs[0].call.estimated);
+  EXPECT_EQ(xs[1].call.api, "anthropic");
+  EXPECT_EQ(xs[1].call.input_tokens, 40);  // the second response went to the second request
+  EXPECT_FALSE(xs[1].call.capture_truncated);
 }
