@@ -193,6 +193,13 @@ class Capture(CaptureBase):
         self.assertGreaterEqual(self.sim.records("big")[0]["request_bytes"], 1 << 20)
         # and a big body followed by a small call on the same connection
         self.capture_one_client("py_httpclient", "big2", 2, "--body-size", str(1 << 20))
+        if shutil.which("curl"):
+            # curl sends bodies over 1 MiB with its own Expect: 100-continue
+            self.capture_one_client("curl", "bigcurl", 1, "--body-size", str((1 << 20) + 4096))
+        # the Node SDK path (memory BIO) with a large body
+        if shutil.which("node"):
+            abtest.ensure_node_modules()
+            self.capture_one_client("node_openai", "bignode", 1, "--prompt-chars", str(1 << 20))
 
     def test_eight_agents_in_parallel(self):
         kinds = ["py_httpclient", "py_asyncio", "py_urllib", "curl"] * 2
