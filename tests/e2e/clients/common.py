@@ -14,7 +14,6 @@ import json
 import os
 import ssl
 import sys
-import time
 
 FAKE_KEY = "sk-test-AGENTBRAKE-SECRET-0001"
 
