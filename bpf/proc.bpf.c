@@ -25,9 +25,9 @@ int ab_exec(struct trace_event_raw_sched_process_exec *ctx)
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	unsigned int off = ctx->__data_loc_filename & 0xFFFF;
 	bpf_probe_read_kernel_str(&e->filename, sizeof(e->filename), (void *)ctx + off);
+	__u32 pid = e->hdr.pid; /* read before submit: the record is gone after it */
 	bpf_ringbuf_submit(e, 0);
 	/* exec replaces the image: a new program is judged afresh at its next connect. */
-	__u32 pid = e->hdr.pid;
 	struct ab_watch_value *w = bpf_map_lookup_elem(&watch, &pid);
 	if (w && w->state != AB_WATCH_ATTACHED)
 		bpf_map_delete_elem(&watch, &pid);
