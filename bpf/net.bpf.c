@@ -145,7 +145,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	ab_fill_header(&e->hdr, want_hold ? AB_EV_HOLD : AB_EV_CONNECT);
 	e->reason = AB_HOLD_CAPTURE;
 	e->_pad = 0;
-	e->start_time_ns = BPF_CORE_READ(task, start_boottime);
+	e->start_time_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 	e->sock.hdr = e->hdr;
 	e->sock.hdr.type = AB_EV_CONNECT;
 	e->sock.fd = args.fd;

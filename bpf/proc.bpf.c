@@ -74,7 +74,7 @@ int ab_exit(void *ctx)
 		e->hdr.pid = pid;
 		e->ppid = BPF_CORE_READ(task, real_parent, tgid);
 		e->exit_code = BPF_CORE_READ(task, exit_code);
-		e->start_time_ns = BPF_CORE_READ(task, start_boottime);
+		e->start_time_ns = BPF_CORE_READ(task, group_leader, start_boottime);
 		e->uid = 0;
 		e->_pad = 0;
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));

@@ -99,10 +99,11 @@ static __always_inline void emit_range(__u64 ssl, __u32 dir, __u64 buf, __u32 ca
 		__u32 n = end - off;
 		if (n > AB_CHUNK_MAX)
 			n = AB_CHUNK_MAX;
-		/* clang 14 may drop a plain bound; the verifier needs it on this very register */
-		asm volatile("%[n] &= 0x7fff" : [n] "+r"(n));
-		if (n > AB_CHUNK_MAX)
-			n = AB_CHUNK_MAX;
+		/* clang 14 may drop a plain bound; the verifier needs one on this very register.
+		 * n is in [1, AB_CHUNK_MAX] here, so (n - 1) masked and plus one keeps its value. */
+		n -= 1;
+		asm volatile("%[n] &= %[m]" : [n] "+r"(n) : [m] "i"(AB_CHUNK_MAX - 1));
+		n += 1;
 		ab_fill_header(&cb->ev.hdr, AB_EV_TLS_DATA);
 		cb->ev.ssl = ssl;
 		cb->ev.seq = next_seq();
