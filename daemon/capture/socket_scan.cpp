@@ -1,0 +1,128 @@
+#include "capture/socket_scan.h"
+
+#include <dirent.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace ab::capture {
+
+namespace {
+
+constexpr int kTcpEstablished = 1;
+
+// "0100007F:1F90" → address bytes as the kernel printed them (each 32-bit word in host order).
+bool parse_addr(std::string_view tok, int family, ab_endpoint_key* out) {
+  auto colon = tok.find(':');
+  if (colon == std::string_view::npos) return false;
+  std::string_view hex = tok.substr(0, colon);
+  size_t want = family == AF_INET ? 8 : 32;
+  if (hex.size() != want) return false;
+  ab_endpoint_key k{};
+  k.family = static_cast<uint16_t>(family);
+  for (size_t w = 0; w < want / 8; w++) {
+    std::string word(hex.substr(w * 8, 8));
+    char* end = nullptr;
+    uint32_t v = static_cast<uint32_t>(std::strtoul(word.c_str(), &end, 16));
+    if (*end) return false;
+    std::memcpy(k.addr + w * 4, &v, 4);  // /proc prints the in-memory word: copy it back as is
+  }
+  std::string port(tok.substr(colon + 1));
+  char* end = nullptr;
+  unsigned long p = std::strtoul(port.c_str(), &end, 16);
+  if (*end || p > 65535) return false;
+  k.port = static_cast<uint16_t>(p);
+  *out = k;
+  return true;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::vector<TcpConnection> parse_proc_net_tcp(std::string_view content, int family) {
+  std::vector<TcpConnection> out;
+  size_t pos = 0;
+  bool header = true;
+  while (pos < content.size()) {
+    size_t nl = content.find('\n', pos);
+    std::string line(content.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos));
+    pos = nl == std::string_view::npos ? content.size() : nl + 1;
+    if (header) {
+      header = false;
+      continue;
+    }
+    std::istringstream in(line);
+    std::string sl, local, remote, st, queues, timer, retr, uid, timeout, inode;
+    if (!(in >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode)) continue;
+    if (std::strtol(st.c_str(), nullptr, 16) != kTcpEstablished) continue;
+    TcpConnection c;
+    if (!parse_addr(remote, family, &c.remote)) continue;
+    c.inode = std::strtoull(inode.c_str(), nullptr, 10);
+    if (c.inode == 0) continue;
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::vector<ConnectedProcess> processes_connected_to(
+    const std::function<bool(const ab_endpoint_key&)>& is_endpoint, const std::string& proc_root) {
+  std::map<uint64_t, ab_endpoint_key> wanted;  // socket inode → remote
+  for (auto [file, fam] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
+    for (const auto& c : parse_proc_net_tcp(read_file(proc_root + file), fam)) {
+      ab_endpoint_key k = c.remote;
+      // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is matched as IPv4 too.
+      static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+      if (fam == AF_INET6 && std::memcmp(k.addr, mapped, 12) == 0) {
+        ab_endpoint_key v4{};
+        v4.family = AF_INET;
+        v4.port = k.port;
+        std::memcpy(v4.addr, k.addr + 12, 4);
+        if (is_endpoint(v4)) wanted[c.inode] = v4;
+        continue;
+      }
+      if (is_endpoint(k)) wanted[c.inode] = k;
+    }
+  }
+  std::vector<ConnectedProcess> out;
+  if (wanted.empty()) return out;
+  DIR* d = opendir(proc_root.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0) continue;
+    std::string fddir = proc_root + "/" + e->d_name + "/fd";
+    DIR* fd = opendir(fddir.c_str());
+    if (!fd) continue;
+    std::set<uint64_t> seen;
+    while (dirent* f = readdir(fd)) {
+      if (f->d_name[0] == '.') continue;
+      char buf[64];
+      ssize_t n = readlinkat(dirfd(fd), f->d_name, buf, sizeof buf - 1);
+      if (n <= 0) continue;
+      buf[n] = 0;
+      unsigned long long ino = 0;
+      if (std::sscanf(buf, "socket:[%llu]", &ino) != 1) continue;
+      auto it = wanted.find(ino);
+      if (it == wanted.end() || !seen.insert(ino).second) continue;
+      out.push_back({static_cast<int>(pid), it->second});
+    }
+    closedir(fd);
+  }
+  closedir(d);
+  return out;
+}
+
+}  // namespace ab::capture

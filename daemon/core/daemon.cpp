@@ -1,0 +1,1063 @@
+#include "core/daemon.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <spdlog/spdlog.h>
+
+#include "accounting/live_usage.h"
+#include "accounting/prices.h"
+#include "capture/socket_scan.h"
+#include "capture/stream_table.h"
+#include "control/control.h"
+#include "core/endpoints.h"
+#include "loader/bpf_runtime.h"
+#include "loader/tls_attach.h"
+#include "policy/policy.h"
+#include "process/cgroup.h"
+#include "process/lineage.h"
+#include "process/procfs.h"
+#include "store/store.h"
+
+namespace ab::core {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kTickMs = 100;                  // timer period
+constexpr uint64_t kStaleCaptureHoldNs = 5'000'000'000;  // a capture hold never lasts longer
+constexpr const char* kDefaultPinDir = "/sys/fs/bpf/agentbrake";
+constexpr const char* kDefaultRunDir = "/run/agentbrake";
+
+int64_t clock_ns(clockid_t c) {
+  timespec ts{};
+  clock_gettime(c, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// The C library the getaddrinfo probes attach to: the one this daemon maps (the host's).
+std::string find_libc() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    std::string path = line.substr(slash);
+    auto base = path.substr(path.rfind('/') + 1);
+    if (base.rfind("libc.so", 0) == 0 || base.rfind("libc-", 0) == 0) return path;
+  }
+  return {};
+}
+
+std::string counter_name(int i) {
+  switch (i) {
+    case AB_CNT_RB_RESERVE_FAIL: return "ring_buffer_lost";
+    case AB_CNT_TLS_TRUNCATED: return "tls_truncated_calls";
+    case AB_CNT_TLS_LOST_BYTES: return "tls_truncated_lost_bytes";
+    case AB_CNT_HOLDS_TAKEN: return "holds_taken";
+    case AB_CNT_HOLDS_SKIPPED_FG: return "holds_skipped_foreground";
+    case AB_CNT_HOLDS_NO_RECORD: return "holds_skipped_ring_full";
+    case AB_CNT_TLS_READ_ERR: return "tls_read_errors";
+    case AB_CNT_DNS_PARSE: return "dns_parse_errors";
+    default: return "counter_" + std::to_string(i);
+  }
+}
+
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& o) : opts_(o) {}
+  ~Daemon() { shutdown(); }
+  int start();
+  int loop();
+
+ private:
+  // ---- start-up pieces
+  bool load_initial_policy();
+  void apply_policy(std::shared_ptr<const policy::Policy> p);
+  void sync_endpoints_map();
+  void refresh_matches();
+  void scan_existing();
+
+  // ---- events
+  void drain_ring();
+  static int on_ring_record(void* ctx, void* data, size_t size);
+  void on_record(const void* data, size_t size);
+  void on_proc_event(const ab_proc_event& e);
+  void on_connect(const ab_hold_event& e);
+  void on_dns(const ab_dns_event& e);
+  void on_attach_done();
+  void request_attach(uint32_t pid, const char* why);
+  void process_exchanges();
+  void on_tick();
+  void sweep_watch_map();
+  void sweep_stale_holds();
+  void on_signal();
+  void reload_policy(const std::string& why);
+  void shutdown();
+
+  // ---- helpers
+  Attribution attribute(uint32_t pid);
+  void release_capture_hold(uint32_t pid);
+  int64_t mono_to_unix(uint64_t mono_ns) const { return int64_t(mono_ns) + unix_minus_mono_; }
+  void record_event(const std::string& kind, uint32_t pid, const std::string& cgroup, const std::string& comm,
+                    json detail);
+  void set_watch(uint32_t pid, uint32_t state);
+
+  // ---- control
+  void register_commands();
+  json cmd_status();
+  json cmd_agents();
+  json cmd_brake(const std::string& what, const json& args);
+
+  DaemonOptions opts_;
+  std::string pin_dir_;
+  std::shared_ptr<const policy::Policy> policy_;
+  accounting::PriceTable prices_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<loader::BpfRuntime> rt_;
+  std::unique_ptr<loader::AttachWorker> worker_;
+  std::unique_ptr<control::Server> server_;
+  ring_buffer* ring_ = nullptr;
+  std::string cg_mount_;
+  std::unique_ptr<process::CgroupResolver> cgroups_;
+  process::ProcessTable procs_;
+  std::unique_ptr<capture::StreamTable> streams_;
+  EndpointSet endpoints_;
+  std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
+  std::set<uint64_t> matched_cgroups_;
+  std::set<uint32_t> matched_pids_;
+  accounting::LiveUsage live_;
+
+  struct Watched {
+    uint64_t start_ns = 0;
+    bool attaching = false;
+    bool attached = false;
+    std::vector<std::string> objects;
+    const EndpointInfo* last_endpoint = nullptr;  // points into endpoints_ (reset on reload)
+    std::string endpoint_host;
+    std::string endpoint_api;
+  };
+  std::unordered_map<uint32_t, Watched> watched_;
+
+  struct Agent {  // one agent tree, as `agents` shows it
+    uint32_t root = 0;
+    std::string cgroup, comm, provider, model;
+    std::set<uint32_t> pids;
+    uint64_t calls = 0;
+    int64_t input = 0, output = 0;
+    double cost = 0;
+    int64_t last_unix_ns = 0;
+  };
+  std::map<uint32_t, Agent> agents_;
+  struct Paused {
+    std::string target, reason;
+    bool cgroup = false;
+    uint64_t start_ns = 0;
+  };
+  std::map<std::string, Paused> paused_;  // manual brakes in force, by target
+
+  int epfd_ = -1, sigfd_ = -1, timerfd_ = -1;
+  bool stop_ = false;
+  int64_t started_mono_ = 0;
+  int64_t unix_minus_mono_ = 0;
+  uint64_t tick_ = 0;
+  uint64_t watchdog_usec_ = 0;
+  std::map<std::string, uint64_t> stats_;  // daemon-side counters (status/metrics)
+};
+
+// ---------------------------------------------------------------------------------------------
+// start-up
+
+bool Daemon::load_initial_policy() {
+  policy::LoadResult r;
+  if (opts_.policy_path) {
+    r = policy::load_path(*opts_.policy_path);
+  } else {
+    r = policy::load_default_location();
+  }
+  if (!r.ok()) {
+    for (const auto& e : r.errors) spdlog::error("policy: {}", e);
+    spdlog::error("no valid policy at {}: not starting", r.source.empty() ? "the default location" : r.source);
+    return false;
+  }
+  policy_ = r.policy;
+  return true;
+}
+
+void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
+  policy_ = std::move(p);
+  prices_ = accounting::PriceTable::for_policy(*policy_);
+  for (auto& [pid, w] : watched_) w.last_endpoint = nullptr;
+  for (const auto& err : endpoints_.set_policy(policy_->endpoints))
+    spdlog::warn("endpoint not resolved now (learned from DNS later): {}", err);
+  sync_endpoints_map();
+  refresh_matches();
+}
+
+void Daemon::sync_endpoints_map() {
+  std::set<ab_endpoint_key, EndpointKeyLess> want;
+  for (const auto& k : endpoints_.keys()) want.insert(k);
+  uint32_t one = 1;
+  for (const auto& k : want)
+    if (!kernel_endpoints_.count(k)) bpf_map_update_elem(rt_->endpoints_fd(), &k, &one, BPF_ANY);
+  for (const auto& k : kernel_endpoints_)
+    if (!want.count(k)) bpf_map_delete_elem(rt_->endpoints_fd(), &k);
+  kernel_endpoints_ = std::move(want);
+}
+
+// Budget and loop rules with a `match:` select processes before their first LLM byte: the
+// kernel holds those at their first outbound connect. Cgroup matches become cgroup ids
+// (walked here, refreshed by the timer so new cgroups are picked up); process facts (exe,
+// comm, uid) become pids.
+void Daemon::refresh_matches() {
+  std::vector<const policy::Match*> rules;
+  for (const auto& b : policy_->budgets)
+    if (!b.match.empty()) rules.push_back(&b.match);
+  for (const policy::LoopRule* r : {static_cast<const policy::LoopRule*>(&policy_->loops.ping_pong),
+                                    static_cast<const policy::LoopRule*>(&policy_->loops.repetition),
+                                    static_cast<const policy::LoopRule*>(&policy_->loops.fan_out),
+                                    static_cast<const policy::LoopRule*>(&policy_->loops.retry_storm)})
+    if (r->enabled && !r->match.empty()) rules.push_back(&r->match);
+
+  std::set<uint64_t> cg_want;
+  std::set<uint32_t> pid_want;
+  if (!rules.empty() && !cg_mount_.empty()) {
+    std::error_code ec;
+    std::vector<std::pair<std::string, uint64_t>> dirs{{"/", 0}};
+    struct stat st{};
+    if (stat(cg_mount_.c_str(), &st) == 0) dirs[0].second = st.st_ino;
+    for (auto it = fs::recursive_directory_iterator(cg_mount_, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (!it->is_directory(ec)) continue;
+      if (it.depth() > 32) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      std::string rel = "/" + fs::relative(it->path(), cg_mount_, ec).string();
+      if (stat(it->path().c_str(), &st) == 0) dirs.emplace_back(rel, st.st_ino);
+    }
+    for (const auto& [rel, id] : dirs) {
+      policy::ProcessFacts f;
+      f.cgroup = rel;
+      if (auto u = process::systemd_unit_of(rel)) f.unit = *u;
+      for (const auto* m : rules) {
+        if (m->exe || m->comm || m->uid) continue;  // needs a process: matched per pid below
+        if (policy::matches(*m, f)) {
+          cg_want.insert(id);
+          break;
+        }
+      }
+    }
+    for (int pid : procs_.pids()) {
+      const auto* e = procs_.find(pid);
+      if (!e) continue;
+      policy::ProcessFacts f{e->cgroup, "", e->exe, e->comm, e->uid};
+      if (auto u = process::systemd_unit_of(e->cgroup)) f.unit = *u;
+      for (const auto* m : rules) {
+        if (!(m->exe || m->comm || m->uid)) continue;
+        if (policy::matches(*m, f)) {
+          pid_want.insert(static_cast<uint32_t>(pid));
+          break;
+        }
+      }
+    }
+  }
+  uint32_t one = 1;
+  for (auto id : cg_want)
+    if (!matched_cgroups_.count(id)) bpf_map_update_elem(rt_->matched_cgroups_fd(), &id, &one, BPF_ANY);
+  for (auto id : matched_cgroups_)
+    if (!cg_want.count(id)) bpf_map_delete_elem(rt_->matched_cgroups_fd(), &id);
+  for (auto pid : pid_want)
+    if (!matched_pids_.count(pid)) bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
+  for (auto pid : matched_pids_)
+    if (!pid_want.count(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+  matched_cgroups_ = std::move(cg_want);
+  matched_pids_ = std::move(pid_want);
+}
+
+// Processes that connected before we started: attach to them now (no hold; their next
+// request is parsed from its request line on).
+void Daemon::scan_existing() {
+  auto found = capture::processes_connected_to(
+      [this](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr; });
+  for (const auto& c : found) {
+    if (static_cast<pid_t>(c.pid) == getpid()) continue;
+    auto& w = watched_[c.pid];
+    if (const auto* info = endpoints_.find(c.remote)) {
+      w.endpoint_host = info->host;
+      w.endpoint_api = info->api;
+    }
+    if (auto pi = process::read_proc(c.pid)) {
+      procs_.upsert(*pi);
+      w.start_ns = 0;
+    }
+    set_watch(c.pid, AB_WATCH_PENDING);
+    request_attach(c.pid, "connected before start");
+  }
+  spdlog::info("start-up scan: {} process(es) already connected to LLM endpoints", found.size());
+}
+
+int Daemon::start() {
+  started_mono_ = clock_ns(CLOCK_MONOTONIC);
+  unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - started_mono_;
+  if (!load_initial_policy()) return 1;
+  if (opts_.dry_run) spdlog::info("dry run: decisions are recorded, nothing is enforced");
+
+  std::string what;
+  if (int rc = loader::ensure_kernel_filesystems(&what); rc < 0) {
+    spdlog::error("kernel filesystems: {}", what);
+    return 1;
+  }
+  try {
+    store_ = store::Store::open(opts_.db_path, store::OpenMode::ReadWrite);
+  } catch (const std::exception& e) {
+    spdlog::error("database {}: {}", opts_.db_path, e.what());
+    return 1;
+  }
+
+  pin_dir_ = pin_dir_for(opts_);
+  std::vector<int> released;
+  if (int n = loader::release_pinned_holds(pin_dir_, &released); n > 0)
+    spdlog::warn("released {} hold(s) left by a previous daemon", n);
+  for (int pid : released) record_event("resumed", pid, "", "", {{"target", std::to_string(pid)}, {"reason", "release_all"}, {"dry_run", false}});
+
+  loader::RuntimeOptions ro;
+  ro.pin_dir = pin_dir_;
+  ro.daemon_tgid = static_cast<uint32_t>(getpid());
+  ro.capture_holds = true;
+  std::string err;
+  rt_ = loader::BpfRuntime::create(ro, &err);
+  if (!rt_) {
+    spdlog::error("loading BPF programs: {}", err);
+    return 1;
+  }
+  if (auto libc = find_libc(); !libc.empty()) {
+    if (int rc = rt_->attach_dns(libc); rc < 0)
+      spdlog::warn("DNS probes on {} failed ({}): provider addresses are learned only from the policy", libc,
+                   strerror(-rc));
+  }
+  if (auto m = process::find_cgroup2_mount()) {
+    cg_mount_ = *m;
+    cgroups_ = std::make_unique<process::CgroupResolver>(cg_mount_);
+  } else {
+    spdlog::warn("no cgroup v2 mount: calls are attributed to processes only");
+  }
+  procs_.scan("/proc", cgroups_.get());
+  streams_ = std::make_unique<capture::StreamTable>([this](uint32_t pid) {
+    protocol::Connection::Options o;
+    auto it = watched_.find(pid);
+    if (it != watched_.end()) {
+      o.api_hint = api_kind_for(it->second.endpoint_api);
+      o.host_hint = it->second.endpoint_host;
+    }
+    return o;
+  });
+  worker_ = std::make_unique<loader::AttachWorker>(*rt_);
+  ring_ = ring_buffer__new(rt_->events_fd(), &Daemon::on_ring_record, this, nullptr);
+  if (!ring_) {
+    spdlog::error("ring buffer: {}", strerror(errno));
+    return 1;
+  }
+  apply_policy(policy_);
+  scan_existing();
+
+  // Signals arrive through the signalfd only (blocked in main() before any thread started).
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  sigfd_ = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  timerfd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  itimerspec its{};
+  its.it_interval.tv_nsec = kTickMs * 1'000'000;
+  its.it_value = its.it_interval;
+  timerfd_settime(timerfd_, 0, &its, nullptr);
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+
+  // The socket answers only once the probes are attached (INTERFACE.md).
+  try {
+    server_ = std::make_unique<control::Server>(opts_.socket_path);
+  } catch (const std::exception& e) {
+    spdlog::error("control socket: {}", e.what());
+    return 1;
+  }
+  register_commands();
+  auto add = [this](int fd, int tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(tag);
+    epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+  };
+  add(ring_buffer__epoll_fd(ring_), 1);
+  add(sigfd_, 2);
+  add(timerfd_, 3);
+  add(server_->fd(), 4);
+  add(worker_->notify_fd(), 5);
+
+  record_event("policy_loaded", 0, "", "", {{"source", policy_->source}, {"digest", policy_->digest}, {"errors", json::array()}});
+  store_->flush();
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0) watchdog_usec_ = usec;
+  sd_notify(0, "READY=1\nSTATUS=watching LLM calls");
+  spdlog::info("agentbraked {} ready: policy {} ({}), {} host-wide probes, uprobe_multi={}, socket {}",
+               opts_.version, policy_->source, policy_->digest, rt_->host_links(), rt_->uprobe_multi(),
+               opts_.socket_path);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the loop
+
+int Daemon::loop() {
+  epoll_event evs[16];
+  while (!stop_) {
+    int n = epoll_wait(epfd_, evs, 16, 1000);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("epoll_wait: {}", strerror(errno));
+      return 1;
+    }
+    for (int i = 0; i < n; i++) {
+      switch (evs[i].data.u32) {
+        case 1: drain_ring(); break;
+        case 2: on_signal(); break;
+        case 3: {
+          uint64_t expirations;
+          while (read(timerfd_, &expirations, sizeof expirations) > 0) {}
+          drain_ring();
+          on_tick();
+          break;
+        }
+        case 4: server_->on_readable(); break;
+        case 5: on_attach_done(); break;
+      }
+    }
+  }
+  shutdown();
+  return 0;
+}
+
+void Daemon::drain_ring() {
+  unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+  int n = ring_buffer__consume(ring_);
+  if (n < 0 && n != -EINTR) stats_["ring_buffer_consume_errors"]++;
+  process_exchanges();
+}
+
+int Daemon::on_ring_record(void* ctx, void* data, size_t size) {
+  static_cast<Daemon*>(ctx)->on_record(data, size);
+  return 0;
+}
+
+void Daemon::on_record(const void* data, size_t size) {
+  if (size < sizeof(ab_event_header)) {
+    stats_["malformed_records"]++;
+    return;
+  }
+  ab_event_header h;
+  std::memcpy(&h, data, sizeof h);
+  if (h.layout != AB_EVENT_LAYOUT_VERSION) {
+    stats_["malformed_records"]++;
+    return;
+  }
+  switch (h.type) {
+    case AB_EV_EXEC:
+    case AB_EV_FORK:
+    case AB_EV_EXIT:
+      if (size < sizeof(ab_proc_event)) break;
+      {
+        ab_proc_event e;
+        std::memcpy(&e, data, sizeof e);
+        on_proc_event(e);
+      }
+      return;
+    case AB_EV_CONNECT:
+    case AB_EV_HOLD:
+      if (size < sizeof(ab_hold_event)) break;
+      {
+        ab_hold_event e;
+        std::memcpy(&e, data, sizeof e);
+        on_connect(e);
+      }
+      return;
+    case AB_EV_ACCEPT:
+    case AB_EV_CLOSE:
+      if (size < sizeof(ab_sock_event)) break;
+      return;  // channels between agents: used by the loop detectors
+    case AB_EV_DNS:
+      if (size < sizeof(ab_dns_event)) break;
+      {
+        ab_dns_event e;
+        std::memcpy(&e, data, sizeof e);
+        on_dns(e);
+      }
+      return;
+    case AB_EV_TLS_DATA:
+    case AB_EV_TLS_GAP:
+    case AB_EV_SSL_NEW:
+    case AB_EV_SSL_FREE:
+      streams_->on_record(data, size);
+      return;
+    default:
+      break;
+  }
+  stats_["malformed_records"]++;
+}
+
+void Daemon::on_proc_event(const ab_proc_event& e) {
+  const uint32_t pid = e.hdr.pid;
+  std::string comm(e.comm, strnlen(e.comm, sizeof e.comm));
+  switch (e.hdr.type) {
+    case AB_EV_FORK:
+      procs_.on_fork(static_cast<int>(e.ppid), static_cast<int>(pid), e.start_time_ns);
+      break;
+    case AB_EV_EXEC: {
+      std::string exe;
+      char buf[4096];
+      ssize_t n = readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf - 1);
+      if (n > 0) exe.assign(buf, static_cast<size_t>(n));
+      else exe.assign(e.filename, strnlen(e.filename, sizeof e.filename));
+      std::string cg;
+      if (cgroups_) {
+        if (auto p = cgroups_->path_for_id(e.hdr.cgroup_id)) cg = *p;
+      }
+      procs_.on_exec(static_cast<int>(pid), comm, exe, e.uid, e.hdr.cgroup_id, cg, e.start_time_ns,
+                     static_cast<int>(e.ppid));
+      // A new image: its TLS library may differ; the kernel judges it afresh at its next connect.
+      auto it = watched_.find(pid);
+      if (it != watched_.end()) {
+        streams_->on_process_exit(pid, e.hdr.ts_ns);
+        if (it->second.attached || it->second.attaching) worker_->request_detach(static_cast<int>(pid));
+        watched_.erase(it);
+      }
+      // Per-process budget matches (exe, comm, uid) for the new image.
+      if (!policy_->budgets.empty()) {
+        policy::ProcessFacts f{cg, "", exe, comm, e.uid};
+        bool want = false;
+        for (const auto& b : policy_->budgets)
+          if ((b.match.exe || b.match.comm || b.match.uid) && policy::matches(b.match, f)) want = true;
+        uint32_t one = 1;
+        if (want && matched_pids_.insert(pid).second)
+          bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
+      }
+      break;
+    }
+    case AB_EV_EXIT: {
+      streams_->on_process_exit(pid, e.hdr.ts_ns);
+      process_exchanges();  // attribute the cut-off calls while the process is still known
+      auto it = watched_.find(pid);
+      if (it != watched_.end()) {
+        if (it->second.attached || it->second.attaching) worker_->request_detach(static_cast<int>(pid));
+        watched_.erase(it);
+      }
+      if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+      for (auto& [root, a] : agents_) a.pids.erase(pid);
+      procs_.on_exit(static_cast<int>(pid), e.start_time_ns);
+      break;
+    }
+  }
+}
+
+void Daemon::on_connect(const ab_hold_event& e) {
+  const uint32_t pid = e.hdr.pid;
+  ab_endpoint_key k{};
+  k.family = e.sock.family;
+  k.port = e.sock.port;
+  std::memcpy(k.addr, e.sock.addr, sizeof k.addr);
+  auto& w = watched_[pid];
+  if (!w.start_ns) w.start_ns = e.start_time_ns;
+  if (const auto* info = endpoints_.find(k)) {
+    w.endpoint_host = info->host;
+    w.endpoint_api = info->api;
+  }
+  if (procs_.find(static_cast<int>(pid)) == nullptr) {
+    if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
+  }
+  if (e.hdr.type == AB_EV_HOLD) stats_["capture_holds"]++;
+  if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
+}
+
+void Daemon::on_dns(const ab_dns_event& e) {
+  std::string name(e.name, strnlen(e.name, sizeof e.name));
+  std::vector<ab_endpoint_key> addrs;
+  for (uint32_t i = 0; i < e.naddrs && i < AB_DNS_MAX_ADDRS; i++) {
+    ab_endpoint_key k{};
+    k.family = e.family[i];
+    std::memcpy(k.addr, e.addr[i], 16);
+    addrs.push_back(k);
+  }
+  auto added = endpoints_.on_dns(name, addrs);
+  if (!added.empty()) {
+    spdlog::debug("learned {} address(es) of {} from DNS", added.size(), name);
+    sync_endpoints_map();
+  }
+}
+
+void Daemon::request_attach(uint32_t pid, const char* why) {
+  auto& w = watched_[pid];
+  if (w.attaching || w.attached) return;
+  w.attaching = true;
+  spdlog::debug("attach pid {}: {}", pid, why);
+  worker_->request_attach(static_cast<int>(pid));
+}
+
+void Daemon::set_watch(uint32_t pid, uint32_t state) {
+  ab_watch_value v{};
+  v.state = state;
+  v.since_ns = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
+  bpf_map_update_elem(rt_->watch_fd(), &pid, &v, BPF_ANY);
+}
+
+void Daemon::release_capture_hold(uint32_t pid) {
+  ab_hold_value hv{};
+  if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
+  if (hv.reason != AB_HOLD_CAPTURE) return;
+  int rc = process::signal_same_process(static_cast<int>(pid), hv.start_time_ns, SIGCONT);
+  if (rc < 0 && rc != -ESRCH) spdlog::warn("releasing capture hold of pid {}: {}", pid, strerror(-rc));
+  bpf_map_delete_elem(rt_->holds_fd(), &pid);
+}
+
+void Daemon::on_attach_done() {
+  for (auto& r : worker_->take_completed()) {
+    const uint32_t pid = static_cast<uint32_t>(r.pid);
+    auto it = watched_.find(pid);
+    if (it == watched_.end()) {
+      // The process exited or exec'd while we attached: undo.
+      if (r.err == 0) worker_->request_detach(r.pid);
+      release_capture_hold(pid);
+      continue;
+    }
+    auto& w = it->second;
+    w.attaching = false;
+    const Attribution who = attribute(pid);
+    if (r.err == 0) {
+      w.attached = true;
+      w.objects = r.objects;
+      set_watch(pid, AB_WATCH_ATTACHED);
+      stats_["attaches"]++;
+      spdlog::info("probes attached to pid {} ({}) in {:.1f} ms: {}", pid, who.comm, r.duration_ms,
+                   fmt::join(r.objects, ", "));
+      record_event("probe_attached", pid, who.cgroup, who.comm,
+                   {{"pid", pid}, {"object", fmt::format("{}", fmt::join(r.objects, ","))},
+                    {"duration_ms", r.duration_ms}});
+    } else {
+      set_watch(pid, AB_WATCH_IGNORED);
+      if (r.err == -ENOENT) {
+        stats_["processes_without_openssl"]++;
+        spdlog::info("pid {} ({}) maps no OpenSSL: not watched", pid, who.comm);
+      } else {
+        stats_["attach_failures"]++;
+        spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);
+        record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
+      }
+    }
+    release_capture_hold(pid);
+  }
+}
+
+Attribution Daemon::attribute(uint32_t pid) {
+  Attribution a;
+  a.pid = pid;
+  const auto* e = procs_.find(static_cast<int>(pid));
+  if (!e) {
+    if (auto pi = process::read_proc(static_cast<int>(pid))) {
+      procs_.upsert(*pi);
+      e = procs_.find(static_cast<int>(pid));
+    }
+  }
+  if (e) {
+    a.comm = e->comm;
+    a.exe = e->exe;
+    a.cgroup = e->cgroup;
+    a.cgroup_id = e->cgroup_id;
+    a.uid = e->uid;
+    a.tree_root_pid = static_cast<uint32_t>(procs_.tree_root(static_cast<int>(pid)));
+  }
+  if (!a.tree_root_pid) a.tree_root_pid = pid;
+  return a;
+}
+
+void Daemon::process_exchanges() {
+  streams_->take_requests();  // request starts: admission and loop detectors use them
+  for (auto& c : streams_->take_exchanges()) {
+    if (!c.exchange.is_llm) continue;
+    LlmCall call = std::move(c.exchange.call);
+    call.who = attribute(c.pid);
+    const auto& ex = c.exchange;
+    call.start_unix_ns = mono_to_unix(ex.request_start_ns);
+    call.end_unix_ns = mono_to_unix(ex.response_end_ns ? ex.response_end_ns
+                                                       : (ex.request_end_ns ? ex.request_end_ns : ex.request_start_ns));
+    call.latency_ms = ex.response_end_ns > ex.request_start_ns
+                          ? double(ex.response_end_ns - ex.request_start_ns) / 1e6
+                          : 0;
+    accounting::price_call(call, prices_);
+    if (!call.price_known) stats_["unpriced_calls"]++;
+    if (call.estimated) stats_["estimated_calls"]++;
+    if (!call.complete) stats_["incomplete_calls"]++;
+    stats_["calls"]++;
+    const int64_t now = clock_ns(CLOCK_MONOTONIC);
+    live_.record(call, now);
+    auto& ag = agents_[call.who.tree_root_pid];
+    ag.root = call.who.tree_root_pid;
+    ag.cgroup = call.who.cgroup;
+    if (const auto* root = procs_.find(static_cast<int>(ag.root))) ag.comm = root->comm;
+    if (ag.comm.empty()) ag.comm = call.who.comm;
+    ag.provider = call.provider;
+    if (!call.model.empty()) ag.model = call.model;
+    ag.pids.insert(call.who.pid);
+    ag.calls++;
+    ag.input += call.input_tokens;
+    ag.output += call.output_tokens;
+    ag.cost += call.cost_usd;
+    ag.last_unix_ns = call.end_unix_ns;
+    spdlog::debug("llm call pid {} {} {} {} status {} in {} out {} ${:.6f}{}", call.who.pid, call.provider,
+                  call.model, call.path, call.status, call.input_tokens, call.output_tokens, call.cost_usd,
+                  call.complete ? "" : " (cut off)");
+    store_->add_call(call);
+  }
+}
+
+void Daemon::on_tick() {
+  tick_++;
+  if (tick_ % 2 == 0) store_->flush();  // every 200 ms: a call is visible well within 2 s
+  sweep_watch_map();
+  if (tick_ % 5 == 0) sweep_stale_holds();
+  if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
+  if (tick_ % 600 == 0) live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
+  if (watchdog_usec_ && tick_ % std::max<uint64_t>(1, watchdog_usec_ / 2000 / kTickMs) == 0)
+    sd_notify(0, "WATCHDOG=1");
+}
+
+// A connect event lost to a full ring buffer must not leave a process held or unwatched: the
+// watch map is the kernel's own record of who asked for probes.
+void Daemon::sweep_watch_map() {
+  uint32_t key = 0, next = 0;
+  const void* prev = nullptr;
+  int guard = 0;
+  while (bpf_map_get_next_key(rt_->watch_fd(), prev, &next) == 0 && guard++ < 100000) {
+    key = next;
+    prev = &key;
+    ab_watch_value v{};
+    if (bpf_map_lookup_elem(rt_->watch_fd(), &key, &v) != 0) continue;
+    if (v.state != AB_WATCH_PENDING) continue;
+    auto it = watched_.find(key);
+    if (it == watched_.end() || (!it->second.attaching && !it->second.attached)) {
+      stats_["connects_recovered_from_map"]++;
+      request_attach(key, "pending in the watch map");
+    }
+  }
+}
+
+void Daemon::sweep_stale_holds() {
+  const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
+  uint32_t key = 0, next = 0;
+  const void* prev = nullptr;
+  std::vector<uint32_t> stale;
+  while (bpf_map_get_next_key(rt_->holds_fd(), prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    ab_hold_value hv{};
+    if (bpf_map_lookup_elem(rt_->holds_fd(), &key, &hv) != 0) continue;
+    if (hv.reason == AB_HOLD_CAPTURE && now > hv.since_ns && now - hv.since_ns > kStaleCaptureHoldNs)
+      stale.push_back(key);
+  }
+  for (uint32_t pid : stale) {
+    stats_["stale_capture_holds_released"]++;
+    spdlog::warn("capture hold of pid {} outlived {} s: released", pid, kStaleCaptureHoldNs / 1'000'000'000);
+    release_capture_hold(pid);
+  }
+}
+
+void Daemon::on_signal() {
+  signalfd_siginfo si;
+  while (read(sigfd_, &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGHUP) {
+      try {
+        reload_policy("SIGHUP");
+      } catch (const std::exception&) {
+        // logged and recorded as policy_rejected; the old policy stays in force
+      }
+    } else {
+      spdlog::info("signal {}: stopping", strsignal(static_cast<int>(si.ssi_signo)));
+      stop_ = true;
+    }
+  }
+}
+
+void Daemon::reload_policy(const std::string& why) {
+  policy::LoadResult r = opts_.policy_path ? policy::load_path(*opts_.policy_path) : policy::load_default_location();
+  if (!r.ok()) {
+    spdlog::error("policy reload ({}) rejected; the policy in force stays:", why);
+    for (const auto& e : r.errors) spdlog::error("  {}", e);
+    record_event("policy_rejected", 0, "", "", {{"source", r.source}, {"errors", r.errors}});
+    throw control::ControlError(control::codes::kBadRequest,
+                                "policy rejected: " + (r.errors.empty() ? std::string("?") : r.errors.front()));
+  }
+  apply_policy(r.policy);
+  spdlog::info("policy reloaded ({}): {} ({})", why, policy_->source, policy_->digest);
+  record_event("policy_loaded", 0, "", "", {{"source", policy_->source}, {"digest", policy_->digest}, {"errors", json::array()}});
+}
+
+void Daemon::record_event(const std::string& kind, uint32_t pid, const std::string& cgroup,
+                          const std::string& comm, json detail) {
+  if (!store_) return;
+  store::Event e;
+  e.kind = kind;
+  e.pid = pid;
+  e.cgroup = cgroup;
+  e.comm = comm;
+  e.detail = std::move(detail);
+  store_->add_event(e);
+}
+
+void Daemon::shutdown() {
+  if (rt_) {
+    std::vector<int> released;
+    int n = loader::release_pinned_holds(pin_dir_, &released);
+    if (n > 0) spdlog::info("released {} hold(s) on the way out", n);
+  }
+  for (auto& [target, p] : paused_) {
+    if (p.cgroup) (void)process::cgroup_freeze(cg_mount_, p.target, false);
+    else process::signal_same_process(std::stoi(p.target), p.start_ns, SIGCONT);
+  }
+  paused_.clear();
+  server_.reset();  // no more commands
+  if (streams_) {
+    const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
+    for (auto& [pid, w] : watched_) streams_->on_process_exit(pid, now);
+    (void)now;
+  }
+  worker_.reset();  // detaches every per-process link
+  if (ring_) {
+    ring_buffer__free(ring_);
+    ring_ = nullptr;
+  }
+  rt_.reset();
+  if (store_) {
+    store_->flush();
+    store_.reset();
+  }
+  for (int* fd : {&epfd_, &sigfd_, &timerfd_})
+    if (*fd >= 0) {
+      close(*fd);
+      *fd = -1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// control commands
+
+void Daemon::register_commands() {
+  using control::Access;
+  server_->add_command("status", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_status(); });
+  server_->add_command("agents", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_agents(); });
+  server_->add_command("policy_show", Access::ReadOnly,
+                       [this](const json&, const control::Peer&) { return policy::to_json(*policy_); });
+  server_->add_command("policy_reload", Access::Mutating, [this](const json&, const control::Peer&) {
+    reload_policy("policy reload");
+    return json{{"source", policy_->source}, {"digest", policy_->digest}};
+  });
+  for (std::string what : {"pause", "resume", "kill"})
+    server_->add_command(what, Access::Mutating,
+                         [this, what](const json& args, const control::Peer&) { return cmd_brake(what, args); });
+}
+
+json Daemon::cmd_status() {
+  json counters = json::object();
+  auto k = rt_->read_counters();
+  for (int i = 0; i < AB_CNT_MAX; i++) counters[counter_name(i)] = k[i];
+  const auto& ss = streams_->stats();
+  counters["tls_records"] = ss.records;
+  counters["capture_gaps"] = ss.gaps;
+  counters["capture_gap_bytes"] = ss.lost_bytes;
+  counters["malformed_tls_records"] = ss.malformed;
+  counters["unparsed_http_errors"] = ss.parse_errors;
+  counters["unparsed_bytes"] = ss.unparsed_bytes;
+  counters["streams_evicted"] = ss.streams_evicted;
+  counters["store_dropped_writes"] = store_->dropped();
+  counters["store_write_errors"] = store_->write_errors();
+  counters["alerts_dropped"] = stats_["alerts_dropped"];
+  counters["alerts_failed"] = stats_["alerts_failed"];
+  for (const auto& [name, v] : stats_) counters[name] = v;
+  size_t attached = 0;
+  for (const auto& [pid, w] : watched_) attached += w.attached ? 1 : 0;
+  uint32_t key = 0, next = 0;
+  const void* prev = nullptr;
+  size_t held = 0;
+  while (bpf_map_get_next_key(rt_->holds_fd(), prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    held++;
+  }
+  return json{
+      {"version", opts_.version},
+      {"uptime_s", double(clock_ns(CLOCK_MONOTONIC) - started_mono_) / 1e9},
+      {"policy", {{"source", policy_->source}, {"digest", policy_->digest},
+                  {"mode", opts_.dry_run ? "observe" : std::string(policy::to_string(policy_->mode))},
+                  {"budgets", policy_->budgets.size()}, {"endpoints", policy_->endpoints.size()}}},
+      {"probes_attached", rt_->host_links() + worker_->attached_links()},
+      {"host_probes", rt_->host_links()},
+      {"tls_probes", worker_->attached_links()},
+      {"watched_processes", attached},
+      {"held", held + paused_.size()},
+      {"denied", 0},
+      {"uprobe_multi", rt_->uprobe_multi()},
+      {"endpoints_known", endpoints_.size()},
+      {"open_streams", streams_->open_streams()},
+      {"pin_dir", pin_dir_},
+      {"db", opts_.db_path},
+      {"counters", counters},
+  };
+}
+
+json Daemon::cmd_agents() {
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  json out = json::array();
+  for (auto& [root, a] : agents_) {
+    // Live members of the tree that made calls; the root too while it lives.
+    json pids = json::array();
+    for (uint32_t p : a.pids) pids.push_back(p);
+    std::string state = "ok", reason;
+    for (const auto& [t, p] : paused_) {
+      if ((p.cgroup && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
+          (!p.cgroup && (std::to_string(root) == t || a.pids.count(static_cast<uint32_t>(std::stoul(t)))))) {
+        state = "held";
+        reason = p.reason;
+      }
+    }
+    out.push_back({{"cgroup", a.cgroup},
+                   {"tree_root_pid", root},
+                   {"pids", pids},
+                   {"comm", a.comm},
+                   {"provider", a.provider},
+                   {"model", a.model},
+                   {"calls", a.calls},
+                   {"input_tokens", a.input},
+                   {"output_tokens", a.output},
+                   {"cost_usd", a.cost},
+                   {"tokens_per_min", live_.tokens_per_min(accounting::EntityKey::tree(root), now)},
+                   {"spend_per_min_usd", live_.spend_per_min_usd(accounting::EntityKey::tree(root), now)},
+                   {"state", state},
+                   {"reason", reason}});
+  }
+  return out;
+}
+
+// Manual brake. TARGET is a cgroup path ("/agents/a": frozen with cgroup.freeze, killed with
+// cgroup.kill) or a pid (SIGSTOP / SIGCONT / SIGKILL, checked against pid reuse).
+json Daemon::cmd_brake(const std::string& what, const json& args) {
+  if (!args.is_object() || !args.contains("target") || !args["target"].is_string())
+    throw std::invalid_argument("missing \"target\" (a cgroup path starting with / or a pid)");
+  const std::string target = args["target"].get<std::string>();
+  const bool dry = opts_.dry_run || policy_->dry_run();
+  json detail{{"target", target}, {"reason", "manual"}, {"dry_run", dry}};
+  std::string cgroup;
+  uint32_t pid = 0;
+  std::string comm;
+  if (!target.empty() && target[0] == '/') {
+    if (cg_mount_.empty()) throw control::ControlError(control::codes::kNotFound, "no cgroup v2 mount on this host");
+    if (!process::valid_cgroup_path(target) || !fs::is_directory(process::cgroup_abs_path(cg_mount_, target)))
+      throw control::ControlError(control::codes::kNotFound, "no such cgroup: " + target);
+    cgroup = target;
+    auto procs = process::cgroup_procs_recursive(cg_mount_, target);
+    detail["pids"] = procs;
+    if (!dry) {
+      process::CgResult r{};
+      if (what == "pause") r = process::cgroup_freeze(cg_mount_, target, true);
+      else if (what == "resume") r = process::cgroup_freeze(cg_mount_, target, false);
+      else {
+        r = process::cgroup_kill(cg_mount_, target);
+        if (!r) r = process::cgroup_kill_by_signal(cg_mount_, target);
+      }
+      if (!r) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(r.err));
+    }
+    if (what == "pause") paused_[target] = {target, "manual", true, 0};
+    else paused_.erase(target);
+  } else {
+    char* end = nullptr;
+    unsigned long v = std::strtoul(target.c_str(), &end, 10);
+    if (target.empty() || *end || v == 0 || v > 4194304)
+      throw std::invalid_argument("target must be a cgroup path starting with / or a pid: " + target);
+    pid = static_cast<uint32_t>(v);
+    auto pi = process::read_proc(static_cast<int>(pid));
+    if (!pi) throw control::ControlError(control::codes::kNotFound, "no such process: " + target);
+    comm = pi->comm;
+    cgroup = pi->cgroup;
+    const uint64_t start_ns = pi->start_ticks * (1'000'000'000ull / static_cast<uint64_t>(process::clock_ticks_per_sec()));
+    if (!dry) {
+      int sig = what == "pause" ? SIGSTOP : what == "resume" ? SIGCONT : SIGKILL;
+      int rc = process::signal_same_process(static_cast<int>(pid), start_ns, sig);
+      if (rc < 0) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(-rc));
+    }
+    if (what == "pause") paused_[target] = {target, "manual", false, start_ns};
+    else paused_.erase(target);
+  }
+  const std::string kind = what == "pause" ? "paused" : what == "resume" ? "resumed" : "killed";
+  record_event(kind, pid, cgroup, comm, detail);
+  spdlog::info("{} {} (manual{})", kind, target, dry ? ", dry run" : "");
+  return json{{"ok", true}, {"target", target}, {"action", kind}, {"dry_run", dry}};
+}
+
+}  // namespace
+
+std::string pin_dir_for(const DaemonOptions& opts) {
+  if (!opts.state_dir) return kDefaultPinDir;
+  return loader::pin_dir_for_state_dir(*opts.state_dir, false);
+}
+
+int release_all(const DaemonOptions& opts) {
+  std::string what;
+  (void)loader::ensure_kernel_filesystems(&what);
+  std::vector<int> pids;
+  int n = loader::release_pinned_holds(pin_dir_for(opts), &pids);
+  if (n == -ENOENT) {
+    spdlog::info("no holds recorded in {}", pin_dir_for(opts));
+    return 0;
+  }
+  if (n < 0) {
+    spdlog::error("cannot read the holds map in {}: {}", pin_dir_for(opts), strerror(-n));
+    return 1;
+  }
+  spdlog::info("released {} hold(s)", n);
+  try {
+    auto store = store::Store::open(opts.db_path, store::OpenMode::ReadWrite);
+    for (int pid : pids) {
+      store::Event e;
+      e.kind = "resumed";
+      e.pid = static_cast<uint32_t>(pid);
+      e.detail = {{"target", std::to_string(pid)}, {"reason", "release_all"}, {"dry_run", false}};
+      store->add_event(e);
+    }
+    store->flush();
+  } catch (const std::exception& e) {
+    spdlog::warn("could not record the releases in {}: {}", opts.db_path, e.what());
+  }
+  return 0;
+}
+
+int run_daemon(const DaemonOptions& opts) {
+  Daemon d(opts);
+  if (int rc = d.start(); rc != 0) return rc;
+  return d.loop();
+}
+
+}  // namespace ab::core
