@@ -75,6 +75,8 @@ struct ab_proc_event {
 #define AB_SOCK_WATCHED (1u << 1)        /* the process is already watched (probes attached) */
 #define AB_SOCK_BUDGET_MATCHED (1u << 2) /* the process is selected by a budget or loop rule */
 #define AB_SOCK_HELD (1u << 3)           /* the kernel took a capture hold at this connect */
+#define AB_SOCK_FOREGROUND (1u << 4)     /* a hold was wanted but the process is a terminal's
+                                          * foreground job (SIGSTOP would reach its shell) */
 
 struct ab_sock_event {
 	struct ab_event_header hdr;

@@ -132,6 +132,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	if (want_hold && terminal_foreground(task)) {
 		ab_count(AB_CNT_HOLDS_SKIPPED_FG, 1);
 		want_hold = false;
+		flags |= AB_SOCK_FOREGROUND; /* the daemon may freeze its cgroup instead */
 	}
 
 	/* The hold record is reserved first: a program that cannot tell the daemon must not hold. */

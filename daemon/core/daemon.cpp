@@ -28,6 +28,7 @@
 #include "capture/socket_scan.h"
 #include "capture/stream_table.h"
 #include "control/control.h"
+#include "core/capture_freeze.h"
 #include "core/endpoints.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
@@ -142,6 +143,7 @@ class Daemon {
   std::unique_ptr<process::CgroupResolver> cgroups_;
   process::ProcessTable procs_;
   std::unique_ptr<capture::StreamTable> streams_;
+  std::unique_ptr<CaptureFreezer> freezer_;
   EndpointSet endpoints_;
   std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
   std::set<uint64_t> matched_cgroups_;
@@ -362,6 +364,17 @@ int Daemon::start() {
   } else {
     spdlog::warn("no cgroup v2 mount: calls are attributed to processes only");
   }
+  {
+    std::error_code ec;
+    fs::create_directories(run_dir_for(opts_), ec);
+    const std::string frozen_file = run_dir_for(opts_) + "/capture-frozen";
+    if (!cg_mount_.empty()) {
+      if (size_t n = CaptureFreezer::thaw_recorded(cg_mount_, frozen_file); n > 0)
+        spdlog::warn("thawed {} cgroup(s) a previous daemon froze for capture", n);
+      std::string self_cg = process::read_cgroup_path(getpid()).value_or("/");
+      freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg);
+    }
+  }
   procs_.scan("/proc", cgroups_.get());
   streams_ = std::make_unique<capture::StreamTable>([this](uint32_t pid) {
     protocol::Connection::Options o;
@@ -570,6 +583,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
         watched_.erase(it);
       }
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+      if (freezer_) freezer_->release(pid);
       for (auto& [root, a] : agents_) a.pids.erase(pid);
       procs_.on_exit(static_cast<int>(pid), e.start_time_ns);
       break;
@@ -593,6 +607,15 @@ void Daemon::on_connect(const ab_hold_event& e) {
     if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
   }
   if (e.hdr.type == AB_EV_HOLD) stats_["capture_holds"]++;
+  // A terminal's foreground job is not stopped by the kernel (its shell would notice): its
+  // cgroup is frozen instead, when that is safe, until the probes are attached.
+  if ((e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching && freezer_) {
+    std::string cg;
+    if (cgroups_) cg = cgroups_->path_for_id(e.hdr.cgroup_id).value_or("");
+    int rc = freezer_->freeze_for(pid, cg, static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)));
+    stats_[rc == 0 ? "capture_freezes" : "capture_freezes_skipped"]++;
+    if (rc != 0) spdlog::debug("pid {}: foreground job, cgroup {} not frozen ({})", pid, cg, strerror(-rc));
+  }
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
 }
 
@@ -628,6 +651,7 @@ void Daemon::set_watch(uint32_t pid, uint32_t state) {
 }
 
 void Daemon::release_capture_hold(uint32_t pid) {
+  if (freezer_) freezer_->release(pid);
   ab_hold_value hv{};
   if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
   if (hv.reason != AB_HOLD_CAPTURE) return;
@@ -769,6 +793,12 @@ void Daemon::sweep_watch_map() {
 
 void Daemon::sweep_stale_holds() {
   const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
+  if (freezer_) {
+    if (size_t n = freezer_->sweep(now, kStaleCaptureHoldNs)) {
+      stats_["stale_capture_freezes_thawed"] += n;
+      spdlog::warn("{} capture freeze(s) outlived {} s: thawed", n, kStaleCaptureHoldNs / 1'000'000'000);
+    }
+  }
   uint32_t key = 0, next = 0;
   const void* prev = nullptr;
   std::vector<uint32_t> stale;
@@ -830,6 +860,7 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
 }
 
 void Daemon::shutdown() {
+  if (freezer_) freezer_->release_all();
   if (rt_) {
     std::vector<int> released;
     int n = loader::release_pinned_holds(pin_dir_, &released);
@@ -1019,6 +1050,10 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
 
 }  // namespace
 
+std::string run_dir_for(const DaemonOptions& opts) {
+  return opts.state_dir ? *opts.state_dir : std::string(kDefaultRunDir);
+}
+
 std::string pin_dir_for(const DaemonOptions& opts) {
   if (!opts.state_dir) return kDefaultPinDir;
   return loader::pin_dir_for_state_dir(*opts.state_dir, false);
@@ -1027,6 +1062,10 @@ std::string pin_dir_for(const DaemonOptions& opts) {
 int release_all(const DaemonOptions& opts) {
   std::string what;
   (void)loader::ensure_kernel_filesystems(&what);
+  if (auto mount = process::find_cgroup2_mount()) {
+    if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/capture-frozen"))
+      spdlog::info("thawed {} cgroup(s) frozen for capture", t);
+  }
   std::vector<int> pids;
   int n = loader::release_pinned_holds(pin_dir_for(opts), &pids);
   if (n == -ENOENT) {

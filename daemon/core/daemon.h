@@ -34,6 +34,9 @@ int run_daemon(const DaemonOptions& opts);
 // Returns 0 (also when nothing was pinned), 1 when the map exists but cannot be read.
 int release_all(const DaemonOptions& opts);
 
+// The directory for runtime state files (--state-dir, else /run/agentbrake).
+std::string run_dir_for(const DaemonOptions& opts);
+
 // The bpffs directory holding the pinned maps for these options.
 std::string pin_dir_for(const DaemonOptions& opts);
 

@@ -152,6 +152,7 @@ void TlsAttacher::detach(ProcessLinks& links) {
 AttachWorker::AttachWorker(BpfRuntime& rt) : rt_(rt), attacher_(rt) {
   efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   thread_ = std::thread([this] { run(); });
+  detach_thread_ = std::thread([this] { run_detach(); });
 }
 
 AttachWorker::~AttachWorker() {
@@ -160,9 +161,13 @@ AttachWorker::~AttachWorker() {
     stop_ = true;
   }
   cv_.notify_all();
+  detach_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (detach_thread_.joinable()) detach_thread_.join();
   for (auto& l : attached_) attacher_.detach(l);
   attached_.clear();
+  for (auto& l : detach_queue_) attacher_.detach(l);
+  detach_queue_.clear();
   if (efd_ >= 0) close(efd_);
 }
 
@@ -174,12 +179,41 @@ void AttachWorker::request_attach(int pid) {
   cv_.notify_one();
 }
 
+// Detaching is slow (the kernel waits for probes in flight) and must not delay the next
+// attach, which has a process held: links go to the detach thread's queue. A detach of a pid
+// whose attach is still queued goes through the attach queue, to keep their order.
 void AttachWorker::request_detach(int pid) {
   {
     std::lock_guard lk(mu_);
-    queue_.emplace_back(false, pid);
+    bool queued = false;
+    for (auto& q : queue_) queued |= q.first && q.second == pid;
+    if (queued || attaching_pid_ == pid) {
+      queue_.emplace_back(false, pid);
+    } else {
+      for (auto it = attached_.begin(); it != attached_.end(); ++it)
+        if (it->pid == pid) {
+          detach_queue_.push_back(std::move(*it));
+          attached_.erase(it);
+          break;
+        }
+    }
   }
   cv_.notify_one();
+  detach_cv_.notify_one();
+}
+
+void AttachWorker::run_detach() {
+  for (;;) {
+    ProcessLinks links;
+    {
+      std::unique_lock lk(mu_);
+      detach_cv_.wait(lk, [&] { return stop_ || !detach_queue_.empty(); });
+      if (stop_) return;
+      links = std::move(detach_queue_.front());
+      detach_queue_.pop_front();
+    }
+    attacher_.detach(links);
+  }
 }
 
 std::vector<AttachWorker::Result> AttachWorker::take_completed() {
@@ -223,11 +257,24 @@ void AttachWorker::run() {
     }
     auto [is_attach, pid] = req;
     if (is_attach) {
+      ProcessLinks stale;  // links of an earlier image of this pid still waiting to be closed
+      {
+        std::lock_guard lk(mu_);
+        attaching_pid_ = pid;
+        for (auto it = detach_queue_.begin(); it != detach_queue_.end(); ++it)
+          if (it->pid == pid) {
+            stale = std::move(*it);
+            detach_queue_.erase(it);
+            break;
+          }
+      }
+      if (stale.count()) attacher_.detach(stale);
       {
         std::lock_guard lk(mu_);
         bool already = false;
         for (auto& l : attached_) already |= l.pid == pid;
         if (already) {
+          attaching_pid_ = 0;
           done_.push_back(Result{pid, 0, "", {}, 0});
           uint64_t one = 1;
           (void)!write(efd_, &one, sizeof one);
@@ -241,6 +288,7 @@ void AttachWorker::run() {
       Result r{pid, rc, err, links.objects,
                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()};
       std::lock_guard lk(mu_);
+      attaching_pid_ = 0;
       if (rc == 0) attached_.push_back(std::move(links));
       done_.push_back(std::move(r));
     } else {
@@ -254,7 +302,11 @@ void AttachWorker::run() {
             break;
           }
       }
-      attacher_.detach(links);
+      if (links.count()) {
+        std::lock_guard lk(mu_);
+        detach_queue_.push_back(std::move(links));
+      }
+      detach_cv_.notify_one();
       continue;  // detaches are not reported
     }
     uint64_t one = 1;

@@ -77,6 +77,7 @@ class AttachWorker {
 
  private:
   void run();
+  void run_detach();
   BpfRuntime& rt_;
   TlsAttacher attacher_;
   mutable std::mutex mu_;
@@ -84,9 +85,13 @@ class AttachWorker {
   std::deque<std::pair<bool, int>> queue_;  // (attach?, pid)
   std::vector<Result> done_;
   std::vector<ProcessLinks> attached_;
+  std::deque<ProcessLinks> detach_queue_;  // handed to detach_thread_
+  std::condition_variable detach_cv_;
+  int attaching_pid_ = 0;
   bool stop_ = false;
   int efd_ = -1;
   std::thread thread_;
+  std::thread detach_thread_;
 };
 
 }  // namespace ab::loader
