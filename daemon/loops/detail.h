@@ -1,0 +1,87 @@
+// detail.h — small pieces the detectors share. Internal to daemon/loops.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "loops/finding.h"
+
+namespace ab::loops::detail {
+
+inline constexpr int64_t kNsPerSecond = 1'000'000'000;
+inline constexpr int64_t kNsPerMinute = 60 * kNsPerSecond;
+
+inline int64_t to_ns(policy::Millis ms) { return static_cast<int64_t>(ms.count()) * 1'000'000; }
+
+// Once-per-episode latch. The first hit fires; hits that follow each other less than
+// `quiet_ns` apart belong to the same episode and stay silent. A detector calls hit() only
+// when its condition holds, so "quiet" means "the condition has not held for quiet_ns".
+class Episode {
+ public:
+  bool hit(int64_t now_ns, int64_t quiet_ns) {
+    const bool fire = !active_ || now_ns - last_hit_ns_ >= quiet_ns;
+    active_ = true;
+    last_hit_ns_ = now_ns;
+    return fire;
+  }
+  // The condition still holds without a new hit (e.g. calls still over the limit).
+  void extend(int64_t now_ns) {
+    if (active_) last_hit_ns_ = std::max(last_hit_ns_, now_ns);
+  }
+  bool active(int64_t now_ns, int64_t quiet_ns) const { return active_ && now_ns - last_hit_ns_ < quiet_ns; }
+  void reset() { active_ = false; }
+
+ private:
+  bool active_ = false;
+  int64_t last_hit_ns_ = 0;
+};
+
+// Events per minute, over the span from the first to now. A span shorter than a second is
+// taken as one second so a burst does not report an absurd rate.
+inline double per_minute(int64_t count, int64_t since_ns, int64_t now_ns) {
+  const int64_t span = std::max(now_ns - since_ns, kNsPerSecond);
+  return static_cast<double>(count) * static_cast<double>(kNsPerMinute) / static_cast<double>(span);
+}
+
+// Remembers the facts of the processes an entity's observations came from (bounded), so a
+// finding can name them.
+class MemberBook {
+ public:
+  void note(const Member& m) {
+    for (auto& known : members_)
+      if (known.pid == m.pid) {
+        known = m;
+        return;
+      }
+    if (members_.size() >= kMaxMembers) members_.erase(members_.begin());  // the oldest goes
+    members_.push_back(m);
+  }
+  void forget(uint32_t pid) {
+    std::erase_if(members_, [pid](const Member& m) { return m.pid == pid; });
+  }
+  // The members whose pid is in `pids` (order of first note), or all when `pids` is empty.
+  std::vector<Member> select(const std::vector<uint32_t>& pids) const {
+    if (pids.empty()) return members_;
+    std::vector<Member> out;
+    for (const auto& m : members_)
+      if (std::find(pids.begin(), pids.end(), m.pid) != pids.end()) out.push_back(m);
+    return out;
+  }
+
+ private:
+  std::vector<Member> members_;
+};
+
+// Drops the entry with the smallest `last_seen_ns` (a linear scan: runs only when a map is at
+// its cap, after idle entries have been swept).
+template <class Map>
+void evict_least_recent(Map& map) {
+  if (map.empty()) return;
+  auto oldest = map.begin();
+  for (auto it = map.begin(); it != map.end(); ++it)
+    if (it->second.last_seen_ns < oldest->second.last_seen_ns) oldest = it;
+  map.erase(oldest);
+}
+
+}  // namespace ab::loops::detail
