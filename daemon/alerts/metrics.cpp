@@ -1,0 +1,208 @@
+#include "alerts/metrics.h"
+
+#include "alerts/httplib_config.h"
+
+#include <sys/socket.h>
+
+#include <cmath>
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace ab::alerts {
+
+namespace {
+
+std::string number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);
+}
+std::string number(uint64_t v) { return std::to_string(v); }
+
+// HELP text escaping: backslash and newline.
+std::string escape_help(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    name_ = name;
+    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, escape_help(help), name, type);
+  }
+  template <class V>
+  void sample(V value) {
+    out_ += fmt::format("{} {}\n", name_, number(value));
+  }
+  template <class V>
+  void sample(const std::vector<std::pair<const char*, std::string>>& labels, V value) {
+    std::string l;
+    for (const auto& [k, v] : labels) {
+      if (!l.empty()) l += ',';
+      l += fmt::format("{}=\"{}\"", k, escape_label_value(v));
+    }
+    out_ += fmt::format("{}{{{}}} {}\n", name_, l, number(value));
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string name_;
+  std::string out_;
+};
+
+}  // namespace
+
+std::string escape_label_value(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
+}
+
+std::string render_prometheus(const MetricsSnapshot& s) {
+  Writer w;
+  auto per_cgroup = [&](const char* name, const char* type, const char* help,
+                        const std::function<double(const CgroupMetrics&)>& value, bool integral) {
+    w.family(name, type, help);
+    for (const auto& [cgroup, m] : s.cgroups) {
+      double v = value(m);
+      if (integral)
+        w.sample({{"cgroup", cgroup}}, static_cast<uint64_t>(v));
+      else
+        w.sample({{"cgroup", cgroup}}, v);
+    }
+  };
+  auto by_label = [&](const char* name, const char* help, const char* label,
+                      const std::map<std::string, uint64_t>& values) {
+    w.family(name, "counter", help);
+    for (const auto& [key, v] : values) w.sample({{label, key}}, v);
+  };
+
+  per_cgroup("agentbrake_llm_calls_total", "counter", "Completed LLM API calls, by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.calls); }, true);
+  per_cgroup("agentbrake_input_tokens_total", "counter", "Billed input tokens (cached included), by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.input_tokens); }, true);
+  per_cgroup("agentbrake_output_tokens_total", "counter", "Output tokens (reasoning included), by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.output_tokens); }, true);
+  per_cgroup("agentbrake_cost_usd_total", "counter", "Spend on LLM calls in US dollars, by cgroup.",
+             [](const CgroupMetrics& m) { return m.cost_usd; }, false);
+  per_cgroup("agentbrake_holds_total", "counter", "LLM requests held (throttled), by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.holds); }, true);
+  per_cgroup("agentbrake_denials_total", "counter", "Deny actions taken, by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.denials); }, true);
+  per_cgroup("agentbrake_kills_total", "counter", "Kill actions taken, by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.kills); }, true);
+  per_cgroup("agentbrake_held_processes", "gauge", "Processes held right now, by cgroup.",
+             [](const CgroupMetrics& m) { return static_cast<double>(m.held_now); }, true);
+  by_label("agentbrake_loop_detections_total", "Loop detector firings, by detector.", "detector", s.detector_firings);
+  by_label("agentbrake_losses_total",
+           "Loss counters: ring buffer records lost, truncated captures, lost bytes, unparsed responses, "
+           "dropped alerts, ...",
+           "counter", s.losses);
+  by_label("agentbrake_alerts_total", "Alerts by outcome: sent, failed, suppressed (min_interval), dropped (queue full).",
+           "outcome", s.alerts);
+  w.family("agentbrake_probes_attached", "gauge", "TLS/uprobe attachments in place.");
+  w.sample(s.probes_attached);
+  w.family("agentbrake_watched_processes", "gauge", "Processes watched right now.");
+  w.sample(s.watched_processes);
+  w.family("agentbrake_uptime_seconds", "gauge", "Seconds since the daemon started.");
+  w.sample(s.uptime_s);
+  w.family("agentbrake_info", "gauge", "Daemon version and policy digest in force (value always 1).");
+  w.sample({{"version", s.version}, {"policy_digest", s.policy_digest}}, uint64_t{1});
+  return w.take();
+}
+
+MetricsServer::MetricsServer() : snapshot_(std::make_shared<const MetricsSnapshot>()) {}
+
+MetricsServer::~MetricsServer() { stop(); }
+
+bool MetricsServer::start(const std::string& host, uint16_t port, std::string* error) {
+  auto fail = [&](std::string why) {
+    if (error) *error = std::move(why);
+    return false;
+  };
+  if (server_) return fail("metrics server already running");
+  auto server = std::make_unique<httplib::Server>();
+  server->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  server->set_read_timeout(std::chrono::seconds(5));
+  server->set_write_timeout(std::chrono::seconds(5));
+  server->set_keep_alive_max_count(10);
+  // httplib's default is SO_REUSEPORT, which lets a second daemon bind the same port and
+  // silently share the scrapes. SO_REUSEADDR only: a busy port is an error.
+  server->set_socket_options([](int sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  server->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    std::shared_ptr<const MetricsSnapshot> snap = latest();
+    res.set_content(render_prometheus(*snap), kPrometheusContentType);
+    std::lock_guard lk(mu_);
+    ++scrapes_;
+  });
+  server->Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("agentbrake: metrics at /metrics\n", "text/plain");
+  });
+  int bound = port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) return fail(fmt::format("cannot listen on {}:{}", host, port));
+  bound_port_ = static_cast<uint16_t>(bound);
+  httplib::Server* raw = server.get();
+  server_ = std::move(server);
+  thread_ = std::thread([raw] { raw->listen_after_bind(); });
+  // httplib's stop() only acts on a server that is already listening: wait for that, so a
+  // stop() right after start() cannot leave the thread serving forever.
+  for (int i = 0; i < 2000 && !raw->is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  spdlog::info("metrics: serving /metrics on {}:{}", host, bound_port_);
+  return true;
+}
+
+void MetricsServer::stop() {
+  if (!server_) return;
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
+  bound_port_ = 0;
+}
+
+bool MetricsServer::running() const { return server_ && server_->is_running(); }
+
+void MetricsServer::publish(MetricsSnapshot snapshot) {
+  auto next = std::make_shared<const MetricsSnapshot>(std::move(snapshot));
+  std::lock_guard lk(mu_);
+  snapshot_.swap(next);
+}
+
+uint64_t MetricsServer::scrapes() const {
+  std::lock_guard lk(mu_);
+  return scrapes_;
+}
+
+std::shared_ptr<const MetricsSnapshot> MetricsServer::latest() const {
+  std::lock_guard lk(mu_);
+  return snapshot_;
+}
+
+}  // namespace ab::alerts

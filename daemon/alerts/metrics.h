@@ -1,0 +1,104 @@
+// metrics.h — Prometheus /metrics: a snapshot the daemon publishes, its rendering in the text
+// exposition format (version 0.0.4), and a small HTTP server (cpp-httplib) on its own thread.
+//
+// The daemon's event loop builds a MetricsSnapshot every second or so and publish()es it; a
+// scrape renders the latest snapshot. The loop never waits for a scrape.
+//
+// Metric families (all prefixed agentbrake_; counters end in _total):
+//   agentbrake_llm_calls_total{cgroup}          counter  completed LLM calls
+//   agentbrake_input_tokens_total{cgroup}       counter  billed input tokens (cache included)
+//   agentbrake_output_tokens_total{cgroup}      counter  output tokens (reasoning included)
+//   agentbrake_cost_usd_total{cgroup}           counter  spend in USD
+//   agentbrake_holds_total{cgroup}              counter  requests held (throttle)
+//   agentbrake_denials_total{cgroup}            counter  deny actions
+//   agentbrake_kills_total{cgroup}              counter  kill actions
+//   agentbrake_held_processes{cgroup}           gauge    processes held right now
+//   agentbrake_loop_detections_total{detector}  counter  loop detector firings
+//   agentbrake_losses_total{counter}            counter  every loss counter (ring_buffer_lost,
+//                                                        tls_truncated, lost_bytes, unparsed, ...)
+//   agentbrake_alerts_total{outcome}            counter  sent, failed, suppressed, dropped
+//   agentbrake_probes_attached                  gauge
+//   agentbrake_watched_processes                gauge
+//   agentbrake_uptime_seconds                   gauge
+//   agentbrake_info{version,policy_digest}      gauge    always 1
+// Counters are totals since the daemon started (a restart resets them, as Prometheus expects).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace httplib {
+class Server;
+}
+
+namespace ab::alerts {
+
+struct CgroupMetrics {
+  uint64_t calls = 0;
+  uint64_t input_tokens = 0;
+  uint64_t output_tokens = 0;
+  double cost_usd = 0;
+  uint64_t holds = 0;
+  uint64_t denials = 0;
+  uint64_t kills = 0;
+  uint64_t held_now = 0;
+};
+
+struct MetricsSnapshot {
+  std::map<std::string, CgroupMetrics> cgroups;       // by cgroup path
+  std::map<std::string, uint64_t> detector_firings;   // ping_pong, repetition, fan_out, retry_storm
+  std::map<std::string, uint64_t> losses;             // loss counter name → count
+  std::map<std::string, uint64_t> alerts;             // outcome (sent, failed, suppressed, dropped) → count
+  uint64_t probes_attached = 0;
+  uint64_t watched_processes = 0;
+  double uptime_s = 0;
+  std::string version;
+  std::string policy_digest;
+};
+
+// Label value escaping of the text format: backslash, double quote and newline.
+std::string escape_label_value(const std::string& v);
+
+// The snapshot in the Prometheus text exposition format, version 0.0.4: every family with
+// its # HELP and # TYPE lines (also when it has no samples), samples sorted by label.
+std::string render_prometheus(const MetricsSnapshot& snapshot);
+
+inline constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+// GET /metrics on host:port. Other paths answer 404 (and / a pointer to /metrics).
+// Thread-safe: publish() from any thread while the server runs.
+class MetricsServer {
+ public:
+  MetricsServer();
+  ~MetricsServer();  // stop()
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // Binds host:port (port 0: any free port) and serves on a thread. false + `error` when
+  // the address cannot be bound or the server already runs. host may be an IPv6 literal
+  // without brackets ("::1").
+  bool start(const std::string& host, uint16_t port, std::string* error = nullptr);
+  // Stops serving and joins the thread. Safe to call when not started.
+  void stop();
+  bool running() const;
+  uint16_t bound_port() const { return bound_port_; }
+
+  void publish(MetricsSnapshot snapshot);
+  uint64_t scrapes() const;
+
+ private:
+  std::shared_ptr<const MetricsSnapshot> latest() const;
+
+  mutable std::mutex mu_;
+  std::shared_ptr<const MetricsSnapshot> snapshot_;
+  uint64_t scrapes_ = 0;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  uint16_t bound_port_ = 0;
+};
+
+}  // namespace ab::alerts

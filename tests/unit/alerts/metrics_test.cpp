@@ -1,0 +1,166 @@
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "alerts/httplib_config.h"
+#include "alerts/metrics.h"
+
+using namespace ab::alerts;
+
+namespace {
+
+MetricsSnapshot sample_snapshot() {
+  MetricsSnapshot s;
+  CgroupMetrics a;
+  a.calls = 12;
+  a.input_tokens = 5400;
+  a.output_tokens = 880;
+  a.cost_usd = 0.0123;
+  a.holds = 3;
+  a.kills = 1;
+  a.held_now = 1;
+  s.cgroups["/agents/a"] = a;
+  CgroupMetrics odd;
+  odd.calls = 1;
+  s.cgroups["/agents/we\"ird\\name\nx"] = odd;
+  s.detector_firings = {{"ping_pong", 2}, {"retry_storm", 0}};
+  s.losses = {{"ring_buffer_lost", 7}, {"tls_truncated", 1}, {"alerts_dropped", 0}};
+  s.alerts = {{"sent", 4}, {"failed", 1}, {"suppressed", 9}, {"dropped", 0}};
+  s.probes_attached = 8;
+  s.watched_processes = 3;
+  s.uptime_s = 12.5;
+  s.version = "0.1.0";
+  s.policy_digest = "0123456789abcdef";
+  return s;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+}  // namespace
+
+TEST(EscapeLabelValue, BackslashQuoteNewline) {
+  EXPECT_EQ(escape_label_value("plain/path"), "plain/path");
+  EXPECT_EQ(escape_label_value("a\\b"), "a\\\\b");
+  EXPECT_EQ(escape_label_value("say \"hi\""), "say \\\"hi\\\"");
+  EXPECT_EQ(escape_label_value("two\nlines"), "two\\nlines");
+}
+
+TEST(RenderPrometheus, FamiliesWithHelpTypeAndSamples) {
+  std::string text = render_prometheus(sample_snapshot());
+  EXPECT_TRUE(contains(text, "# HELP agentbrake_llm_calls_total "));
+  EXPECT_TRUE(contains(text, "# TYPE agentbrake_llm_calls_total counter\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_llm_calls_total{cgroup=\"/agents/a\"} 12\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_input_tokens_total{cgroup=\"/agents/a\"} 5400\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_output_tokens_total{cgroup=\"/agents/a\"} 880\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_cost_usd_total{cgroup=\"/agents/a\"} 0.0123\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\"} 3\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_kills_total{cgroup=\"/agents/a\"} 1\n"));
+  EXPECT_TRUE(contains(text, "# TYPE agentbrake_held_processes gauge\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_loop_detections_total{detector=\"ping_pong\"} 2\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_losses_total{counter=\"ring_buffer_lost\"} 7\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_alerts_total{outcome=\"suppressed\"} 9\n"));
+  EXPECT_TRUE(contains(text, "# TYPE agentbrake_probes_attached gauge\nagentbrake_probes_attached 8\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_watched_processes 3\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_uptime_seconds 12.5\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_info{version=\"0.1.0\",policy_digest=\"0123456789abcdef\"} 1\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_llm_calls_total{cgroup=\"/agents/we\\\"ird\\\\name\\nx\"} 1\n")) << text;
+  EXPECT_EQ(text.back(), '\n');
+}
+
+TEST(RenderPrometheus, EveryLineIsCommentOrPrefixedSample) {
+  std::string text = render_prometheus(sample_snapshot());
+  size_t start = 0;
+  int samples = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    ASSERT_NE(end, std::string::npos);
+    std::string line = text.substr(start, end - start);
+    if (line.rfind("# ", 0) != 0) {
+      EXPECT_EQ(line.rfind("agentbrake_", 0), 0u) << line;
+      ++samples;
+    }
+    start = end + 1;
+  }
+  EXPECT_GT(samples, 20);
+  // counters end in _total
+  for (const char* fam : {"agentbrake_llm_calls", "agentbrake_cost_usd", "agentbrake_losses", "agentbrake_alerts"})
+    EXPECT_TRUE(contains(text, std::string("# TYPE ") + fam + "_total counter")) << fam;
+}
+
+TEST(RenderPrometheus, EmptySnapshotStillDescribesEveryFamily) {
+  std::string text = render_prometheus(MetricsSnapshot{});
+  EXPECT_TRUE(contains(text, "# TYPE agentbrake_llm_calls_total counter\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_probes_attached 0\n"));
+}
+
+TEST(RenderPrometheus, PromtoolAcceptsIt) {
+  if (std::system("test -x /usr/bin/promtool") != 0) GTEST_SKIP() << "promtool not installed";
+  char path[] = "/tmp/ab_metrics_XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  std::ofstream(path) << render_prometheus(sample_snapshot());
+  std::string cmd = std::string("/usr/bin/promtool check metrics < ") + path + " > /dev/null 2>&1";
+  int rc = std::system(cmd.c_str());
+  std::remove(path);
+  EXPECT_EQ(rc, 0);
+}
+
+TEST(MetricsServer, ServesTheLatestSnapshotOnLoopback) {
+  MetricsServer server;
+  std::string error;
+  ASSERT_TRUE(server.start("127.0.0.1", 0, &error)) << error;
+  ASSERT_GT(server.bound_port(), 0);
+  EXPECT_TRUE(server.running());
+
+  httplib::Client client("127.0.0.1", server.bound_port());
+  client.set_connection_timeout(std::chrono::seconds(2));
+  client.set_read_timeout(std::chrono::seconds(2));
+
+  auto before = client.Get("/metrics");
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->status, 200);
+  EXPECT_TRUE(contains(before->body, "agentbrake_probes_attached 0\n"));
+
+  server.publish(sample_snapshot());
+  auto res = client.Get("/metrics");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Content-Type"), kPrometheusContentType);
+  EXPECT_EQ(res->body, render_prometheus(sample_snapshot()));
+  EXPECT_EQ(server.scrapes(), 2u);
+
+  auto missing = client.Get("/nope");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+
+  uint16_t port = server.bound_port();
+  server.stop();
+  EXPECT_FALSE(server.running());
+  httplib::Client old("127.0.0.1", port);
+  old.set_connection_timeout(std::chrono::milliseconds(500));
+  EXPECT_FALSE(old.Get("/metrics"));
+}
+
+TEST(MetricsServer, StartStopRightAwayAndRebind) {
+  MetricsServer server;
+  ASSERT_TRUE(server.start("127.0.0.1", 0));
+  uint16_t port = server.bound_port();
+  server.stop();
+  server.stop();  // idempotent
+  ASSERT_TRUE(server.start("127.0.0.1", port));  // the port is free again
+  EXPECT_EQ(server.bound_port(), port);
+  std::string error;
+  EXPECT_FALSE(server.start("127.0.0.1", 0, &error));  // already running
+  EXPECT_FALSE(error.empty());
+}
+
+TEST(MetricsServer, BusyPortIsAnError) {
+  MetricsServer first, second;
+  ASSERT_TRUE(first.start("127.0.0.1", 0));
+  std::string error;
+  EXPECT_FALSE(second.start("127.0.0.1", first.bound_port(), &error));
+  EXPECT_NE(error.find("cannot listen"), std::string::npos);
+}
