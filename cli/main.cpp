@@ -5,8 +5,8 @@
 // policy, the daemon said the arguments were invalid).
 //
 // Live commands (status, agents, top, pause/resume/kill, policy show/reload) talk to the daemon
-// over its control socket; history commands (usage, events) read the SQLite database read-only
-// and work without a daemon; `policy validate` needs neither.
+// over its control socket; history commands (usage, events, report) read the SQLite database
+// read-only and work without a daemon; `policy validate` needs neither.
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -26,6 +26,7 @@
 #include "control/control.h"
 #include "control/format.h"
 #include "policy/policy.h"
+#include "report.h"
 #include "store/store.h"
 #include "store/timefmt.h"
 
@@ -384,6 +385,7 @@ Examples:
   agentbrake usage --by model --since 7d    spend per model over the last week
   agentbrake events --kind loop_detected --kind killed --since 2h
   agentbrake events --json --follow         stream new events as JSON lines
+  agentbrake report --html spend.html --since 7d   a self-contained HTML spend report
   agentbrake pause /agents/research         hold a cgroup's LLM traffic (root)
   agentbrake resume 4242                    release a process
   agentbrake policy validate /etc/agentbrake/policy.d
@@ -443,10 +445,10 @@ int main(int argc, char** argv) {
   events->callback([&] { rc = cmd_events(g, since, kinds, json_out, follow); });
 
   std::string html_file;
-  auto* report = app.add_subcommand("report", "A self-contained HTML spend report");
-  report->add_option("--html", html_file, "output file")->required();
-  report->add_option("--since", since, "how far back")->capture_default_str();
-  report->callback([&] { rc = err("report is not yet implemented", kFail); });
+  auto* report = app.add_subcommand("report", "A self-contained HTML spend report (no daemon needed)");
+  report->add_option("--html", html_file, "output file (- for standard output)")->required();
+  report->add_option("--since", since, "how far back (30s, 10m, 2h, 7d)")->capture_default_str();
+  report->callback([&] { rc = ab::cli::run_report(g.db, html_file, since); });
 
   std::string target;
   for (const char* name : {"pause", "resume", "kill"}) {
