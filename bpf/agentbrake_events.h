@@ -169,7 +169,21 @@ enum ab_counter {
 	AB_CNT_HOLDS_NO_RECORD = 5,  /* not held because the ring buffer record could not be reserved */
 	AB_CNT_TLS_READ_ERR = 6,     /* bpf_probe_read_user failed on SSL data */
 	AB_CNT_DNS_PARSE = 7,        /* getaddrinfo results that could not be read */
-	AB_CNT_MAX = 8,
+	AB_CNT_GATE_PASSED = 8,      /* request starts of gated processes let through on a credit */
+	AB_CNT_GATE_HELD = 9,        /* request starts held for lack of a credit (budget holds) */
+	AB_CNT_GATE_FG_LATE = 10,    /* request starts without credit not held: terminal foreground */
+	AB_CNT_DENIED_CONNECT = 11,  /* connects to endpoints refused with EPERM (deny action) */
+	AB_CNT_MAX = 12,
+};
+
+/* gate map: pid -> admission state of a process that falls in a gating budget (Brake).
+ * The TLS write uprobe sees a request START (a write beginning with "POST ") and lets it
+ * through while credits > 0, taking one; without a credit the process is held (SIGSTOP,
+ * recorded in the holds map) before the bytes leave. The daemon grants credits when every
+ * bucket of the process has room. Continuation writes are never gated. */
+struct ab_gate {
+	__s64 credits;
+	__u64 since_ns; /* when the daemon last wrote it */
 };
 
 /* config map index 0: runtime switches written by the daemon. */

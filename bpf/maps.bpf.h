@@ -78,6 +78,29 @@ struct {
 	__type(value, __u32);
 } endpoints SEC(".maps");
 
+/* Budget admission per gated process (see struct ab_gate). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct ab_gate);
+} gate SEC(".maps");
+
+/* deny action: cgroups (ids) and processes whose new connections to endpoints fail. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} denied_cgroups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} denied_pids SEC(".maps");
+
 static __always_inline void ab_count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -100,6 +123,31 @@ static __always_inline void ab_fill_header(struct ab_event_header *h, __u32 type
 	h->layout = AB_EVENT_LAYOUT_VERSION;
 	h->ts_ns = bpf_ktime_get_ns();
 	h->cgroup_id = bpf_get_current_cgroup_id();
+}
+
+static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __u8 *addr)
+{
+	struct ab_endpoint_key k = {};
+	k.family = family;
+	k.port = port;
+	__builtin_memcpy(k.addr, addr, 16);
+	if (bpf_map_lookup_elem(&endpoints, &k))
+		return true;
+	k.port = 0;
+	return bpf_map_lookup_elem(&endpoints, &k) != NULL;
+}
+
+/* A SIGSTOP is seen by the parent: a shell would move its foreground job to the background
+ * and the user loses it. So a process in its terminal's foreground process group is never
+ * stopped by a hold. */
+static __always_inline bool ab_terminal_foreground(struct task_struct *task)
+{
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	if (!tty)
+		return false;
+	struct pid *fg = BPF_CORE_READ(tty, ctrl.pgrp);
+	struct pid *pg = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]);
+	return fg && fg == pg;
 }
 
 #endif /* AB_MAPS_BPF_H */

@@ -50,31 +50,6 @@ static __always_inline int read_sockaddr(__u64 uaddr, __u16 *family, __u16 *port
 	return -1;
 }
 
-static __always_inline bool known_endpoint(__u16 family, __u16 port, __u8 addr[16])
-{
-	struct ab_endpoint_key k = {};
-	k.family = family;
-	k.port = port;
-	__builtin_memcpy(k.addr, addr, 16);
-	if (bpf_map_lookup_elem(&endpoints, &k))
-		return true;
-	k.port = 0;
-	return bpf_map_lookup_elem(&endpoints, &k) != NULL;
-}
-
-/* A SIGSTOP is seen by the parent: a shell would move its foreground job to the background
- * and the user loses it. So a process in its terminal's foreground process group is never
- * stopped by a capture hold. */
-static __always_inline bool terminal_foreground(struct task_struct *task)
-{
-	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
-	if (!tty)
-		return false;
-	struct pid *fg = BPF_CORE_READ(tty, ctrl.pgrp);
-	struct pid *pg = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]);
-	return fg && fg == pg;
-}
-
 SEC("tp/syscalls/sys_enter_connect")
 int ab_connect_enter(struct trace_event_raw_sys_enter *ctx)
 {
@@ -111,7 +86,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 
 	__u32 flags = 0;
-	if (known_endpoint(family, port, addr))
+	if (ab_known_endpoint(family, port, addr))
 		flags |= AB_SOCK_KNOWN_ENDPOINT;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&matched_pids, &pid) || bpf_map_lookup_elem(&matched_cgroups, &cgid))
@@ -129,7 +104,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	bool first = !w || (w->state == AB_WATCH_IGNORED && (flags & AB_SOCK_KNOWN_ENDPOINT));
 	bool want_hold = first && cfg && cfg->capture_holds;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	if (want_hold && terminal_foreground(task)) {
+	if (want_hold && ab_terminal_foreground(task)) {
 		ab_count(AB_CNT_HOLDS_SKIPPED_FG, 1);
 		want_hold = false;
 		flags |= AB_SOCK_FOREGROUND; /* the daemon may freeze its cgroup instead */
@@ -294,5 +269,46 @@ int BPF_KRETPROBE(ab_getaddrinfo_exit, int ret)
 	}
 	e->naddrs = n;
 	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* deny action: a connect to a known endpoint from a denied cgroup or process fails with
+ * EPERM (returning 0 from a cgroup/connect program). Attached at the cgroup2 root: connects
+ * are rare, and two map look-ups is all an unrelated process pays. */
+static __always_inline bool ab_denied(void)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&denied_cgroups, &cg) || bpf_map_lookup_elem(&denied_pids, &pid);
+}
+
+SEC("cgroup/connect4")
+int ab_deny_connect4(struct bpf_sock_addr *ctx)
+{
+	if (!ab_denied())
+		return 1;
+	__u8 addr[16] = {};
+	__u32 ip = ctx->user_ip4;
+	__builtin_memcpy(addr, &ip, 4);
+	if (!ab_known_endpoint(AB_AF_INET, bpf_ntohs((__u16)ctx->user_port), addr))
+		return 1;
+	ab_count(AB_CNT_DENIED_CONNECT, 1);
+	return 0;
+}
+
+SEC("cgroup/connect6")
+int ab_deny_connect6(struct bpf_sock_addr *ctx)
+{
+	if (!ab_denied())
+		return 1;
+	__u8 addr[16] = {};
+	__u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+	__builtin_memcpy(addr, &w0, 4);
+	__builtin_memcpy(addr + 4, &w1, 4);
+	__builtin_memcpy(addr + 8, &w2, 4);
+	__builtin_memcpy(addr + 12, &w3, 4);
+	if (!ab_known_endpoint(AB_AF_INET6, bpf_ntohs((__u16)ctx->user_port), addr))
+		return 1;
+	ab_count(AB_CNT_DENIED_CONNECT, 1);
 	return 0;
 }

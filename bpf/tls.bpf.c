@@ -143,6 +143,58 @@ static __always_inline void emit_data(__u64 ssl, __u32 dir, __u64 buf, __u32 len
 	emit_range(ssl, dir, buf, len, len - half, len, AB_TLS_TRUNCATED | AB_TLS_TAIL);
 }
 
+/* Brake: admission at a request's first write (see struct ab_gate). Runs at SSL_write entry,
+ * before any byte of the request is encrypted, so a hold here stops the request itself. */
+static __always_inline void gate_request(const void *buf, __u64 len)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct ab_gate *g = bpf_map_lookup_elem(&gate, &pid);
+	if (!g || len < 5)
+		return;
+	char head[5];
+	if (bpf_probe_read_user(head, sizeof(head), buf) != 0)
+		return;
+	if (head[0] != 'P' || head[1] != 'O' || head[2] != 'S' || head[3] != 'T' || head[4] != ' ')
+		return; /* a continuation write, or not a call: never gated */
+	if (g->credits > 0) {
+		__sync_fetch_and_add(&g->credits, -1);
+		ab_count(AB_CNT_GATE_PASSED, 1);
+		return;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	bool fg = ab_terminal_foreground(task);
+	struct ab_hold_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
+		ab_count(AB_CNT_HOLDS_NO_RECORD, 1);
+		return; /* a hold nobody hears of would never be released */
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	ab_fill_header(&e->hdr, AB_EV_HOLD);
+	e->reason = AB_HOLD_BUDGET;
+	e->start_time_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	e->sock.hdr = e->hdr;
+	e->sock.fd = -1;
+	bpf_get_current_comm(&e->sock.comm, sizeof(e->sock.comm));
+	if (fg) {
+		/* the daemon freezes the cgroup instead, when it can; this request goes out */
+		e->sock.flags = AB_SOCK_FOREGROUND;
+		ab_count(AB_CNT_GATE_FG_LATE, 1);
+	} else {
+		struct ab_hold_value hv = {};
+		hv.start_time_ns = e->start_time_ns;
+		hv.since_ns = e->hdr.ts_ns;
+		hv.reason = AB_HOLD_BUDGET;
+		if (bpf_map_update_elem(&holds, &pid, &hv, BPF_NOEXIST) == 0) {
+			e->sock.flags = AB_SOCK_HELD;
+			bpf_send_signal(AB_SIGSTOP);
+			ab_count(AB_CNT_HOLDS_TAKEN, 1);
+			ab_count(AB_CNT_GATE_HELD, 1);
+		}
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int save_args(void *map, void *ssl, const void *buf, void *len_ptr)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -181,6 +233,8 @@ static __always_inline int finish(void *map, __u32 dir, long ret)
 SEC("uprobe")
 int BPF_KPROBE(ab_ssl_write_enter, void *ssl, const void *buf, int num)
 {
+	if (num > 0)
+		gate_request(buf, (__u64)num);
 	return save_args(&ssl_write_scratch, ssl, buf, 0);
 }
 
@@ -193,6 +247,7 @@ int BPF_KRETPROBE(ab_ssl_write_exit, int ret)
 SEC("uprobe")
 int BPF_KPROBE(ab_ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
+	gate_request(buf, num);
 	return save_args(&ssl_write_scratch, ssl, buf, written);
 }
 

@@ -28,8 +28,7 @@
 #include "capture/socket_scan.h"
 #include "capture/stream_table.h"
 #include "control/control.h"
-#include "core/capture_freeze.h"
-#include "core/endpoints.h"
+#include "core/daemon_impl.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
 #include "policy/policy.h"
@@ -43,18 +42,18 @@ namespace ab::core {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
+int64_t clock_ns(clockid_t c) {
+  timespec ts{};
+  clock_gettime(c, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 namespace {
 
 constexpr int64_t kTickMs = 100;                  // timer period
 constexpr uint64_t kStaleCaptureHoldNs = 5'000'000'000;  // a capture hold never lasts longer
 constexpr const char* kDefaultPinDir = "/sys/fs/bpf/agentbrake";
 constexpr const char* kDefaultRunDir = "/run/agentbrake";
-
-int64_t clock_ns(clockid_t c) {
-  timespec ts{};
-  clock_gettime(c, &ts);
-  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 // The C library the getaddrinfo probes attach to: the one this daemon maps (the host's).
 std::string find_libc() {
@@ -84,108 +83,7 @@ std::string counter_name(int i) {
   }
 }
 
-class Daemon {
- public:
-  explicit Daemon(const DaemonOptions& o) : opts_(o) {}
-  ~Daemon() { shutdown(); }
-  int start();
-  int loop();
-
- private:
-  // ---- start-up pieces
-  bool load_initial_policy();
-  void apply_policy(std::shared_ptr<const policy::Policy> p);
-  void sync_endpoints_map();
-  void refresh_matches();
-  void scan_existing();
-
-  // ---- events
-  void drain_ring();
-  static int on_ring_record(void* ctx, void* data, size_t size);
-  void on_record(const void* data, size_t size);
-  void on_proc_event(const ab_proc_event& e);
-  void on_connect(const ab_hold_event& e);
-  void on_dns(const ab_dns_event& e);
-  void on_attach_done();
-  void request_attach(uint32_t pid, const char* why);
-  void process_exchanges();
-  void on_tick();
-  void sweep_watch_map();
-  void sweep_stale_holds();
-  void on_signal();
-  void reload_policy(const std::string& why);
-  void shutdown();
-
-  // ---- helpers
-  Attribution attribute(uint32_t pid);
-  void release_capture_hold(uint32_t pid);
-  int64_t mono_to_unix(uint64_t mono_ns) const { return int64_t(mono_ns) + unix_minus_mono_; }
-  void record_event(const std::string& kind, uint32_t pid, const std::string& cgroup, const std::string& comm,
-                    json detail);
-  void set_watch(uint32_t pid, uint32_t state);
-
-  // ---- control
-  void register_commands();
-  json cmd_status();
-  json cmd_agents();
-  json cmd_brake(const std::string& what, const json& args);
-
-  DaemonOptions opts_;
-  std::string pin_dir_;
-  std::shared_ptr<const policy::Policy> policy_;
-  accounting::PriceTable prices_;
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<loader::BpfRuntime> rt_;
-  std::unique_ptr<loader::AttachWorker> worker_;
-  std::unique_ptr<control::Server> server_;
-  ring_buffer* ring_ = nullptr;
-  std::string cg_mount_;
-  std::unique_ptr<process::CgroupResolver> cgroups_;
-  process::ProcessTable procs_;
-  std::unique_ptr<capture::StreamTable> streams_;
-  std::unique_ptr<CaptureFreezer> freezer_;
-  EndpointSet endpoints_;
-  std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
-  std::set<uint64_t> matched_cgroups_;
-  std::set<uint32_t> matched_pids_;
-  accounting::LiveUsage live_;
-
-  struct Watched {
-    uint64_t start_ns = 0;
-    bool attaching = false;
-    bool attached = false;
-    std::vector<std::string> objects;
-    const EndpointInfo* last_endpoint = nullptr;  // points into endpoints_ (reset on reload)
-    std::string endpoint_host;
-    std::string endpoint_api;
-  };
-  std::unordered_map<uint32_t, Watched> watched_;
-
-  struct Agent {  // one agent tree, as `agents` shows it
-    uint32_t root = 0;
-    std::string cgroup, comm, provider, model;
-    std::set<uint32_t> pids;
-    uint64_t calls = 0;
-    int64_t input = 0, output = 0;
-    double cost = 0;
-    int64_t last_unix_ns = 0;
-  };
-  std::map<uint32_t, Agent> agents_;
-  struct Paused {
-    std::string target, reason;
-    bool cgroup = false;
-    uint64_t start_ns = 0;
-  };
-  std::map<std::string, Paused> paused_;  // manual brakes in force, by target
-
-  int epfd_ = -1, sigfd_ = -1, timerfd_ = -1;
-  bool stop_ = false;
-  int64_t started_mono_ = 0;
-  int64_t unix_minus_mono_ = 0;
-  uint64_t tick_ = 0;
-  uint64_t watchdog_usec_ = 0;
-  std::map<std::string, uint64_t> stats_;  // daemon-side counters (status/metrics)
-};
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // start-up
@@ -1047,8 +945,6 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
   spdlog::info("{} {} (manual{})", kind, target, dry ? ", dry run" : "");
   return json{{"ok", true}, {"target", target}, {"action", kind}, {"dry_run", dry}};
 }
-
-}  // namespace
 
 std::string run_dir_for(const DaemonOptions& opts) {
   return opts.state_dir ? *opts.state_dir : std::string(kDefaultRunDir);

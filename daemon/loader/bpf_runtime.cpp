@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include "loader/bpf_runtime.h"
 #include "loader/elf_symbols.h"
 
@@ -38,7 +39,8 @@ bool is_fs(const char* path, unsigned long magic) {
 // Shares one set of maps between objects: the maps of `owner` are reused by `obj`.
 int reuse_shared_maps(bpf_object* owner, bpf_object* obj) {
   static const char* kShared[] = {"events", "counters", "ab_config_map", "watch", "holds",
-                                  "matched_pids", "matched_cgroups", "endpoints"};
+                                  "matched_pids", "matched_cgroups", "endpoints", "gate",
+                                  "denied_cgroups", "denied_pids"};
   for (const char* name : kShared) {
     bpf_map* src = bpf_object__find_map_by_name(owner, name);
     bpf_map* dst = bpf_object__find_map_by_name(obj, name);
@@ -138,6 +140,8 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
   if (int err = reuse_shared_maps(rt->proc_->obj, rt->net_->obj)) return fail("share maps with net: " + errstr(err));
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_enter, false);
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_exit, false);
+  bpf_program__set_autoattach(rt->net_->progs.ab_deny_connect4, false);  // attach_deny()
+  bpf_program__set_autoattach(rt->net_->progs.ab_deny_connect6, false);
   if (int err = ab_net__load(rt->net_)) return fail("load net BPF object: " + errstr(err));
 
   // TLS programs: uprobe_multi when the kernel has it (cheap attach and detach), else classic.
@@ -175,6 +179,25 @@ BpfRuntime::~BpfRuntime() {
   if (proc_) ab_proc__destroy(proc_);
 }
 
+int BpfRuntime::attach_deny(const std::string& cgroup_root) {
+  int fd = open(cgroup_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  int rc = 0;
+  for (bpf_program* p : {net_->progs.ab_deny_connect4, net_->progs.ab_deny_connect6}) {
+    bpf_link* l = bpf_program__attach_cgroup(p, fd);
+    if (!l) {
+      rc = -errno;
+      break;
+    }
+    host_links_.push_back(l);
+  }
+  close(fd);
+  return rc;
+}
+
+int BpfRuntime::gate_fd() const { return bpf_map__fd(proc_->maps.gate); }
+int BpfRuntime::denied_cgroups_fd() const { return bpf_map__fd(proc_->maps.denied_cgroups); }
+int BpfRuntime::denied_pids_fd() const { return bpf_map__fd(proc_->maps.denied_pids); }
 int BpfRuntime::events_fd() const { return bpf_map__fd(proc_->maps.events); }
 int BpfRuntime::watch_fd() const { return bpf_map__fd(proc_->maps.watch); }
 int BpfRuntime::holds_fd() const { return bpf_map__fd(proc_->maps.holds); }

@@ -50,6 +50,13 @@ class BpfRuntime {
   int matched_pids_fd() const;
   int matched_cgroups_fd() const;
   int endpoints_fd() const;
+  int gate_fd() const;            // pid -> struct ab_gate (Brake admission credits)
+  int denied_cgroups_fd() const;  // cgroup id -> 1: new connects to endpoints fail (deny)
+  int denied_pids_fd() const;     // pid -> 1: the same per process
+
+  // The deny action's cgroup/connect4 and connect6 programs, attached at the cgroup2 root.
+  // Returns 0 or negative errno (deny then falls back to holding requests).
+  int attach_deny(const std::string& cgroup_root);
 
   // true: TLS programs were loaded as uprobe_multi (attach with raw BPF_LINK_CREATE, ~0.06 ms);
   // false: classic perf-event uprobes through libbpf (slower to detach).

@@ -20,3 +20,4 @@ static_assert(sizeof(ab_endpoint_key) == 20);
 static_assert(sizeof(ab_watch_value) == 16);
 static_assert(sizeof(ab_hold_value) == 24);
 static_assert(sizeof(ab_config) == 16);
+static_assert(sizeof(ab_gate) == 16);
