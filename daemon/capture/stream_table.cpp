@@ -25,7 +25,7 @@ StreamTable::Stream& StreamTable::stream(const Key& key) {
 }
 
 void StreamTable::drain(const Key& key, Stream& s) {
-  for (auto& r : s.conn->take_requests()) requests_.emplace_back(key.first, std::move(r));
+  for (auto& r : s.conn->take_requests()) requests_.push_back({key.first, key.second, std::move(r)});
   for (auto& ex : s.conn->take_exchanges()) {
     CapturedExchange c;
     c.pid = key.first;
@@ -116,8 +116,8 @@ std::vector<CapturedExchange> StreamTable::take_exchanges() {
   return out;
 }
 
-std::vector<std::pair<uint32_t, protocol::RequestInfo>> StreamTable::take_requests() {
-  std::vector<std::pair<uint32_t, protocol::RequestInfo>> out;
+std::vector<CapturedRequest> StreamTable::take_requests() {
+  std::vector<CapturedRequest> out;
   out.swap(requests_);
   return out;
 }

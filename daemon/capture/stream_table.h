@@ -27,6 +27,12 @@ struct CapturedExchange {
   protocol::Exchange exchange;
 };
 
+struct CapturedRequest {
+  uint32_t pid = 0;
+  uint64_t ssl = 0;
+  protocol::RequestInfo request;
+};
+
 struct StreamStats {
   uint64_t records = 0;          // TLS records decoded
   uint64_t bytes = 0;            // plaintext bytes fed
@@ -62,7 +68,7 @@ class StreamTable {
   std::vector<CapturedExchange> take_exchanges();
 
   // Requests whose head was parsed since the last call (for admission and loop detectors).
-  std::vector<std::pair<uint32_t, protocol::RequestInfo>> take_requests();
+  std::vector<CapturedRequest> take_requests();
 
   size_t open_streams() const { return streams_.size(); }
   // Streams of one process with a request written and its response not finished.
@@ -86,7 +92,7 @@ class StreamTable {
   size_t max_streams_;
   std::map<Key, Stream> streams_;
   std::vector<CapturedExchange> done_;
-  std::vector<std::pair<uint32_t, protocol::RequestInfo>> requests_;
+  std::vector<CapturedRequest> requests_;
   StreamStats stats_;
   uint64_t clock_ = 0;
 };

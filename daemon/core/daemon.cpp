@@ -112,6 +112,7 @@ void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
     spdlog::warn("endpoint not resolved now (learned from DNS later): {}", err);
   sync_endpoints_map();
   refresh_matches();
+  if (rt_) brake_policy_changed();
 }
 
 void Daemon::sync_endpoints_map() {
@@ -271,6 +272,9 @@ int Daemon::start() {
         spdlog::warn("thawed {} cgroup(s) a previous daemon froze for capture", n);
       std::string self_cg = process::read_cgroup_path(getpid()).value_or("/");
       freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg);
+      const std::string budget_file = run_dir_for(opts_) + "/budget-frozen";
+      CaptureFreezer::thaw_recorded(cg_mount_, budget_file);
+      budget_freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, budget_file, self_cg);
     }
   }
   procs_.scan("/proc", cgroups_.get());
@@ -289,7 +293,13 @@ int Daemon::start() {
     spdlog::error("ring buffer: {}", strerror(errno));
     return 1;
   }
+  if (!cg_mount_.empty()) {
+    int rc = rt_->attach_deny(cg_mount_);
+    deny_available_ = rc == 0;
+    if (rc < 0) spdlog::warn("deny programs (cgroup connect4/6) unavailable: {}; deny holds requests instead", strerror(-rc));
+  }
   apply_policy(policy_);
+  restore_budgets();
   scan_existing();
 
   // Signals arrive through the signalfd only (blocked in main() before any thread started).
@@ -482,6 +492,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       }
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
       if (freezer_) freezer_->release(pid);
+      brake_forget(pid);
       for (auto& [root, a] : agents_) a.pids.erase(pid);
       procs_.on_exit(static_cast<int>(pid), e.start_time_ns);
       break;
@@ -491,6 +502,10 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
 
 void Daemon::on_connect(const ab_hold_event& e) {
   const uint32_t pid = e.hdr.pid;
+  if (e.hdr.type == AB_EV_HOLD && e.reason == AB_HOLD_BUDGET) {
+    on_budget_hold(e);
+    return;
+  }
   ab_endpoint_key k{};
   k.family = e.sock.family;
   k.port = e.sock.port;
@@ -581,6 +596,7 @@ void Daemon::on_attach_done() {
       record_event("probe_attached", pid, who.cgroup, who.comm,
                    {{"pid", pid}, {"object", fmt::format("{}", fmt::join(r.objects, ","))},
                     {"duration_ms", r.duration_ms}});
+      refresh_gates();  // a budget-matched process gets its gate before its first request
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
@@ -619,7 +635,7 @@ Attribution Daemon::attribute(uint32_t pid) {
 }
 
 void Daemon::process_exchanges() {
-  streams_->take_requests();  // request starts: admission and loop detectors use them
+  for (const auto& r : streams_->take_requests()) on_request_seen(r);
   for (auto& c : streams_->take_exchanges()) {
     if (!c.exchange.is_llm) continue;
     LlmCall call = std::move(c.exchange.call);
@@ -655,6 +671,7 @@ void Daemon::process_exchanges() {
                   call.model, call.path, call.status, call.input_tokens, call.output_tokens, call.cost_usd,
                   call.complete ? "" : " (cut off)");
     store_->add_call(call);
+    settle_call(call, c.pid, c.ssl);
   }
 }
 
@@ -662,6 +679,7 @@ void Daemon::on_tick() {
   tick_++;
   if (tick_ % 2 == 0) store_->flush();  // every 200 ms: a call is visible well within 2 s
   sweep_watch_map();
+  brake_tick();
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 600 == 0) live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
@@ -759,6 +777,7 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
 
 void Daemon::shutdown() {
   if (freezer_) freezer_->release_all();
+  if (rt_) release_all_brakes("release_all");
   if (rt_) {
     std::vector<int> released;
     int n = loader::release_pinned_holds(pin_dir_, &released);
@@ -847,8 +866,10 @@ json Daemon::cmd_status() {
       {"host_probes", rt_->host_links()},
       {"tls_probes", worker_->attached_links()},
       {"watched_processes", attached},
-      {"held", held + paused_.size()},
-      {"denied", 0},
+      {"held", held + paused_.size() + (budget_freezer_ ? budget_freezer_->frozen() : 0)},
+      {"denied", denied_entities_.size()},
+      {"budget_holds_now", held_pids_.size()},
+      {"deny_programs", deny_available_},
       {"uprobe_multi", rt_->uprobe_multi()},
       {"endpoints_known", endpoints_.size()},
       {"open_streams", streams_->open_streams()},
@@ -866,6 +887,20 @@ json Daemon::cmd_agents() {
     json pids = json::array();
     for (uint32_t p : a.pids) pids.push_back(p);
     std::string state = "ok", reason;
+    for (uint32_t p : a.pids)
+      if (held_pids_.count(p)) state = "held", reason = "budget";
+    for (const auto& [key, d] : denied_entities_) {
+      const std::string t = key.substr(key.find(':') + 1);
+      if ((key.rfind("cgroup:", 0) == 0 && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
+          (key.rfind("tree:", 0) == 0 && t == std::to_string(root)))
+        state = "denied", reason = "budget";
+    }
+    for (const auto& [key, k] : killed_) {
+      const std::string t = key.substr(key.find(':') + 1);
+      if ((key.rfind("cgroup:", 0) == 0 && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
+          (key.rfind("tree:", 0) == 0 && t == std::to_string(root)))
+        state = "killed", reason = k.reason;
+    }
     for (const auto& [t, p] : paused_) {
       if ((p.cgroup && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
           (!p.cgroup && (std::to_string(root) == t || a.pids.count(static_cast<uint32_t>(std::stoul(t)))))) {

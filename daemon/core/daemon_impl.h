@@ -3,6 +3,7 @@
 // detection in loops_glue.cpp, alerts and metrics in operate.cpp.
 #pragma once
 #include <ctime>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -78,6 +79,30 @@ class Daemon {
                     json detail);
   void set_watch(uint32_t pid, uint32_t state);
 
+  // ---- budgets (enforce.cpp)
+  static policy::ProcessFacts facts_of(const Attribution& who);
+  brake::CallFacts typical_call(uint32_t pid);
+  brake::CallFacts request_facts(uint32_t pid, const protocol::RequestInfo& r);
+  void brake_policy_changed();
+  bool gated(uint32_t pid);
+  void write_gate(uint32_t pid, int64_t credits);
+  void drop_gate(uint32_t pid);
+  void refresh_gates();
+  void note_exceeded(const brake::Decision& d, uint32_t pid);
+  void on_request_seen(const capture::CapturedRequest& cr);
+  void settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl);
+  void on_budget_hold(const ab_hold_event& e);
+  void release_pid(uint32_t pid, uint64_t start_time, const char* why);
+  void release_ready_holds();
+  void brake_tick();
+  void brake_forget(uint32_t pid);
+  std::vector<int> entity_pids(const std::string& key);
+  void kill_entity(const std::string& key, uint32_t pid, const std::string& reason, const std::string& budget);
+  void deny_entity(const std::string& key, uint32_t pid, const std::string& budget);
+  void undeny_for(uint32_t pid);
+  void release_all_brakes(const char* reason);
+  void restore_budgets();
+
   // ---- control
   void register_commands();
   json cmd_status();
@@ -131,6 +156,32 @@ class Daemon {
     uint64_t start_ns = 0;
   };
   std::map<std::string, Paused> paused_;  // manual brakes in force, by target
+
+  // budgets
+  std::unique_ptr<brake::BudgetEngine> engine_;
+  std::unique_ptr<CaptureFreezer> budget_freezer_;  // foreground jobs held by a budget
+  std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> reservations_;  // (pid, SSL*) → FIFO
+  std::unordered_map<uint32_t, uint64_t> prereserved_;  // admitted at release, for its next request
+  std::unordered_map<uint32_t, int64_t> gate_credits_;  // what the gate map holds
+  std::unordered_map<uint32_t, uint64_t> held_pids_;    // held by a budget → start time
+  struct LastCall {
+    int64_t input = 0, output = 0;
+    double cost = 0;
+  };
+  std::unordered_map<uint32_t, LastCall> last_call_;
+  struct DeniedEntity {
+    std::vector<uint64_t> cgroups;
+    std::vector<uint32_t> pids;
+  };
+  std::map<std::string, DeniedEntity> denied_entities_;
+  std::set<uint32_t> denied_pids_;
+  struct KilledEntity {
+    std::string reason;
+    int64_t at_ns = 0;
+  };
+  std::map<std::string, KilledEntity> killed_;
+  bool deny_available_ = false;
+  std::map<std::string, int64_t> last_exceeded_;  // budget + bucket → last budget_exceeded (mono)
 
   int epfd_ = -1, sigfd_ = -1, timerfd_ = -1;
   bool stop_ = false;

@@ -1,0 +1,463 @@
+// enforce.cpp — budgets, enforced: where a budget's decision becomes a hold, a deny or a kill.
+//
+// The kernel gates each request start of a gated process on a credit (struct ab_gate). Here:
+//   credits     a gated process gets one credit while every bucket it falls in has room for a
+//               typical call of it (its last call's size); refreshed on every tick and after
+//               every admission or settlement. Several concurrent request starts may pass on
+//               one credit: the overshoot is bounded by the process's concurrency.
+//   admission   when a request is seen in user space, it is admitted by the engine (reserving
+//               its input estimate plus max_tokens, or the last call's output), then settled
+//               with the real usage when its response ends.
+//   holds       a request start without credit stops the process (SIGSTOP in the kernel, or a
+//               cgroup freeze for a terminal's foreground job) and queues it in the engine;
+//               release_ready() resumes held processes oldest first.
+//   actions     throttle = hold; deny = hold + new connects to endpoints fail (EPERM) until
+//               the entity is released; kill = every process of the entity, once per cooldown.
+#include <signal.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/daemon_impl.h"
+#include "process/procfs.h"
+
+namespace ab::core {
+
+namespace {
+
+constexpr int64_t kDefaultReservedOutput = 256;  // when a request names no max_tokens
+
+std::string entity_target(const std::string& key) {
+  // "cgroup:/a/b" → "/a/b", "tree:42" → "42", "process:42" → "42"
+  auto colon = key.find(':');
+  return colon == std::string::npos ? key : key.substr(colon + 1);
+}
+
+}  // namespace
+
+policy::ProcessFacts Daemon::facts_of(const Attribution& who) {
+  policy::ProcessFacts f;
+  f.cgroup = who.cgroup.empty() ? "/" : who.cgroup;
+  if (auto u = process::systemd_unit_of(f.cgroup)) f.unit = *u;
+  f.exe = who.exe;
+  f.comm = who.comm;
+  f.uid = who.uid;
+  return f;
+}
+
+brake::CallFacts Daemon::typical_call(uint32_t pid) {
+  const Attribution who = attribute(pid);
+  brake::CallFacts c;
+  c.pid = pid;
+  c.tree_root_pid = who.tree_root_pid;
+  c.facts = facts_of(who);
+  auto it = last_call_.find(pid);
+  if (it != last_call_.end()) {
+    c.est_input_tokens = it->second.input;
+    c.reserved_output_tokens = it->second.output;
+    c.est_cost_usd = it->second.cost;
+  } else {
+    c.est_input_tokens = 1;
+  }
+  return c;
+}
+
+void Daemon::brake_policy_changed() {
+  if (!engine_) {
+    engine_ = std::make_unique<brake::BudgetEngine>(policy_);
+    engine_->set_dry_run(opts_.dry_run);
+  } else {
+    engine_->set_policy(policy_);
+  }
+  refresh_gates();
+}
+
+bool Daemon::gated(uint32_t pid) {
+  if (engine_->dry_run()) return false;
+  auto it = watched_.find(pid);
+  if (it == watched_.end() || !it->second.attached) return false;
+  for (const auto& b : engine_->buckets_of(typical_call(pid)))
+    if (b.gates()) return true;
+  return false;
+}
+
+void Daemon::write_gate(uint32_t pid, int64_t credits) {
+  auto it = gate_credits_.find(pid);
+  if (it != gate_credits_.end() && it->second == credits) return;
+  ab_gate g{};
+  g.credits = credits;
+  g.since_ns = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
+  if (bpf_map_update_elem(rt_->gate_fd(), &pid, &g, BPF_ANY) == 0) gate_credits_[pid] = credits;
+}
+
+void Daemon::drop_gate(uint32_t pid) {
+  if (gate_credits_.erase(pid)) bpf_map_delete_elem(rt_->gate_fd(), &pid);
+}
+
+// One credit when a typical call of the process would be admitted now. The engine's answer to
+// the probe opens (or closes) the bucket's episode, which is when budget_exceeded is recorded.
+void Daemon::refresh_gates() {
+  if (!engine_) return;
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  std::vector<uint32_t> pids;
+  for (const auto& [pid, w] : watched_)
+    if (w.attached) pids.push_back(pid);
+  for (uint32_t pid : pids) {
+    if (!gated(pid)) {
+      drop_gate(pid);
+      continue;
+    }
+    if (held_pids_.count(pid)) continue;  // credits come with its release
+    brake::Decision d = engine_->admit(typical_call(pid), now);
+    if (d.admitted) engine_->cancel(d.reservation_id);
+    note_exceeded(d, pid);
+    write_gate(pid, d.admitted ? 1 : 0);
+  }
+}
+
+// budget_exceeded once per episode: the engine opens an episode when a call finds no room and
+// closes it when one finds room again; under steady pressure that happens every window, so an
+// episode that reopens within one window of the last report is the same episode.
+void Daemon::note_exceeded(const brake::Decision& d, uint32_t pid) {
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  for (const auto& x : d.exceeded) {
+    const std::string id = x.bucket.budget + "\n" + x.bucket.key;
+    const int64_t span = x.window_ns > 0 ? x.window_ns : int64_t(10'000'000'000);
+    auto last = last_exceeded_.find(id);
+    const bool recent = last != last_exceeded_.end() && now - last->second < span;
+    if (x.new_episode || recent) last_exceeded_[id] = now;
+    if (!x.new_episode || recent) continue;
+    const Attribution who = attribute(pid);
+    json detail{{"budget", x.bucket.budget},
+                {"bucket", x.bucket.key},
+                {"action", std::string(policy::to_string(x.action))},
+                {"dry_run", d.dry_run},
+                {"requested", x.requested}};
+    if (x.reason == brake::Exceeded::Reason::Inflight) {
+      detail["limit"] = x.limit;
+      detail["level"] = x.level;
+      detail["kind"] = "inflight";
+      detail["window"] = nullptr;
+    } else {
+      detail["limit"] = x.limit;
+      detail["level"] = x.level;
+      detail["kind"] = std::string(policy::to_string(x.kind));
+      detail["window"] = policy::format_duration(std::chrono::milliseconds(x.window_ns / 1'000'000));
+    }
+    spdlog::warn("budget {} exceeded by {}: {} {}/{} in {} → {}{}", x.bucket.budget, x.bucket.key,
+                 detail["kind"].get<std::string>(), x.level, x.limit,
+                 detail["window"].is_null() ? "flight" : detail["window"].get<std::string>(),
+                 detail["action"].get<std::string>(), d.dry_run ? " (dry run)" : "");
+    record_event("budget_exceeded", pid, who.cgroup, who.comm, detail);
+  }
+}
+
+brake::CallFacts Daemon::request_facts(uint32_t pid, const protocol::RequestInfo& r) {
+  brake::CallFacts c = typical_call(pid);
+  c.est_input_tokens = std::max<int64_t>(1, static_cast<int64_t>(r.request_bytes / 4));
+  auto it = last_call_.find(pid);
+  c.reserved_output_tokens = r.max_tokens > 0 ? r.max_tokens
+                             : it != last_call_.end() ? std::max<int64_t>(1, it->second.output)
+                                                      : kDefaultReservedOutput;
+  LlmCall est;
+  est.model = r.model;
+  est.input_tokens = c.est_input_tokens;
+  est.output_tokens = c.reserved_output_tokens;
+  accounting::price_call(est, prices_);
+  c.est_cost_usd = est.cost_usd;
+  return c;
+}
+
+void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
+  if (!engine_ || !cr.request.is_llm) return;
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  const auto key = std::make_pair(cr.pid, cr.ssl);
+  auto pre = prereserved_.find(cr.pid);
+  if (pre != prereserved_.end()) {  // admitted when its hold was released
+    reservations_[key].push_back(pre->second);
+    prereserved_.erase(pre);
+  } else if (gate_credits_.count(cr.pid)) {
+    // The kernel let it through on a credit: the admission was decided there.
+    brake::Decision d = engine_->force_admit(request_facts(cr.pid, cr.request), now);
+    if (d.reservation_id) reservations_[key].push_back(d.reservation_id);
+  } else {
+    brake::CallFacts facts = request_facts(cr.pid, cr.request);
+    brake::Decision d = engine_->admit(facts, now);
+    note_exceeded(d, cr.pid);
+    if (!d.admitted) {
+      // It is on the wire already (not gated, or passed on a credit alongside another).
+      d = engine_->force_admit(facts, now);
+      stats_["admitted_over_budget"]++;
+    }
+    if (d.reservation_id) reservations_[key].push_back(d.reservation_id);
+  }
+  if (gate_credits_.count(cr.pid)) refresh_gates();
+}
+
+void Daemon::settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl) {
+  last_call_[pid] = {call.input_tokens, call.output_tokens, call.cost_usd};
+  if (!engine_) return;
+  auto it = reservations_.find({pid, ssl});
+  if (it == reservations_.end() || it->second.empty()) return;
+  uint64_t id = it->second.front();
+  it->second.pop_front();
+  if (it->second.empty()) reservations_.erase(it);
+  engine_->settle(id, call.input_tokens + call.output_tokens, call.cost_usd, clock_ns(CLOCK_MONOTONIC));
+  release_ready_holds();
+  refresh_gates();
+}
+
+// The kernel stopped (or, for a foreground job, could not stop) a request start without credit.
+void Daemon::on_budget_hold(const ab_hold_event& e) {
+  const uint32_t pid = e.hdr.pid;
+  const bool stopped = e.sock.flags & AB_SOCK_HELD;
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  if (!engine_) {
+    if (stopped) release_pid(pid, e.start_time_ns, "no engine");
+    return;
+  }
+  brake::CallFacts facts = typical_call(pid);
+  brake::Decision d = engine_->admit(facts, now);
+  note_exceeded(d, pid);
+  if (d.admitted) {  // room came back since the credit was written
+    prereserved_[pid] = d.reservation_id;
+    if (stopped) release_pid(pid, e.start_time_ns, "room");
+    refresh_gates();
+    return;
+  }
+  const policy::Action action = d.strongest_action().value_or(policy::Action::Throttle);
+  const Attribution who = attribute(pid);
+  if (action == policy::Action::Kill) {
+    for (const auto& x : d.blocking())
+      if (x.action == policy::Action::Kill) kill_entity(x.bucket.key, pid, "budget", x.bucket.budget);
+    if (stopped) release_pid(pid, e.start_time_ns, "killed");  // SIGKILL needs no SIGCONT, but tidy the record
+    return;
+  }
+  if (action == policy::Action::Deny) {
+    for (const auto& x : d.blocking())
+      if (x.action == policy::Action::Deny) deny_entity(x.bucket.key, pid, x.bucket.budget);
+  }
+  engine_->hold(pid, e.start_time_ns, facts, now);
+  held_pids_[pid] = e.start_time_ns;
+  stats_["budget_holds"]++;
+  if (!stopped && (e.sock.flags & AB_SOCK_FOREGROUND) && budget_freezer_) {
+    std::string cg = who.cgroup;
+    int rc = budget_freezer_->freeze_for(pid, cg, static_cast<uint64_t>(now));
+    stats_[rc == 0 ? "budget_freezes" : "budget_holds_not_taken_foreground"]++;
+  }
+  write_gate(pid, 0);
+}
+
+void Daemon::release_pid(uint32_t pid, uint64_t start_time, const char* why) {
+  held_pids_.erase(pid);
+  if (budget_freezer_) budget_freezer_->release(pid);
+  ab_hold_value hv{};
+  if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) == 0 && hv.reason == AB_HOLD_BUDGET) {
+    int rc = process::signal_same_process(static_cast<int>(pid), start_time ? start_time : hv.start_time_ns, SIGCONT);
+    if (rc < 0 && rc != -ESRCH) spdlog::warn("releasing pid {}: {}", pid, strerror(-rc));
+    bpf_map_delete_elem(rt_->holds_fd(), &pid);
+  }
+  spdlog::debug("released pid {} ({})", pid, why);
+}
+
+void Daemon::release_ready_holds() {
+  if (!engine_) return;
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  for (auto& ex : engine_->expired(now)) {
+    const uint32_t pid = ex.held.pid;
+    const Attribution who = attribute(pid);
+    const double held_s = double(ex.held_ns) / 1e9;
+    json detail{{"target", std::to_string(pid)}, {"reason", "max_hold"}, {"dry_run", engine_->dry_run()},
+                {"held_s", held_s}, {"escalation", std::string(policy::to_string(ex.action))}};
+    if (ex.action == policy::Action::Kill) {
+      for (const auto& b : ex.gating)
+        if (b.action == policy::Action::Kill) kill_entity(b.id.key, pid, "max_hold", b.id.budget);
+      release_pid(pid, ex.held.start_time, "max_hold kill");
+      continue;
+    }
+    // throttle/deny held past max_hold: let the call go, and say so.
+    brake::Decision d = engine_->force_admit(ex.held.call, now);
+    if (d.reservation_id) prereserved_[pid] = d.reservation_id;
+    spdlog::warn("pid {} held {:.1f}s ≥ max_hold: released ({} escalation recorded)", pid, held_s,
+                 detail["escalation"].get<std::string>());
+    record_event("resumed", pid, who.cgroup, who.comm, detail);
+    release_pid(pid, ex.held.start_time, "max_hold");
+    undeny_for(pid);
+  }
+  for (auto& r : engine_->release_ready(now)) {
+    const uint32_t pid = r.held.pid;
+    if (r.decision.reservation_id) prereserved_[pid] = r.decision.reservation_id;
+    release_pid(pid, r.held.start_time, "room");
+    undeny_for(pid);
+  }
+}
+
+void Daemon::brake_tick() {
+  if (!engine_) return;
+  release_ready_holds();
+  refresh_gates();
+  if (budget_freezer_) budget_freezer_->sweep(static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)),
+                                              static_cast<uint64_t>(policy_->max_hold.count()) * 1'000'000 + 5'000'000'000ull);
+}
+
+void Daemon::brake_forget(uint32_t pid) {
+  if (!engine_) return;
+  engine_->drop_held(pid);
+  held_pids_.erase(pid);
+  if (auto it = prereserved_.find(pid); it != prereserved_.end()) {
+    engine_->cancel(it->second);
+    prereserved_.erase(it);
+  }
+  for (auto it = reservations_.lower_bound({pid, 0}); it != reservations_.end() && it->first.first == pid;) {
+    for (uint64_t id : it->second) engine_->cancel(id);
+    it = reservations_.erase(it);
+  }
+  drop_gate(pid);
+  last_call_.erase(pid);
+  if (denied_pids_.erase(pid)) bpf_map_delete_elem(rt_->denied_pids_fd(), &pid);
+}
+
+// ---- actions ---------------------------------------------------------------------------------
+
+std::vector<int> Daemon::entity_pids(const std::string& key) {
+  const std::string t = entity_target(key);
+  if (key.rfind("cgroup:", 0) == 0) return cg_mount_.empty() ? std::vector<int>{} : process::cgroup_procs_recursive(cg_mount_, t);
+  if (key.rfind("tree:", 0) == 0) return procs_.tree_members(std::stoi(t));
+  return {std::stoi(t)};
+}
+
+void Daemon::kill_entity(const std::string& key, uint32_t pid, const std::string& reason, const std::string& budget) {
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  if (!engine_->action_allowed(key, now)) {
+    stats_["actions_in_cooldown"]++;
+    return;
+  }
+  engine_->note_action(key, now);
+  const Attribution who = attribute(pid);
+  const std::string target = entity_target(key);
+  auto pids = entity_pids(key);
+  const bool dry = engine_->dry_run();
+  json detail{{"target", target}, {"entity", key}, {"reason", reason}, {"dry_run", dry}, {"pids", pids}};
+  if (!budget.empty()) detail["budget"] = budget;
+  if (!dry) {
+    if (key.rfind("cgroup:", 0) == 0 && !cg_mount_.empty()) {
+      auto r = process::cgroup_kill(cg_mount_, target);
+      if (!r) r = process::cgroup_kill_by_signal(cg_mount_, target);
+      if (!r) detail["error"] = strerror(-r.err);
+    } else {
+      for (int p : pids) {
+        auto pi = process::read_proc(p);
+        if (!pi) continue;
+        ::kill(p, SIGKILL);
+      }
+    }
+  }
+  killed_[key] = {reason, now};
+  spdlog::warn("killed {} ({} process(es), reason {}{})", key, pids.size(), reason, dry ? ", dry run" : "");
+  record_event("killed", pid, who.cgroup, who.comm, detail);
+}
+
+void Daemon::deny_entity(const std::string& key, uint32_t pid, const std::string& budget) {
+  if (denied_entities_.count(key)) return;
+  const Attribution who = attribute(pid);
+  const std::string target = entity_target(key);
+  std::vector<uint64_t> cg_ids;
+  std::vector<uint32_t> pids;
+  if (key.rfind("cgroup:", 0) == 0 && !cg_mount_.empty()) {
+    std::error_code ec;
+    const std::string abs = process::cgroup_abs_path(cg_mount_, target);
+    auto add = [&](const std::string& rel) {
+      if (auto id = process::cgroup_id_of(cg_mount_, rel)) cg_ids.push_back(*id);
+    };
+    add(target);
+    for (auto it = std::filesystem::recursive_directory_iterator(abs, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_directory(ec)) add(target + "/" + std::filesystem::relative(it->path(), abs, ec).string());
+  } else {
+    for (int p : entity_pids(key)) pids.push_back(static_cast<uint32_t>(p));
+  }
+  uint32_t one = 1;
+  for (auto id : cg_ids) bpf_map_update_elem(rt_->denied_cgroups_fd(), &id, &one, BPF_ANY);
+  for (auto p : pids) {
+    bpf_map_update_elem(rt_->denied_pids_fd(), &p, &one, BPF_ANY);
+    denied_pids_.insert(p);
+  }
+  denied_entities_[key] = {cg_ids, pids};
+  json detail{{"target", target}, {"entity", key}, {"reason", "budget"}, {"budget", budget},
+              {"dry_run", false}, {"connects_refused", deny_available_}};
+  spdlog::warn("denied {}: new connections to LLM endpoints fail{}", key,
+               deny_available_ ? "" : " (connect programs unavailable: requests are held instead)");
+  record_event("denied", pid, who.cgroup, who.comm, detail);
+}
+
+void Daemon::undeny_for(uint32_t pid) {
+  if (denied_entities_.empty()) return;
+  const Attribution who = attribute(pid);
+  for (auto it = denied_entities_.begin(); it != denied_entities_.end();) {
+    const std::string& key = it->first;
+    const std::string t = entity_target(key);
+    bool mine = (key.rfind("cgroup:", 0) == 0 && (who.cgroup == t || who.cgroup.rfind(t + "/", 0) == 0)) ||
+                (key.rfind("tree:", 0) == 0 && std::to_string(who.tree_root_pid) == t) ||
+                (key.rfind("process:", 0) == 0 && std::to_string(pid) == t);
+    if (!mine) {
+      ++it;
+      continue;
+    }
+    for (auto id : it->second.cgroups) bpf_map_delete_elem(rt_->denied_cgroups_fd(), &id);
+    for (auto p : it->second.pids) {
+      bpf_map_delete_elem(rt_->denied_pids_fd(), &p);
+      denied_pids_.erase(p);
+    }
+    record_event("resumed", pid, who.cgroup, who.comm,
+                 {{"target", t}, {"entity", key}, {"reason", "budget"}, {"dry_run", false}, {"was", "denied"}});
+    it = denied_entities_.erase(it);
+  }
+}
+
+void Daemon::release_all_brakes(const char* reason) {
+  for (auto& [pid, start] : std::map<uint32_t, uint64_t>(held_pids_.begin(), held_pids_.end())) {
+    const Attribution who = attribute(pid);
+    record_event("resumed", pid, who.cgroup, who.comm,
+                 {{"target", std::to_string(pid)}, {"reason", reason}, {"dry_run", false}});
+    release_pid(pid, start, reason);
+  }
+  if (budget_freezer_) budget_freezer_->release_all();
+  for (auto& [key, d] : denied_entities_) {
+    for (auto id : d.cgroups) bpf_map_delete_elem(rt_->denied_cgroups_fd(), &id);
+    for (auto p : d.pids) bpf_map_delete_elem(rt_->denied_pids_fd(), &p);
+  }
+  denied_entities_.clear();
+  denied_pids_.clear();
+  for (auto& [pid, c] : gate_credits_) bpf_map_delete_elem(rt_->gate_fd(), &pid);
+  gate_credits_.clear();
+}
+
+// Day and hour windows survive a restart: rebuilt from the calls in the database.
+void Daemon::restore_budgets() {
+  if (!engine_ || policy_->budgets.empty()) return;
+  int64_t longest_ms = 0;
+  for (const auto& b : policy_->budgets)
+    for (const auto& l : b.limits) longest_ms = std::max<int64_t>(longest_ms, l.window.count());
+  if (longest_ms <= 0) return;
+  const int64_t now_unix = clock_ns(CLOCK_REALTIME), now_mono = clock_ns(CLOCK_MONOTONIC);
+  std::vector<brake::HistoryRecord> hist;
+  for (const auto& c : store_->calls(now_unix - longest_ms * 1'000'000, now_unix)) {
+    brake::HistoryRecord h;
+    h.ts_ns = c.start_unix_ns - now_unix + now_mono;
+    h.pid = c.who.pid;
+    h.tree_root_pid = c.who.tree_root_pid;
+    h.facts = facts_of(c.who);
+    h.tokens = c.input_tokens + c.output_tokens;
+    h.cost_usd = c.cost_usd;
+    hist.push_back(std::move(h));
+  }
+  engine_->restore(hist, now_mono);
+  if (!hist.empty()) spdlog::info("budgets: {} past call(s) restored into their windows", hist.size());
+}
+
+}  // namespace ab::core
