@@ -113,6 +113,8 @@ void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   sync_endpoints_map();
   refresh_matches();
   if (rt_) brake_policy_changed();
+  retention_ms_ = policy_->retention.count();
+  operate_policy_changed();
 }
 
 void Daemon::sync_endpoints_map() {
@@ -333,6 +335,8 @@ int Daemon::start() {
   add(timerfd_, 3);
   add(server_->fd(), 4);
   add(worker_->notify_fd(), 5);
+  if (alerts_) add(alerts_->notify_fd(), 6);
+  start_pruner();
 
   record_event("policy_loaded", 0, "", "", {{"source", policy_->source}, {"digest", policy_->digest}, {"errors", json::array()}});
   store_->flush();
@@ -370,6 +374,7 @@ int Daemon::loop() {
         }
         case 4: server_->on_readable(); break;
         case 5: on_attach_done(); break;
+        case 6: on_alert_results(); break;
       }
     }
   }
@@ -682,6 +687,7 @@ void Daemon::on_tick() {
   brake_tick();
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
+  if (tick_ % 10 == 0) publish_metrics();
   if (tick_ % 600 == 0) live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
   if (watchdog_usec_ && tick_ % std::max<uint64_t>(1, watchdog_usec_ / 2000 / kTickMs) == 0)
     sd_notify(0, "WATCHDOG=1");
@@ -773,6 +779,7 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
   e.comm = comm;
   e.detail = std::move(detail);
   store_->add_event(e);
+  on_event_recorded(e);
 }
 
 void Daemon::shutdown() {
@@ -789,6 +796,12 @@ void Daemon::shutdown() {
   }
   paused_.clear();
   server_.reset();  // no more commands
+  stop_pruner();
+  metrics_.reset();
+  if (alerts_) {
+    on_alert_results();
+    alerts_.reset();
+  }
   if (streams_) {
     const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
     for (auto& [pid, w] : watched_) streams_->on_process_exit(pid, now);
@@ -843,8 +856,13 @@ json Daemon::cmd_status() {
   counters["streams_evicted"] = ss.streams_evicted;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();
-  counters["alerts_dropped"] = stats_["alerts_dropped"];
-  counters["alerts_failed"] = stats_["alerts_failed"];
+  if (alerts_) {
+    auto ac = alerts_->counters();
+    counters["alerts_dropped"] = ac.dropped;
+    counters["alerts_failed"] = ac.failed;
+    counters["alerts_suppressed"] = ac.suppressed;
+    counters["alerts_sent"] = ac.sent;
+  }
   for (const auto& [name, v] : stats_) counters[name] = v;
   size_t attached = 0;
   for (const auto& [pid, w] : watched_) attached += w.attached ? 1 : 0;

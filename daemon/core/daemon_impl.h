@@ -2,7 +2,11 @@
 // the event loop and capture live in daemon.cpp, budget enforcement in enforce.cpp, loop
 // detection in loops_glue.cpp, alerts and metrics in operate.cpp.
 #pragma once
+#include <atomic>
+#include <condition_variable>
 #include <ctime>
+#include <mutex>
+#include <thread>
 #include <deque>
 #include <map>
 #include <memory>
@@ -103,6 +107,14 @@ class Daemon {
   void release_all_brakes(const char* reason);
   void restore_budgets();
 
+  // ---- alerts, metrics, retention (operate.cpp)
+  void operate_policy_changed();
+  void on_event_recorded(const store::Event& e);
+  void on_alert_results();
+  void publish_metrics();
+  void start_pruner();
+  void stop_pruner();
+
   // ---- control
   void register_commands();
   json cmd_status();
@@ -182,6 +194,21 @@ class Daemon {
   std::map<std::string, KilledEntity> killed_;
   bool deny_available_ = false;
   std::map<std::string, int64_t> last_exceeded_;  // budget + bucket → last budget_exceeded (mono)
+
+  // operate
+  std::unique_ptr<alerts::AlertDispatcher> alerts_;
+  std::unique_ptr<alerts::MetricsServer> metrics_;
+  std::string metrics_listen_;
+  struct ActionCounts {
+    uint64_t holds = 0, denials = 0, kills = 0;
+  };
+  std::map<std::string, ActionCounts> metric_actions_;
+  std::map<std::string, uint64_t> detector_firings_;
+  std::thread pruner_;
+  std::mutex pruner_mu_;
+  std::condition_variable pruner_cv_;
+  bool pruner_stop_ = false;
+  std::atomic<int64_t> retention_ms_{30LL * 24 * 3600 * 1000};
 
   int epfd_ = -1, sigfd_ = -1, timerfd_ = -1;
   bool stop_ = false;
