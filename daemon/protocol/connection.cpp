@@ -390,6 +390,8 @@ struct Connection::Impl {
       if (!m.empty()) p->ex.call.model = m;
     }
     p->ex.last_message_hash = p->req_scan.last_element_hash();
+    p->ex.last_message_text = p->req_scan.last_element_text();
+    p->ex.previous_message_text = p->req_scan.previous_element_text();
   }
 
   // ---- request side ------------------------------------------------------------------------
@@ -442,6 +444,8 @@ struct Connection::Impl {
     ri.request_start_ns = p->ex.request_start_ns;
     ri.request_end_ns = t;
     ri.last_message_hash = p->ex.last_message_hash;
+    ri.last_message_text = p->ex.last_message_text;
+    ri.previous_message_text = p->ex.previous_message_text;
     reqs.push_back(std::move(ri));
   }
 

@@ -53,6 +53,8 @@ struct Exchange {
   // messages/contents/input array, and the number of output text bytes read (for estimates).
   uint64_t last_message_hash = 0;
   uint64_t output_text_bytes = 0;
+  std::string last_message_text;      // raw JSON of the last message (capped; memory only)
+  std::string previous_message_text;  // and of the one before it (the previous turn)
 };
 
 // What the request side knows once a request is fully written (before any response): enough
@@ -65,6 +67,8 @@ struct RequestInfo {
   uint64_t request_bytes = 0;
   uint64_t request_start_ns = 0, request_end_ns = 0;
   uint64_t last_message_hash = 0;
+  std::string last_message_text;      // as in Exchange: memory only, for fingerprints
+  std::string previous_message_text;
 };
 
 struct ConnectionStats {

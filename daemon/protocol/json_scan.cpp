@@ -77,6 +77,9 @@ void JsonScanner::reset() {
   captures_.clear();
   hashing_ = false;
   elem_hash_done_ = 0;
+  elem_text_cur_.clear();
+  last_elem_text_.clear();
+  prev_elem_text_.clear();
   tops_.clear();
 }
 
@@ -102,6 +105,7 @@ void JsonScanner::value_start(const char* p) {
         if (k == tops_.back().key) {
           hashing_ = true;
           hasher_.reset();
+          elem_text_cur_.clear();
           hash_mark_ = p;
           break;
         }
@@ -148,9 +152,13 @@ void JsonScanner::value_end(const char* p_after) {
     capturing_ = false;
   }
   if (hashing_ && d == 2) {
+    keep_elem_text(std::string_view(hash_mark_, size_t(p_after - hash_mark_)));
     hasher_.update(std::string_view(hash_mark_, size_t(p_after - hash_mark_)));
     elem_hash_done_ = hasher_.final();
     hashing_ = false;
+    prev_elem_text_ = std::move(last_elem_text_);
+    last_elem_text_ = std::move(elem_text_cur_);
+    elem_text_cur_.clear();
   }
   state_ = d == 0 ? St::Done : St::After;
 }
@@ -168,7 +176,15 @@ void JsonScanner::flush_marks(const char* end) {
       }
     }
   }
-  if (hashing_) hasher_.update(std::string_view(hash_mark_, size_t(end - hash_mark_)));
+  if (hashing_) {
+    keep_elem_text(std::string_view(hash_mark_, size_t(end - hash_mark_)));
+    hasher_.update(std::string_view(hash_mark_, size_t(end - hash_mark_)));
+  }
+}
+
+void JsonScanner::keep_elem_text(std::string_view piece) {
+  if (elem_text_cur_.size() >= kElemTextCap) return;
+  elem_text_cur_.append(piece.substr(0, kElemTextCap - elem_text_cur_.size()));
 }
 
 void JsonScanner::close_container(const char* p_after) {

@@ -73,6 +73,11 @@ class JsonScanner {
   uint64_t string_bytes() const { return string_bytes_; }  // all string values (not keys)
   uint64_t text_bytes() const { return text_bytes_; }      // string values under text keys
   uint64_t last_element_hash() const { return elem_hash_done_; }  // 0 when none
+  // Raw JSON of the last and the second-to-last element of a hashed array (first
+  // kElemTextCap bytes each): the loop detectors fingerprint them; never stored.
+  static constexpr size_t kElemTextCap = 4096;
+  const std::string& last_element_text() const { return last_elem_text_; }
+  const std::string& previous_element_text() const { return prev_elem_text_; }
 
  private:
   enum class St : uint8_t { Value, ValueOrEnd, KeyOrEnd, Key, Colon, After, Str, Lit, Done, Failed };
@@ -105,6 +110,8 @@ class JsonScanner {
   const char* hash_mark_ = nullptr;
   Hasher hasher_;
   uint64_t elem_hash_done_ = 0;
+  std::string elem_text_cur_, last_elem_text_, prev_elem_text_;
+  void keep_elem_text(std::string_view piece);
 
   std::vector<Top> tops_;
 };
