@@ -68,7 +68,7 @@ std::vector<TcpConnection> parse_proc_net_tcp(std::string_view content, int fami
     if (!(in >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode)) continue;
     if (std::strtol(st.c_str(), nullptr, 16) != kTcpEstablished) continue;
     TcpConnection c;
-    if (!parse_addr(remote, family, &c.remote)) continue;
+    if (!parse_addr(remote, family, &c.remote) || !parse_addr(local, family, &c.local)) continue;
     c.inode = std::strtoull(inode.c_str(), nullptr, 10);
     if (c.inode == 0) continue;
     out.push_back(c);

@@ -13,6 +13,7 @@ namespace ab::capture {
 
 struct TcpConnection {
   ab_endpoint_key remote{};  // port in host order
+  ab_endpoint_key local{};
   uint64_t inode = 0;
 };
 

@@ -114,6 +114,7 @@ void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   refresh_matches();
   if (rt_) brake_policy_changed();
   retention_ms_ = policy_->retention.count();
+  loops_.set_policy(*policy_);
   operate_policy_changed();
 }
 
@@ -455,6 +456,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
   switch (e.hdr.type) {
     case AB_EV_FORK:
       procs_.on_fork(static_cast<int>(e.ppid), static_cast<int>(pid), e.start_time_ns);
+      if (loops_enabled() && policy_->loops.fan_out.enabled) loops_.on_spawn(loop_info(pid), static_cast<int64_t>(e.hdr.ts_ns));
       break;
     case AB_EV_EXEC: {
       std::string exe;
@@ -498,6 +500,10 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
       if (freezer_) freezer_->release(pid);
       brake_forget(pid);
+      loops_.on_exit(pid);
+      loop_paced_until_.erase(pid);
+      for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
+        it = call_ids_.erase(it);
       for (auto& [root, a] : agents_) a.pids.erase(pid);
       procs_.on_exit(static_cast<int>(pid), e.start_time_ns);
       break;
@@ -640,7 +646,14 @@ Attribution Daemon::attribute(uint32_t pid) {
 }
 
 void Daemon::process_exchanges() {
-  for (const auto& r : streams_->take_requests()) on_request_seen(r);
+  for (const auto& r : streams_->take_requests()) {
+    on_request_seen(r);
+    if (r.request.is_llm) {
+      const uint64_t id = next_call_id_++;
+      call_ids_[{r.pid, r.ssl}].push_back(id);
+      loops_on_request(r, id);
+    }
+  }
   for (auto& c : streams_->take_exchanges()) {
     if (!c.exchange.is_llm) continue;
     LlmCall call = std::move(c.exchange.call);
@@ -677,6 +690,14 @@ void Daemon::process_exchanges() {
                   call.complete ? "" : " (cut off)");
     store_->add_call(call);
     settle_call(call, c.pid, c.ssl);
+    uint64_t call_id = 0;
+    if (auto it = call_ids_.find({c.pid, c.ssl}); it != call_ids_.end()) {
+      call_id = it->second.front();
+      it->second.pop_front();
+      if (it->second.empty()) call_ids_.erase(it);
+    }
+    loops_on_response(call, c.pid, call_id, ex.request_start_ns,
+                      ex.response_end_ns ? ex.response_end_ns : static_cast<uint64_t>(now));
   }
 }
 
@@ -688,6 +709,7 @@ void Daemon::on_tick() {
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 10 == 0) publish_metrics();
+  if (tick_ % 10 == 5) scan_channels();
   if (tick_ % 600 == 0) live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
   if (watchdog_usec_ && tick_ % std::max<uint64_t>(1, watchdog_usec_ / 2000 / kTickMs) == 0)
     sd_notify(0, "WATCHDOG=1");

@@ -107,6 +107,15 @@ class Daemon {
   void release_all_brakes(const char* reason);
   void restore_budgets();
 
+  // ---- loop detectors (loops_glue.cpp)
+  loops::ProcessInfo loop_info(uint32_t pid);
+  bool loops_enabled() const;
+  void scan_channels();
+  void loops_on_request(const capture::CapturedRequest& cr, uint64_t call_id);
+  void loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_id, uint64_t start_mono, uint64_t end_mono);
+  void act_on_findings(const std::vector<loops::Finding>& findings);
+  bool loop_holds(uint32_t pid, int64_t now);
+
   // ---- alerts, metrics, retention (operate.cpp)
   void operate_policy_changed();
   void on_event_recorded(const store::Event& e);
@@ -194,6 +203,13 @@ class Daemon {
   std::map<std::string, KilledEntity> killed_;
   bool deny_available_ = false;
   std::map<std::string, int64_t> last_exceeded_;  // budget + bucket → last budget_exceeded (mono)
+
+  // loops
+  loops::LoopDetectors loops_;
+  std::unordered_map<uint32_t, int64_t> loop_paced_until_;  // pid → mono ns
+  std::set<uint32_t> loop_held_;  // held at a request start by a loop rule
+  std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> call_ids_;  // (pid, SSL*) → FIFO
+  uint64_t next_call_id_ = 1;
 
   // operate
   std::unique_ptr<alerts::AlertDispatcher> alerts_;

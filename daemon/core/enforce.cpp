@@ -81,6 +81,9 @@ bool Daemon::gated(uint32_t pid) {
   if (engine_->dry_run()) return false;
   auto it = watched_.find(pid);
   if (it == watched_.end() || !it->second.attached) return false;
+  if (loop_paced_until_.count(pid)) return true;
+  if (loops_enabled() && (policy::gates(policy_->loops.fan_out.action) && policy_->loops.fan_out.enabled))
+    return true;  // fan-out holds the calls past max_concurrent
   for (const auto& b : engine_->buckets_of(typical_call(pid)))
     if (b.gates()) return true;
   return false;
@@ -113,6 +116,10 @@ void Daemon::refresh_gates() {
       continue;
     }
     if (held_pids_.count(pid)) continue;  // credits come with its release
+    if (loop_holds(pid, now)) {
+      write_gate(pid, 0);
+      continue;
+    }
     brake::Decision d = engine_->admit(typical_call(pid), now);
     if (d.admitted) engine_->cancel(d.reservation_id);
     note_exceeded(d, pid);
@@ -221,6 +228,12 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
     if (stopped) release_pid(pid, e.start_time_ns, "no engine");
     return;
   }
+  if (loop_holds(pid, now)) {  // paced by a loop rule: released by the tick when the pause ends
+    held_pids_[pid] = e.start_time_ns;
+    loop_held_.insert(pid);
+    stats_["loop_holds"]++;
+    return;
+  }
   brake::CallFacts facts = typical_call(pid);
   brake::Decision d = engine_->admit(facts, now);
   note_exceeded(d, pid);
@@ -299,6 +312,17 @@ void Daemon::release_ready_holds() {
 
 void Daemon::brake_tick() {
   if (!engine_) return;
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  for (auto it = loop_held_.begin(); it != loop_held_.end();) {
+    const uint32_t pid = *it;
+    if (!loop_holds(pid, now)) {
+      auto h = held_pids_.find(pid);
+      release_pid(pid, h != held_pids_.end() ? h->second : 0, "loop pause over");
+      it = loop_held_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   release_ready_holds();
   refresh_gates();
   if (budget_freezer_) budget_freezer_->sweep(static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)),
@@ -309,6 +333,7 @@ void Daemon::brake_forget(uint32_t pid) {
   if (!engine_) return;
   engine_->drop_held(pid);
   held_pids_.erase(pid);
+  loop_held_.erase(pid);
   if (auto it = prereserved_.find(pid); it != prereserved_.end()) {
     engine_->cancel(it->second);
     prereserved_.erase(it);
