@@ -669,6 +669,31 @@ class Daemon:
         if self.proc is not None:
             self.proc.send_signal(sig)
 
+    def crash(self):
+        """SIGKILL the daemon (a crash: no release, no flush). Returns its exit status (-9);
+        the harness then treats it as stopped (no SIGTERM check on exit)."""
+        if self.proc is None:
+            return None
+        p, self.proc = self.proc, None
+        if p.poll() is None:
+            p.kill()
+        rc = p.wait(timeout=10)
+        self.exit_codes.append(rc)
+        return rc
+
+    def release_all(self, timeout=60):
+        """Run `agentbraked --release-all` on this daemon's state dir, DB, socket and policy (the
+        unit's stop path); its output goes to the daemon's log. Returns the exit status."""
+        argv = [self.daemon_bin, "--release-all", "--state-dir", self.dir, "--db", self.db,
+                "--socket", self.socket, "--policy", self.policy_path, "--log-level", "debug"]
+        with open(self.log_path, "ab") as logf:
+            try:
+                r = subprocess.run(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return "timeout (%ss)" % timeout
+        return r.returncode
+
     def _remove_state(self):
         if not self.dir or not os.path.isdir(self.dir):
             return
@@ -911,3 +936,22 @@ class Tmux:
 
     def shell_pid(self):
         return int(self.tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").stdout.strip())
+
+
+class SubCgroup(Cgroup):
+    """A child cgroup <parent>/<name> of a Cgroup (or SubCgroup) this test created; .path is
+    parent.path + "/" + name. Same .run()/.pids()/cleanup; enter it after its parent (exit
+    before), the parent's cleanup removes it too."""
+
+    def __init__(self, parent, name):
+        self.mount = parent.mount
+        self.name = parent.name + "/" + name
+        self.fs = os.path.join(parent.fs, name)
+        self.path = parent.path + "/" + name
+        self.procs_started = []
+
+    def __enter__(self):
+        if os.path.isdir(self.fs):
+            self._cleanup()
+        os.mkdir(self.fs)
+        return self

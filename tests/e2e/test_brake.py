@@ -1,0 +1,756 @@
+#!/usr/bin/env python3
+"""End-to-end proofs of the brake (issue 4): budgets, actions and the manual brake of a real
+agentbraked on the real kernel, against the provider simulator on loopback.
+
+Written to the contract of INTERFACE.md ("Policy", "Actions", the event table, the CLI) and
+DESIGN.md ("Holding a request"), never to an implementation:
+  * throttle: calls are held (slow, never an error); in any sliding window the tokens /
+    requests of the calls admitted for one bucket stay within the limit give or take one call;
+    max_inflight caps calls in flight; nested buckets both apply; unrelated processes are
+    never held; an interactive foreground job is never shown Stopped by its shell;
+  * deny: new connections from the entity to the endpoint fail with EPERM;
+  * kill: every process of the entity dies;
+  * budget_exceeded once per episode, with budget, bucket, limit, level, window, action;
+  * max_hold ends a hold with a recorded escalation; --dry-run records and enforces nothing;
+  * SIGTERM releases every hold and exits 0; `agentbraked --release-all` releases what a
+    crashed daemon held; SIGHUP with a bad policy keeps the old one (policy_rejected);
+  * manual pause/resume/kill as root; refused for other users.
+
+Every test starts its own daemon whose budgets select only this test's own cgroups by their
+exact path (other test runs may share the machine). A test "call" is a chat completion with
+a 40-character prompt (10 input tokens at the simulator's chars/4) and max_tokens 100, so
+110 tokens. What was admitted and when is read from the simulator's log (ts_start: when the
+request reached the simulator, i.e. after the brake let it go), which is what the provider
+would bill. Windows are short (3-4 s) so the whole file runs in about 2-3 minutes.
+"""
+import contextlib
+import datetime
+import json
+import os
+import re
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import abtest  # noqa: E402
+from abtest import Cgroup, Daemon, Simulator, SubCgroup, detail  # noqa: E402
+
+CALL_ARGS = ["--prompt-chars", "40", "--max-tokens", "100"]   # 110 tokens per call
+CALL_TOKENS = 110
+TOL_S = 0.25          # the simulator's clock vs the moment of admission: windows are checked W - TOL_S long
+HELD_S = 1.0          # a call this much slower than an unheld one (~10-50 ms here) was held
+FAST_S = 1.0          # an unheld call on this VM takes far less than this
+FIRST_CALL_S = 3.0    # a new process's first call may wait for its probes (capture hold)
+NOBODY = 65534
+
+
+# ---- policy -------------------------------------------------------------------------------------
+def budget_yaml(name, cgroup, limits=(), action="throttle", per="cgroup", max_inflight=None):
+    """One budget list item; `limits` are dicts of the general form, e.g. {"tokens": 300, "window": "4s"}."""
+    y = ["  - name: %s" % name,
+         "    match: {cgroup: \"%s\"}" % cgroup,
+         "    per: %s" % per]
+    if max_inflight is not None:
+        y.append("    max_inflight: %d" % max_inflight)
+    if limits:
+        y.append("    limits:")
+        for lim in limits:
+            y.append("      - {%s}" % ", ".join("%s: %s" % kv for kv in lim.items()))
+    y.append("    action: %s" % action)
+    return "\n".join(y) + "\n"
+
+
+def policy_yaml(sim, budgets, max_hold="60s", cooldown="1s", extra=""):
+    return abtest.policy_for(sim, "max_hold: %s\ncooldown: %s\n%sbudgets:\n%s"
+                             % (max_hold, cooldown, extra, "".join(budgets)))
+
+
+# ---- what the simulator served ------------------------------------------------------------------
+def tokens(rec):
+    return int(rec["input_tokens"]) + int(rec["output_tokens"])
+
+
+def sim_records(sim, tag):
+    """Simulator.records(tag), but polled while the simulator writes: a last line without its
+    newline (being written) is left for the next poll instead of failing to parse."""
+    out = []
+    try:
+        with open(sim.log) as f:
+            data = f.read()
+    except FileNotFoundError:
+        return out
+    for line in data.split("\n")[:-1]:
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("client_tag") == tag:
+                out.append(rec)
+    return out
+
+
+def served(sim, *tags):
+    recs = [r for t in tags for r in sim_records(sim, t)]
+    return sorted(recs, key=lambda r: r["ts_start"])
+
+
+def window_max(recs, window_s, weight=tokens, tol=TOL_S):
+    """The most `weight` started within any [t, t + window_s - tol) (t = a ts_start); returns
+    (max, start time of that window)."""
+    best, at = 0, None
+    starts = [r["ts_start"] for r in recs]
+    for t in starts:
+        s = sum(weight(r) for r in recs if t <= r["ts_start"] < t + window_s - tol)
+        if s > best:
+            best, at = s, t
+    return best, at
+
+
+def max_overlap(recs, eps=0.02):
+    """Most requests the simulator was serving at once ([ts_start, ts] intervals)."""
+    best = 0
+    for r in recs:
+        t = r["ts_start"]
+        n = sum(1 for o in recs if o["ts_start"] <= t < o["ts"] - eps)
+        best = max(best, n)
+    return best
+
+
+def timeline(recs, t0=None):
+    """[(start relative to t0, tokens, tag)] for failure messages."""
+    if not recs:
+        return "[]"
+    t0 = recs[0]["ts_start"] if t0 is None else t0
+    return json.dumps([(round(r["ts_start"] - t0, 3), round(r["ts"] - r["ts_start"], 3), tokens(r),
+                        r.get("client_tag")) for r in recs])[:3000]
+
+
+def latencies(calls):
+    return [round(c["t_end"] - c["t_start"], 3) for c in sorted(calls, key=lambda c: c["t_start"])]
+
+
+# ---- events -------------------------------------------------------------------------------------
+def parse_ts(s):
+    """'2026-11-29T10:00:01.250Z' → epoch seconds."""
+    s = s.rstrip("Z")
+    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in s else "%Y-%m-%dT%H:%M:%S"
+    return datetime.datetime.strptime(s, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def duration_s(v):
+    """A window as the event carries it: '4s', '10m', '250ms' or a number of seconds."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(v))
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def bucket_is(bucket, path):
+    """Whether a budget_exceeded `bucket` names the cgroup `path` (accepts "/a", "cgroup:/a",
+    or an object with the path as a value)."""
+    if isinstance(bucket, dict):
+        return any(str(v) == path or str(v).endswith(":" + path) for v in bucket.values())
+    s = str(bucket)
+    return s == path or s.endswith(":" + path) or s.endswith(" " + path)
+
+
+def short(evs):
+    return json.dumps([{k: e.get(k) for k in ("ts", "kind", "cgroup", "pid", "detail")} for e in evs])[:3000]
+
+
+class BrakeBase(unittest.TestCase):
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        abtest.require_daemon()
+        cls.stack = contextlib.ExitStack()
+        try:
+            cls.sim = cls.stack.enter_context(Simulator())
+        except BaseException:
+            cls.stack.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def agent(self, cg, tag, n, *args, kind="py_httpclient"):
+        return abtest.start_agent(cg, kind, self.sim, "--tag", tag, "-n", str(n), *(CALL_ARGS + list(args)),
+                                  label=tag)
+
+    def brake_events(self, d, kinds=("budget_exceeded", "paused", "resumed", "denied", "killed")):
+        out = []
+        for k in kinds:
+            out += d.events(k)
+        return sorted(out, key=lambda e: e.get("ts", ""))
+
+    def wait_event(self, d, kind, pred=lambda e: True, timeout=8.0, what=None):
+        def find():
+            return [e for e in d.events(kind) if pred(e)]
+        try:
+            return d.wait_for(find, timeout, what=what or ("a %s event" % kind), interval=0.25)
+        except AssertionError as e:
+            raise AssertionError("%s\nbrake events so far: %s" % (e, short(self.brake_events(d)))) from None
+
+    def exceeded(self, d, budget):
+        return [e for e in d.events("budget_exceeded") if detail(e).get("budget") == budget]
+
+    def check_exceeded(self, ev, budget, path, limit, window_s, action):
+        d = detail(ev)
+        where = short([ev])
+        for k in ("budget", "bucket", "limit", "level", "window", "action"):
+            self.assertIn(k, d, "budget_exceeded lacks detail.%s: %s" % (k, where))
+        self.assertEqual(d["budget"], budget, where)
+        self.assertTrue(bucket_is(d["bucket"], path), "bucket should name %s: %s" % (path, where))
+        self.assertIsInstance(d["limit"], (int, float), "limit is a number: " + where)
+        self.assertEqual(float(d["limit"]), float(limit), "limit: " + where)
+        self.assertIsInstance(d["level"], (int, float), "level is a number: " + where)
+        self.assertGreater(d["level"], 0, "level: the bucket had calls in its window: " + where)
+        if window_s is not None:
+            self.assertEqual(duration_s(d["window"]), float(window_s), "window: " + where)
+        self.assertEqual(d["action"], action, where)
+
+    def wait_stalled(self, d, tags, agents, quiet=1.5, timeout=15.0, min_calls=1):
+        """Wait until the agents' served-request count has not moved for `quiet` s while some of
+        them still runs (they are held); returns that count. Fails if they all finish first."""
+        t0 = time.monotonic()
+        last_n, since = -1, time.monotonic()
+        while True:
+            n = len(served(self.sim, *tags))
+            now = time.monotonic()
+            if n != last_n:
+                last_n, since = n, now
+            running = [a for a in agents if a.p.poll() is None]
+            if not running:
+                raise AssertionError(
+                    "the agents were never held: they finished all their calls (%d served) in %.1f s; "
+                    "latencies %s\nbrake events: %s\ndaemon log tail:\n%s"
+                    % (n, now - t0, [latencies(a.calls()) for a in agents], short(self.brake_events(d)),
+                       d.log_tail(25)))
+            if n >= min_calls and now - since >= quiet:
+                return n
+            if now - t0 > timeout:
+                raise AssertionError("the agents kept being served for %.0f s (%d requests): never held\n%s"
+                                     % (timeout, n, timeline(served(self.sim, *tags))))
+            time.sleep(0.1)
+
+    def assert_sliding(self, recs, window_s, limit, weight=tokens, what="tokens", slack=None):
+        slack = CALL_TOKENS if slack is None else slack
+        got, at = window_max(recs, window_s, weight)
+        self.assertLessEqual(
+            got, limit + slack,
+            "%s started within one %.1f s window (at %s) = %s > limit %s + one call (%s); served "
+            "(start s, duration s, tokens, tag): %s" % (what, window_s, at, got, limit, slack, timeline(recs)))
+        return got
+
+
+# ---------------------------------------------------------------------------------------------
+class Throttle(BrakeBase):
+    def test_01_throttle_tokens_sliding_window(self):
+        """One agent, as fast as it can, 10 calls of 110 tokens under {tokens: 500, window: 4s}:
+        never an error, some calls held, tokens per sliding window within 500 + one call,
+        budget_exceeded with every field, at most once per hold."""
+        W, L, K = 4, 500, 10
+        cg = Cgroup("thr")
+        pol = policy_yaml(self.sim, [budget_yaml("thr", cg.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol) as d, cg:
+            t0 = time.monotonic()
+            a = self.agent(cg, "thr", K)
+            a.wait(timeout=45)
+            elapsed = time.monotonic() - t0
+            calls = a.calls()
+            self.assertEqual(len(calls), K, calls)
+            self.assertTrue(all(c["status"] == 200 for c in calls), "a throttled agent never sees an error")
+            recs = served(self.sim, "thr")
+            self.assertEqual(len(recs), K)
+            lat = latencies(calls)
+            held = [x for x in lat if x >= HELD_S]
+            self.assertTrue(held, "no call was held: latencies %s (elapsed %.2f s); %d tokens over %.2f s "
+                            "with a limit of %d per %d s\nbrake events: %s"
+                            % (lat, elapsed, sum(map(tokens, recs)), recs[-1]["ts_start"] - recs[0]["ts_start"],
+                               L, W, short(self.brake_events(d))))
+            self.assert_sliding(recs, W, L)
+            # liveness: at least two calls per window (reservations may overestimate the input)
+            self.assertLess(elapsed, (K // 2) * W + 5, "throttled far below the budget: %.1f s; %s"
+                            % (elapsed, timeline(recs)))
+            ex = self.exceeded(d, "thr")
+            self.assertGreaterEqual(len(ex), 1, "no budget_exceeded: %s" % short(self.brake_events(d)))
+            self.check_exceeded(ex[0], "thr", cg.path, L, W, "throttle")
+            # once per episode: one sequential agent has one held request per episode at most
+            self.assertLessEqual(len(ex), len(held), "budget_exceeded more often than there were holds "
+                                 "(latencies %s): %s" % (lat, short(ex)))
+            abtest.wait_visible(d, cg.path, K, max(c["t_end"] for c in calls), what="throttled calls")
+            self.assertEqual(len(d.calls(cg.path)), K, "every throttled call captured once")
+
+    def test_02_requests_limit_and_max_inflight(self):
+        """Four processes in one cgroup, 3 calls each, every call 600 ms at the provider, under
+        max_inflight 2 and {requests: 6, window: 3s}: never more than 2 in flight (and 2 are
+        allowed), at most 6 (+1) requests started per sliding 3 s, all succeed."""
+        W, R, INF, P, N = 3, 6, 2, 4, 3
+        cg = Cgroup("inflight")
+        pol = policy_yaml(self.sim, [budget_yaml("inf", cg.path, [{"requests": R, "window": "%ds" % W}],
+                                                 max_inflight=INF)])
+        with Daemon(pol) as d, cg:
+            t0 = time.monotonic()
+            agents = [self.agent(cg, "inf%d" % i, N, "--header", "x-sim-latency-ms: 600") for i in range(P)]
+            for a in agents:
+                a.wait(timeout=60)
+            elapsed = time.monotonic() - t0
+            calls = [c for a in agents for c in a.calls()]
+            self.assertEqual(len(calls), P * N)
+            self.assertTrue(all(c["status"] == 200 for c in calls), calls)
+            recs = served(self.sim, *["inf%d" % i for i in range(P)])
+            self.assertEqual(len(recs), P * N)
+            peak = max_overlap(recs)
+            self.assertLessEqual(peak, INF, "max_inflight %d: %d requests in flight at once; served %s"
+                                 % (INF, peak, timeline(recs)))
+            self.assertEqual(peak, INF, "max_inflight %d should still let %d go in parallel: %s"
+                             % (INF, INF, timeline(recs)))
+            self.assert_sliding(recs, W, R, weight=lambda r: 1, what="requests", slack=1)
+            self.assertLess(elapsed, 25, "far slower than the budget allows: %.1f s; %s" % (elapsed, timeline(recs)))
+            ex = self.exceeded(d, "inf")
+            self.assertTrue(ex, "no budget_exceeded for budget inf: %s" % short(self.brake_events(d)))
+            for e in ex:
+                self.assertEqual(detail(e).get("action"), "throttle", short([e]))
+                self.assertTrue(bucket_is(detail(e).get("bucket"), cg.path), short([e]))
+                self.assertIn(detail(e).get("limit"), (R, INF), "limit is the requests limit or max_inflight: "
+                              + short([e]))
+
+    def test_03_nested_buckets_both_apply(self):
+        """Budgets on /P/* (each child its own bucket, 250 tokens / 3 s) and on /P (one bucket,
+        400 / 3 s); one agent in each of /P/a and /P/b: each child within 250 + one call, both
+        together within 400 + one call, per sliding window."""
+        W, LK, LF, N = 3, 250, 400, 5
+        parent = Cgroup("nest")
+        pol = policy_yaml(self.sim, [
+            budget_yaml("kids", parent.path + "/*", [{"tokens": LK, "window": "%ds" % W}]),
+            budget_yaml("family", parent.path, [{"tokens": LF, "window": "%ds" % W}]),
+        ])
+        with Daemon(pol) as d, parent, SubCgroup(parent, "a") as ca, SubCgroup(parent, "b") as cb:
+            t0 = time.monotonic()
+            aa = self.agent(ca, "nest-a", N)
+            ab = self.agent(cb, "nest-b", N)
+            aa.wait(timeout=60)
+            ab.wait(timeout=60)
+            elapsed = time.monotonic() - t0
+            calls = aa.calls() + ab.calls()
+            self.assertEqual(len(calls), 2 * N)
+            self.assertTrue(all(c["status"] == 200 for c in calls))
+            ra, rb = served(self.sim, "nest-a"), served(self.sim, "nest-b")
+            both = served(self.sim, "nest-a", "nest-b")
+            self.assertEqual((len(ra), len(rb)), (N, N))
+            self.assertTrue(any(x >= HELD_S for x in latencies(calls)),
+                            "no call was held: %s\n%s" % (latencies(calls), short(self.brake_events(d))))
+            self.assert_sliding(ra, W, LK, what="tokens of /P/a")
+            self.assert_sliding(rb, W, LK, what="tokens of /P/b")
+            self.assert_sliding(both, W, LF, what="tokens of /P (both children)")
+            self.assertLess(elapsed, 30, "far slower than the budgets allow: %.1f s; %s" % (elapsed, timeline(both)))
+            fam = self.exceeded(d, "family")
+            self.assertTrue(fam, "the /P budget never exceeded: %s" % short(self.brake_events(d)))
+            self.check_exceeded(fam[0], "family", parent.path, LF, W, "throttle")
+            for e in self.exceeded(d, "kids"):   # if a child bucket was exceeded, it names the child
+                self.assertTrue(bucket_is(detail(e)["bucket"], ca.path) or bucket_is(detail(e)["bucket"], cb.path),
+                                "a /P/* bucket is one child: " + short([e]))
+
+    def test_04_unrelated_process_never_held(self):
+        """While an agent in a matched cgroup is throttled, an agent in another cgroup (not
+        matched) keeps full speed: every call fast, never held, no brake event about it."""
+        W, L = 4, 330
+        ca, cb = Cgroup("held"), Cgroup("free")
+        pol = policy_yaml(self.sim, [budget_yaml("held", ca.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol) as d, ca, cb:
+            a = self.agent(ca, "held", 9)
+            abtest.wait_for(lambda: len(sim_records(self.sim, "held")) >= 3, 15, what="the throttled agent's first calls")
+            t0 = time.time()
+            b = self.agent(cb, "free", 40)
+            b.wait(timeout=60)
+            t1 = time.time()
+            a.wait(timeout=60)
+            bl = latencies(b.calls())
+            self.assertEqual(len(bl), 40)
+            self.assertTrue(all(c["status"] == 200 for c in b.calls()))
+            self.assertLess(bl[0], FIRST_CALL_S, "the unrelated agent's first call: %s" % bl)
+            slow = [x for x in bl[1:] if x >= FAST_S]
+            self.assertEqual(slow, [], "the unrelated agent was slowed down (latencies %s)" % bl)
+            # meanwhile the matched agent really was held (else this proves nothing)
+            held = [c for c in a.calls() if c["t_end"] - c["t_start"] >= HELD_S
+                    and c["t_start"] < t1 and c["t_end"] > t0]
+            self.assertTrue(held, "the matched agent was not held while the other ran (%.2f-%.2f): %s"
+                            % (t0, t1, latencies(a.calls())))
+            self.assert_sliding(served(self.sim, "held"), W, L)
+            about_b = [e for e in self.brake_events(d) if e.get("cgroup") == cb.path
+                       or cb.path in json.dumps(detail(e))]
+            self.assertEqual(about_b, [], "brake events about the unrelated cgroup")
+
+
+class DenyKill(BrakeBase):
+    def test_05_deny_eperm(self):
+        """action deny, {tokens: 150, window: 30s}: after the first call, a new process of the
+        cgroup cannot connect to the simulator (EPERM), nothing more reaches it, `denied` and
+        `budget_exceeded` are recorded."""
+        L, W = 150, 30
+        cg = Cgroup("deny")
+        pol = policy_yaml(self.sim, [budget_yaml("deny", cg.path, [{"tokens": L, "window": "%ds" % W}],
+                                                 action="deny")])
+        with Daemon(pol) as d, cg:
+            p1 = self.agent(cg, "deny1", 3, "--host", "127.0.0.1")
+            ev = self.wait_event(d, "denied", timeout=10, what="a denied event after the second call")
+            p2 = self.agent(cg, "deny2", 1, "--host", "127.0.0.1", "--conn-per-call")
+            rc = p2.wait(timeout=30, check=False)
+            err = p2.stderr_text()
+            self.assertNotEqual(rc, 0, "a new connection from a denied cgroup succeeded: %s" % p2.calls())
+            self.assertRegex(err, r"Errno 1\b|Operation not permitted|PermissionError",
+                             "the client should see EPERM on connect; stderr:\n" + err)
+            self.assertEqual(sim_records(self.sim, "deny2"), [], "a request of the denied cgroup reached the provider")
+            self.assertLessEqual(len(sim_records(self.sim, "deny1")), 2,
+                                 "deny: more than the first call (give or take one) left: %s"
+                                 % timeline(served(self.sim, "deny1")))
+            self.assertTrue(all(c["status"] == 200 for c in p1.calls()))
+            dd = detail(ev[0])
+            self.assertEqual(dd.get("target"), cg.path, short(ev))
+            self.assertEqual(dd.get("reason"), "budget", short(ev))
+            self.assertIs(dd.get("dry_run"), False, short(ev))
+            ex = self.exceeded(d, "deny")
+            self.assertTrue(ex, "no budget_exceeded: %s" % short(self.brake_events(d)))
+            self.check_exceeded(ex[0], "deny", cg.path, L, W, "deny")
+
+    def test_06_kill_whole_cgroup(self):
+        """action kill: every process of the cgroup (the agent and a non-LLM sibling) is killed,
+        the cgroup is empty within seconds, `killed` names the cgroup with reason budget; a
+        process in another cgroup lives on."""
+        L, W = 150, 30
+        cg, other = Cgroup("kill"), Cgroup("survivor")
+        pol = policy_yaml(self.sim, [budget_yaml("kill", cg.path, [{"tokens": L, "window": "%ds" % W}],
+                                                 action="kill")])
+        with Daemon(pol) as d, cg, other:
+            sib = cg.run(["sleep", "120"], stdin=subprocess.DEVNULL)
+            bystander = other.run(["sleep", "120"], stdin=subprocess.DEVNULL)
+            a = self.agent(cg, "kill", 6, "--interval", "0.1")
+            t0 = time.monotonic()
+            abtest.wait_for(lambda: not cg._populated(), 15, what="the cgroup to be empty (killed)",
+                            on_fail=lambda: "pids left %s; agent calls %d; brake events %s\n%s"
+                            % (cg.pids(), len(a.calls()), short(self.brake_events(d)), d.log_tail(20)))
+            dt = time.monotonic() - t0
+            self.assertEqual(a.wait(timeout=10, check=False), -signal.SIGKILL, "the agent")
+            self.assertEqual(sib.wait(timeout=10), -signal.SIGKILL, "the non-LLM process of the cgroup")
+            self.assertIsNone(bystander.poll(), "a process of another cgroup was killed")
+            self.assertLessEqual(len(sim_records(self.sim, "kill")), 2, timeline(served(self.sim, "kill")))
+            self.assertLess(dt, 15)
+            ev = self.wait_event(d, "killed", timeout=5)
+            dd = detail(ev[0])
+            self.assertEqual(dd.get("target"), cg.path, short(ev))
+            self.assertEqual(dd.get("reason"), "budget", short(ev))
+            self.assertIs(dd.get("dry_run"), False, short(ev))
+            ex = self.exceeded(d, "kill")
+            self.assertTrue(ex, "no budget_exceeded: %s" % short(self.brake_events(d)))
+            self.check_exceeded(ex[0], "kill", cg.path, L, W, "kill")
+
+
+class ManualBrake(BrakeBase):
+    def cli_as_nobody(self, d, *args):
+        argv = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", d.cli_bin,
+                "--db", d.db, "--socket", d.socket] + list(args)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        d.cli_outputs.append((list(args), r.stdout, r.stderr))
+        return r
+
+    def progress(self, tag, window=1.0, timeout=5.0):
+        """True when the agent gets a new call served within `timeout` s."""
+        n0 = len(sim_records(self.sim, tag))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(sim_records(self.sim, tag)) > n0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def assert_no_progress(self, a, tag, what, quiet=2.0):
+        time.sleep(0.5)   # a call already past the gate may still finish
+        n0 = len(sim_records(self.sim, tag))
+        c0 = len(a.calls())
+        time.sleep(quiet)
+        self.assertEqual(len(sim_records(self.sim, tag)), n0, "%s: the agent still made calls" % what)
+        self.assertEqual(len(a.calls()), c0, "%s: the agent still printed calls" % what)
+        self.assertIsNone(a.p.poll(), "%s: the agent died" % what)
+
+    def test_07_manual_pause_resume_kill_and_permissions(self):
+        abtest.require_tools("setpriv")
+        cg = Cgroup("manual")
+        with Daemon(abtest.policy_for(self.sim)) as d, cg:
+            a = self.agent(cg, "manual", 100000, "--interval", "0.05")
+            abtest.wait_for(lambda: len(sim_records(self.sim, "manual")) >= 3, 15, what="the agent's first calls")
+
+            # ---- a non-root user is refused, and the agent goes on ---------------------------
+            def refused(args, where):
+                r = self.cli_as_nobody(d, *args)
+                self.assertIn(r.returncode, (1, 2), "%s: `agentbrake %s` as uid %d exited %d (want 1 or 2)\n%s%s"
+                              % (where, " ".join(args), NOBODY, r.returncode, r.stdout, r.stderr))
+                self.assertRegex(r.stderr, r"(?i)permission|not permitted|denied|root",
+                                 "%s: no clear permission message: %r" % (where, r.stderr))
+                self.assertIsNone(a.p.poll(), "the agent died after a refused `%s`" % " ".join(args))
+                self.assertTrue(self.progress("manual"), "the agent stopped after a refused `%s`" % " ".join(args))
+
+            for args in (["pause", cg.path], ["kill", str(a.pid)], ["pause", str(a.pid)]):
+                refused(args, "socket as the daemon made it")
+            # make the socket reachable so that the daemon's own peer check is what refuses
+            dmode = stat.S_IMODE(os.stat(d.dir).st_mode)
+            smode = stat.S_IMODE(os.stat(d.socket).st_mode)
+            try:
+                os.chmod(d.dir, 0o711)
+                os.chmod(d.socket, 0o666)
+                for args in (["pause", cg.path], ["kill", str(a.pid)], ["kill", cg.path], ["policy", "reload"]):
+                    refused(args, "socket open to everyone")
+            finally:
+                os.chmod(d.socket, smode)
+                os.chmod(d.dir, dmode)
+            self.assertEqual([e for e in self.brake_events(d) if detail(e).get("reason") == "manual"], [],
+                             "refused commands recorded brake events")
+
+            # ---- root: pause/resume the cgroup ----------------------------------------------
+            d.cli("pause", cg.path)
+            self.assert_no_progress(a, "manual", "paused cgroup")
+            rows = [r for r in d.agents() if r.get("cgroup") == cg.path]
+            self.assertTrue(rows and all(r.get("state") == "held" for r in rows),
+                            "agents --json while the cgroup is paused: %s" % rows)
+            d.cli("resume", cg.path)
+            self.assertTrue(self.progress("manual", timeout=5), "no progress after resume")
+            ev = self.wait_event(d, "paused", lambda e: detail(e).get("target") == cg.path, timeout=5)
+            self.assertEqual(detail(ev[0]).get("reason"), "manual", short(ev))
+            self.assertIs(detail(ev[0]).get("dry_run"), False, short(ev))
+            ev = self.wait_event(d, "resumed", lambda e: detail(e).get("target") == cg.path, timeout=5)
+            self.assertEqual(detail(ev[0]).get("reason"), "manual", short(ev))
+
+            # ---- root: pause/resume the pid -------------------------------------------------
+            d.cli("pause", str(a.pid))
+            self.assert_no_progress(a, "manual", "paused pid", quiet=1.5)
+            d.cli("resume", str(a.pid))
+            self.assertTrue(self.progress("manual", timeout=5), "no progress after resume of the pid")
+            for kind in ("paused", "resumed"):
+                ev = self.wait_event(d, kind, lambda e: detail(e).get("target") == str(a.pid), timeout=5)
+                self.assertEqual(detail(ev[0]).get("reason"), "manual", short(ev))
+
+            # ---- root: kill the pid ---------------------------------------------------------
+            d.cli("kill", str(a.pid))
+            self.assertEqual(a.wait(timeout=5, check=False), -signal.SIGKILL)
+            ev = self.wait_event(d, "killed", lambda e: detail(e).get("target") == str(a.pid), timeout=5)
+            self.assertEqual(detail(ev[0]).get("reason"), "manual", short(ev))
+            self.assertEqual(ev[0].get("pid"), a.pid, short(ev))
+
+
+class FailSafe(BrakeBase):
+    W, L = 60, 250
+
+    def held_setup(self, name):
+        cg = Cgroup(name)
+        pol = policy_yaml(self.sim, [budget_yaml(name, cg.path, [{"tokens": self.L, "window": "%ds" % self.W}])],
+                          max_hold="60s")
+        return cg, pol
+
+    def test_08a_sigterm_releases_every_hold(self):
+        """Three processes, two or more held in one episode (the 60 s window is full): exactly one
+        budget_exceeded; agents/status show the hold; SIGTERM → the daemon exits 0 and every
+        agent continues and finishes."""
+        cg, pol = self.held_setup("term")
+        with Daemon(pol) as d, cg:
+            tags = ["term%d" % i for i in range(3)]
+            agents = [self.agent(cg, t, 3) for t in tags]
+            n_held = self.wait_stalled(d, tags, agents, quiet=1.5)
+            self.assertLessEqual(n_held, 3, "more than the limit (+1 call) went out: %s"
+                                 % timeline(served(self.sim, *tags)))
+            running = [a for a in agents if a.p.poll() is None]
+            self.assertGreaterEqual(len(running), 2, "at least two agents have calls left and are held")
+            try:
+                d.wait_for(lambda: self.exceeded(d, "term"), 3, what="budget_exceeded of the held agents")
+            except AssertionError:
+                pass   # reported just below, with the count
+            time.sleep(0.5)
+            ex = self.exceeded(d, "term")
+            self.assertEqual(len(ex), 1, "one episode, %d held agents: budget_exceeded exactly once: %s"
+                             % (len(running), short(ex)))
+            self.check_exceeded(ex[0], "term", cg.path, self.L, self.W, "throttle")
+            st = d.status()
+            self.assertIsInstance(st.get("held"), int)
+            self.assertGreaterEqual(st["held"], 1, "status.held while agents are held: %s" % st.get("held"))
+            rows = [r for r in d.agents() if r.get("cgroup") == cg.path]
+            self.assertTrue(any(r.get("state") == "held" for r in rows), "agents --json: %s" % rows)
+            t0 = time.monotonic()
+            rc = d.stop(grace=20)
+            self.assertEqual(rc, 0, "agentbraked on SIGTERM with holds: exit %s; log:\n%s" % (rc, d.log_tail(30)))
+            self.assertLess(time.monotonic() - t0, 10, "SIGTERM took long")
+            for a in agents:
+                a.wait(timeout=20)
+            self.assertEqual(len(served(self.sim, *tags)), 9, "every call went out after the release")
+            for a in agents:
+                self.assertTrue(all(c["status"] == 200 for c in a.calls()))
+
+    def test_08b_release_all_after_crash(self):
+        """A held agent, the daemon SIGKILLed: `agentbraked --release-all --state-dir D` exits 0,
+        the agent continues and finishes, a `resumed` event with reason release_all is recorded."""
+        cg, pol = self.held_setup("crash")
+        with Daemon(pol) as d, cg:
+            tags = ["crash0", "crash1"]
+            agents = [self.agent(cg, t, 3) for t in tags]
+            self.wait_stalled(d, tags, agents, quiet=1.5)
+            self.assertEqual(d.crash(), -signal.SIGKILL)
+            time.sleep(0.5)
+            rc = d.release_all(timeout=30)
+            self.assertEqual(rc, 0, "agentbraked --release-all exited %s; log:\n%s" % (rc, d.log_tail(20)))
+            for a in agents:
+                a.wait(timeout=20)
+            self.assertEqual(len(served(self.sim, *tags)), 6)
+            ev = [e for e in d.events("resumed") if detail(e).get("reason") == "release_all"]
+            self.assertTrue(ev, "no resumed event with reason release_all: %s" % short(self.brake_events(d)))
+            self.assertTrue({e.get("pid") for e in ev} & {a.pid for a in agents} or
+                            any(detail(e).get("target") == cg.path for e in ev),
+                            "release_all names the held agent: %s" % short(ev))
+
+    def test_09_max_hold_escalates(self):
+        """max_hold: 3s with a 60 s window that stays full: the hold ends after ~3 s (not before
+        ~2.5 s, not after 6 s) with an event whose reason is max_hold."""
+        MH = 3.0
+        cg = Cgroup("maxhold")
+        pol = policy_yaml(self.sim, [budget_yaml("mh", cg.path, [{"tokens": 220, "window": "60s"}])],
+                          max_hold="3s")
+        with Daemon(pol) as d, cg:
+            a = self.agent(cg, "mh", 4)
+            self.wait_stalled(d, ["mh"], [a], quiet=1.0)
+            recs = served(self.sim, "mh")
+            t_hold = recs[-1]["ts"]         # the agent's next request started right after this
+            n0 = len(recs)
+            esc = []
+            deadline = t_hold + MH + 4.0
+            while time.time() < deadline and not esc:
+                esc = [e for e in self.brake_events(d) if detail(e).get("reason") == "max_hold"]
+                time.sleep(0.2)
+            self.assertTrue(esc, "no event with reason max_hold within %.1f s of the hold; brake events: %s\n%s"
+                            % (MH + 4, short(self.brake_events(d)), d.log_tail(20)))
+            t_esc = parse_ts(esc[0]["ts"])
+            self.assertGreaterEqual(t_esc - t_hold, MH - 0.6, "escalated before max_hold: %s" % short(esc))
+            self.assertLessEqual(t_esc - t_hold, MH + 3.0, "escalated late: %s" % short(esc))
+            # the hold ended: the agent went on (or was ended by the escalation)
+            abtest.wait_for(lambda: len(sim_records(self.sim, "mh")) > n0 or a.p.poll() is not None,
+                            max(0.5, t_hold + MH + 4.0 - time.time()),
+                            what="the hold to end after max_hold (progress or exit)")
+
+
+class Modes(BrakeBase):
+    def test_10_dry_run(self):
+        """--dry-run: the budget is exceeded (recorded, dry_run true) but nothing is held: ten
+        calls at full speed, far over the limit."""
+        L, W, K = 300, 30, 10
+        cg = Cgroup("dry")
+        pol = policy_yaml(self.sim, [budget_yaml("dry", cg.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol, extra_args=["--dry-run"]) as d, cg:
+            t0 = time.monotonic()
+            a = self.agent(cg, "dry", K)
+            a.wait(timeout=30)
+            elapsed = time.monotonic() - t0
+            lat = latencies(a.calls())
+            self.assertEqual(len(lat), K)
+            self.assertLess(lat[0], FIRST_CALL_S, lat)
+            self.assertEqual([x for x in lat[1:] if x >= FAST_S], [], "dry run held calls: %s" % lat)
+            self.assertLess(elapsed, 10, "dry run: %s" % lat)
+            self.assertEqual(len(sim_records(self.sim, "dry")), K)
+            ex = self.wait_event(d, "budget_exceeded", lambda e: detail(e).get("budget") == "dry", timeout=5)
+            self.check_exceeded(ex[0], "dry", cg.path, L, W, "throttle")
+            self.assertIs(detail(ex[0]).get("dry_run"), True, "budget_exceeded in a dry run: " + short(ex))
+            for e in self.brake_events(d, ("paused", "denied", "killed")):
+                self.assertIs(detail(e).get("dry_run"), True, "an action in a dry run: " + short([e]))
+
+    def test_11_policy_reload(self):
+        """SIGHUP with an invalid policy → policy_rejected (errors file:line), the old budget
+        still holds (a new process of the cgroup is held too); `agentbrake policy reload` with
+        a valid policy raising the limit → policy_loaded, and the held agents go on."""
+        cg = Cgroup("reload")
+        good = policy_yaml(self.sim, [budget_yaml("rl", cg.path, [{"tokens": 220, "window": "60s"}])])
+        with Daemon(good) as d, cg:
+            a = self.agent(cg, "rl-a", 4)
+            self.wait_stalled(d, ["rl-a"], [a], quiet=1.0)
+            loaded0 = len(d.events("policy_loaded"))
+            d.write_policy(good + "frobnicate_unknown_key: 1\n")
+            d.signal(signal.SIGHUP)
+            rej = self.wait_event(d, "policy_rejected", timeout=6)
+            errs = detail(rej[0]).get("errors")
+            self.assertIsInstance(errs, list, short(rej))
+            self.assertTrue(errs, "policy_rejected without errors: " + short(rej))
+            self.assertRegex(str(errs[0]), r"policy\.yaml:\d+", "errors name file:line: " + short(rej))
+            self.assertTrue(d.alive(), "the daemon died on an invalid policy")
+            # the old policy is in force: the held agent stays held, a new process is held too
+            n_a = len(sim_records(self.sim, "rl-a"))
+            b = self.agent(cg, "rl-b", 1)
+            time.sleep(2.5)
+            self.assertEqual(len(sim_records(self.sim, "rl-a")), n_a, "the held agent was let go by a rejected policy")
+            self.assertEqual(sim_records(self.sim, "rl-b"), [], "a new call went out under a rejected policy")
+            self.assertIsNone(b.p.poll(), "the second agent finished: not held")
+            # a valid policy raising the limit: loaded, and the holds end
+            d.write_policy(policy_yaml(self.sim, [budget_yaml("rl", cg.path, [{"tokens": 100000, "window": "60s"}])]))
+            d.cli("policy", "reload")
+            d.wait_for(lambda: len(d.events("policy_loaded")) > loaded0, 6, what="a policy_loaded event after reload")
+            a.wait(timeout=15)
+            b.wait(timeout=15)
+            self.assertEqual(len(sim_records(self.sim, "rl-a")), 4)
+            self.assertEqual(len(sim_records(self.sim, "rl-b")), 1)
+
+
+class Interactive(BrakeBase):
+    def run_in_tmux(self, tm, argv, out):
+        tm.send("%s > %s; echo AB-RC=$?" % (" ".join(shlex.quote(x) for x in argv), shlex.quote(out)))
+        screen = abtest.wait_for(lambda: (lambda s: s if re.search(r"AB-RC=\d+", s) else None)(tm.screen()),
+                                 60, interval=0.2, what="the foreground job to finish")
+        self.assertNotIn("Stopped", screen, "the shell saw its foreground job stop:\n" + screen)
+        self.assertRegex(screen, r"AB-RC=0\b", screen)
+        tm.send("jobs; echo AB-JOBS=$((6*7))")
+        screen = abtest.wait_for(lambda: (lambda s: s if "AB-JOBS=42" in s else None)(tm.screen()),
+                                 10, interval=0.2, what="jobs output")
+        self.assertNotIn("Stopped", screen, screen)
+        with open(out) as f:
+            return [json.loads(x) for x in f if x.strip()]
+
+    def test_12a_interactive_agent_throttled(self):
+        """The agent is the foreground job of `bash -i` in tmux and moves itself into a matched
+        cgroup of its own: it is throttled (slow calls, window respected), finishes with 0,
+        and the shell never reports it Stopped."""
+        abtest.require_tools("tmux")
+        W, L, K = 3, 330, 6
+        sh, ag = Cgroup("tmuxsh"), Cgroup("tmuxagent")
+        pol = policy_yaml(self.sim, [budget_yaml("tmux", ag.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol) as d, sh, ag, abtest.Tmux("brake", cgroup=sh) as tm:
+            out = os.path.join(abtest.scratch_dir(), "tmux-brake-a.jsonl")
+            agent = abtest.agent_cmd("py_httpclient", self.sim, "--tag", "tmux-a", "-n", str(K), *CALL_ARGS)
+            argv = ["bash", "-c", 'echo $$ > "$0" && exec "$@"', os.path.join(ag.fs, "cgroup.procs")] + agent
+            calls = self.run_in_tmux(tm, argv, out)
+            self.assertEqual(len(calls), K)
+            lat = latencies(calls)
+            self.assertTrue(any(x >= HELD_S for x in lat), "the interactive agent was never held: %s\n%s"
+                            % (lat, short(self.brake_events(d))))
+            self.assert_sliding(served(self.sim, "tmux-a"), W, L)
+
+    def test_12b_interactive_agent_in_the_shells_cgroup(self):
+        """The budget selects the cgroup of the terminal's shell and tmux, the agent is its
+        foreground job: however the daemon brakes it, the job finishes with 0 and the shell
+        never reports it Stopped (a SIGSTOP would)."""
+        abtest.require_tools("tmux")
+        W, L, K = 3, 330, 6
+        sh = Cgroup("tmuxmixed")
+        pol = policy_yaml(self.sim, [budget_yaml("tmuxmixed", sh.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol) as d, sh, abtest.Tmux("brakemixed", cgroup=sh) as tm:
+            out = os.path.join(abtest.scratch_dir(), "tmux-brake-b.jsonl")
+            agent = abtest.agent_cmd("py_httpclient", self.sim, "--tag", "tmux-b", "-n", str(K), *CALL_ARGS)
+            calls = self.run_in_tmux(tm, agent, out)
+            self.assertEqual(len(calls), K)
+            self.assertTrue(all(c["status"] == 200 for c in calls))
+            self.assertTrue(d.alive())
+
+
+if __name__ == "__main__":
+    unittest.main()
