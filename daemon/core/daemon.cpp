@@ -48,6 +48,8 @@ int64_t clock_ns(clockid_t c) {
   return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+static size_t release_manual_pauses(const std::string& run_dir, const std::string& cg_mount);
+
 namespace {
 
 constexpr int64_t kTickMs = 100;                  // timer period
@@ -277,6 +279,8 @@ int Daemon::start() {
       freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg);
       const std::string budget_file = run_dir_for(opts_) + "/budget-frozen";
       CaptureFreezer::thaw_recorded(cg_mount_, budget_file);
+      if (size_t n = release_manual_pauses(run_dir_for(opts_), cg_mount_))
+        spdlog::warn("released {} manual pause(s) left by a previous daemon", n);
       budget_freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, budget_file, self_cg);
     }
   }
@@ -502,6 +506,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       brake_forget(pid);
       loops_.on_exit(pid);
       loop_paced_until_.erase(pid);
+      storm_until_.erase(pid);
       for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
         it = call_ids_.erase(it);
       for (auto& [root, a] : agents_) a.pids.erase(pid);
@@ -608,6 +613,7 @@ void Daemon::on_attach_done() {
                    {{"pid", pid}, {"object", fmt::format("{}", fmt::join(r.objects, ","))},
                     {"duration_ms", r.duration_ms}});
       refresh_gates();  // a budget-matched process gets its gate before its first request
+      scan_channels();  // its pipes and loopback peers, before its first turn
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
@@ -817,6 +823,7 @@ void Daemon::shutdown() {
     else process::signal_same_process(std::stoi(p.target), p.start_ns, SIGCONT);
   }
   paused_.clear();
+  save_manual_pauses();
   server_.reset();  // no more commands
   stop_pruner();
   metrics_.reset();
@@ -853,8 +860,15 @@ void Daemon::register_commands() {
   using control::Access;
   server_->add_command("status", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_status(); });
   server_->add_command("agents", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_agents(); });
-  server_->add_command("policy_show", Access::ReadOnly,
-                       [this](const json&, const control::Peer&) { return policy::to_json(*policy_); });
+  server_->add_command("policy_show", Access::ReadOnly, [this](const json&, const control::Peer&) {
+    json j = policy::to_json(*policy_);
+    // A webhook URL's path is its secret: shown as scheme://host[:port] only.
+    if (j.contains("alerts") && j["alerts"].is_array())
+      for (auto& a : j["alerts"])
+        if (a.contains("webhook") && a["webhook"].is_string())
+          a["webhook"] = alerts::redact_webhook_url(a["webhook"].get<std::string>());
+    return j;
+  });
   server_->add_command("policy_reload", Access::Mutating, [this](const json&, const control::Peer&) {
     reload_policy("policy reload");
     return json{{"source", policy_->source}, {"digest", policy_->digest}};
@@ -996,6 +1010,7 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
     }
     if (what == "pause") paused_[target] = {target, "manual", true, 0};
     else paused_.erase(target);
+    save_manual_pauses();
   } else {
     char* end = nullptr;
     unsigned long v = std::strtoul(target.c_str(), &end, 10);
@@ -1014,11 +1029,50 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
     }
     if (what == "pause") paused_[target] = {target, "manual", false, start_ns};
     else paused_.erase(target);
+    save_manual_pauses();
   }
   const std::string kind = what == "pause" ? "paused" : what == "resume" ? "resumed" : "killed";
   record_event(kind, pid, cgroup, comm, detail);
   spdlog::info("{} {} (manual{})", kind, target, dry ? ", dry run" : "");
   return json{{"ok", true}, {"target", target}, {"action", kind}, {"dry_run", dry}};
+}
+
+// Manual pauses in force, one per line ("cgroup PATH" / "pid PID START_NS"), so that
+// `--release-all` after a crash undoes them too.
+void Daemon::save_manual_pauses() {
+  const std::string path = run_dir_for(opts_) + "/manual-paused";
+  if (paused_.empty()) {
+    unlink(path.c_str());
+    return;
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& [t, p] : paused_) {
+      if (p.cgroup) out << "cgroup " << t << "\n";
+      else out << "pid " << t << " " << p.start_ns << "\n";
+    }
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+static size_t release_manual_pauses(const std::string& run_dir, const std::string& cg_mount) {
+  const std::string path = run_dir + "/manual-paused";
+  std::ifstream in(path);
+  if (!in) return 0;
+  size_t n = 0;
+  std::string kind, target;
+  while (in >> kind >> target) {
+    if (kind == "cgroup") {
+      if (!cg_mount.empty() && process::valid_cgroup_path(target) && process::cgroup_freeze(cg_mount, target, false)) n++;
+    } else if (kind == "pid") {
+      uint64_t start = 0;
+      in >> start;
+      if (process::signal_same_process(std::atoi(target.c_str()), start, SIGCONT) == 0) n++;
+    }
+  }
+  unlink(path.c_str());
+  return n;
 }
 
 std::string run_dir_for(const DaemonOptions& opts) {
@@ -1036,6 +1090,10 @@ int release_all(const DaemonOptions& opts) {
   if (auto mount = process::find_cgroup2_mount()) {
     if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/capture-frozen"))
       spdlog::info("thawed {} cgroup(s) frozen for capture", t);
+    if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/budget-frozen"))
+      spdlog::info("thawed {} cgroup(s) frozen by a budget", t);
+    if (size_t t = release_manual_pauses(run_dir_for(opts), *mount))
+      spdlog::info("released {} manual pause(s)", t);
   }
   std::vector<int> pids;
   int n = loader::release_pinned_holds(pin_dir_for(opts), &pids);

@@ -129,6 +129,7 @@ class Daemon {
   json cmd_status();
   json cmd_agents();
   json cmd_brake(const std::string& what, const json& args);
+  void save_manual_pauses();
 
   DaemonOptions opts_;
   std::string pin_dir_;
@@ -208,6 +209,7 @@ class Daemon {
   loops::LoopDetectors loops_;
   std::unordered_map<uint32_t, int64_t> loop_paced_until_;  // pid → mono ns
   std::set<uint32_t> loop_held_;  // held at a request start by a loop rule
+  std::unordered_map<uint32_t, int64_t> storm_until_;  // retry storm found: pace by retry-after until
   std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> call_ids_;  // (pid, SSL*) → FIFO
   uint64_t next_call_id_ = 1;
 

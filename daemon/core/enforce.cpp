@@ -81,8 +81,8 @@ bool Daemon::gated(uint32_t pid) {
   if (engine_->dry_run()) return false;
   auto it = watched_.find(pid);
   if (it == watched_.end() || !it->second.attached) return false;
-  if (loop_paced_until_.count(pid)) return true;
-  if (loops_enabled() && (policy::gates(policy_->loops.fan_out.action) && policy_->loops.fan_out.enabled))
+  if (loop_paced_until_.count(pid) || storm_until_.count(pid)) return true;
+  if (policy_->loops.fan_out.enabled && policy::gates(policy_->loops.fan_out.action))
     return true;  // fan-out holds the calls past max_concurrent
   for (const auto& b : engine_->buckets_of(typical_call(pid)))
     if (b.gates()) return true;
@@ -110,6 +110,12 @@ void Daemon::refresh_gates() {
   std::vector<uint32_t> pids;
   for (const auto& [pid, w] : watched_)
     if (w.attached) pids.push_back(pid);
+  // fan_out: an entity (tree by default) gets at most max_concurrent calls in flight; its
+  // members share what is left as credits, so new calls past the limit are held at their start.
+  const auto& fo = policy_->loops.fan_out;
+  const bool fan_out_gates = fo.enabled && policy::gates(fo.action) && !engine_->dry_run();
+  std::map<std::string, int64_t> fan_out_room;
+  std::vector<uint64_t> probes;
   for (uint32_t pid : pids) {
     if (!gated(pid)) {
       drop_gate(pid);
@@ -120,11 +126,27 @@ void Daemon::refresh_gates() {
       write_gate(pid, 0);
       continue;
     }
+    if (fan_out_gates) {
+      const loops::ProcessInfo info = loop_info(pid);
+      if (auto entity = policy::bucket_key(fo.match, fo.per, info.facts, pid, info.tree_root_pid)) {
+        auto room = fan_out_room.find(*entity);
+        if (room == fan_out_room.end())
+          room = fan_out_room.emplace(*entity, fo.max_concurrent - loops_.fan_out().in_flight(*entity, now)).first;
+        if (room->second <= 0) {
+          write_gate(pid, 0);
+          continue;
+        }
+        room->second--;
+      }
+    }
+    // The probe's reservation stays until the pass ends: credits handed out in one pass fit
+    // in the buckets together, so processes sharing a bucket do not each get its last room.
     brake::Decision d = engine_->admit(typical_call(pid), now);
-    if (d.admitted) engine_->cancel(d.reservation_id);
+    if (d.admitted) probes.push_back(d.reservation_id);
     note_exceeded(d, pid);
     write_gate(pid, d.admitted ? 1 : 0);
   }
+  for (uint64_t id : probes) engine_->cancel(id);
 }
 
 // budget_exceeded once per episode: the engine opens an episode when a call finds no room and
@@ -188,8 +210,9 @@ void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
   if (pre != prereserved_.end()) {  // admitted when its hold was released
     reservations_[key].push_back(pre->second);
     prereserved_.erase(pre);
-  } else if (gate_credits_.count(cr.pid)) {
-    // The kernel let it through on a credit: the admission was decided there.
+  } else if (auto gc = gate_credits_.find(cr.pid); gc != gate_credits_.end()) {
+    // The kernel let it through on a credit (and took it): the admission was decided there.
+    if (gc->second > 0) gc->second--;
     brake::Decision d = engine_->force_admit(request_facts(cr.pid, cr.request), now);
     if (d.reservation_id) reservations_[key].push_back(d.reservation_id);
   } else {
@@ -234,6 +257,7 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
     stats_["loop_holds"]++;
     return;
   }
+  if (auto gc = gate_credits_.find(pid); gc != gate_credits_.end()) gc->second = 0;  // as the kernel saw it
   brake::CallFacts facts = typical_call(pid);
   brake::Decision d = engine_->admit(facts, now);
   note_exceeded(d, pid);

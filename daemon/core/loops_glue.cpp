@@ -148,6 +148,9 @@ void Daemon::loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_
   o.tokens = call.input_tokens + call.output_tokens;
   o.cost_usd = call.cost_usd;
   act_on_findings(loops_.observe_response(o));
+  // A retry storm's pacing applies from this response on: close the gate now, not at the
+  // next tick (a fast retry would pass on the old credit).
+  if (gate_credits_.count(pid) && loop_holds(pid, clock_ns(CLOCK_MONOTONIC))) write_gate(pid, 0);
 }
 
 void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
@@ -175,10 +178,18 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
         [[fallthrough]];
       case policy::Action::Throttle: {
         // Pace the members: their next request starts wait (held) until the pause is over.
+        //   repetition: the same work again and again: held for the rule's window (max_hold
+        //               ends it with a recorded escalation if the loop goes on);
+        //   retry_storm: every later request waits out the retry-after it was given;
+        //   ping_pong / fan_out: a pause of one cooldown (fan-out also caps concurrency).
         int64_t pause_ns = std::max<int64_t>(policy_->cooldown.count(), 1000) * 1'000'000;
+        if (f.detector == loops::kRepetition)
+          pause_ns = std::max<int64_t>(pause_ns, policy_->loops.repetition.window.count() * 1'000'000);
         if (f.evidence.retry_after_s > 0) pause_ns = std::max<int64_t>(pause_ns, int64_t(f.evidence.retry_after_s * 1e9));
         for (const auto& m : f.members) {
           loop_paced_until_[m.pid] = now + pause_ns;
+          if (f.detector == loops::kRetryStorm)
+            storm_until_[m.pid] = now + policy_->loops.retry_storm.window.count() * 1'000'000;
           if (watched_.count(m.pid) && watched_[m.pid].attached) write_gate(m.pid, 0);
         }
         break;
@@ -196,9 +207,10 @@ bool Daemon::loop_holds(uint32_t pid, int64_t now) {
   }
   if (policy_->loops.fan_out.enabled && policy::gates(policy_->loops.fan_out.action) && loops_.should_hold(loop_info(pid), now))
     return true;
-  if (policy_->loops.retry_storm.enabled && policy::gates(policy_->loops.retry_storm.action) &&
-      loops_.pace_until_ns(loop_info(pid), now) > now)
-    return true;
+  if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
+    if (now >= st->second) storm_until_.erase(st);
+    else if (loops_.pace_until_ns(loop_info(pid), now) > now) return true;
+  }
   return false;
 }
 
