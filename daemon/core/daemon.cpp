@@ -48,7 +48,7 @@ int64_t clock_ns(clockid_t c) {
   return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-static size_t release_manual_pauses(const std::string& run_dir, const std::string& cg_mount);
+static std::vector<std::string> release_manual_pauses(const std::string& run_dir, const std::string& cg_mount);
 
 namespace {
 
@@ -81,6 +81,10 @@ std::string counter_name(int i) {
     case AB_CNT_HOLDS_NO_RECORD: return "holds_skipped_ring_full";
     case AB_CNT_TLS_READ_ERR: return "tls_read_errors";
     case AB_CNT_DNS_PARSE: return "dns_parse_errors";
+    case AB_CNT_GATE_PASSED: return "gate_requests_passed";
+    case AB_CNT_GATE_HELD: return "gate_requests_held";
+    case AB_CNT_GATE_FG_LATE: return "gate_foreground_not_held";
+    case AB_CNT_DENIED_CONNECT: return "denied_connects";
     default: return "counter_" + std::to_string(i);
   }
 }
@@ -279,8 +283,11 @@ int Daemon::start() {
       freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg);
       const std::string budget_file = run_dir_for(opts_) + "/budget-frozen";
       CaptureFreezer::thaw_recorded(cg_mount_, budget_file);
-      if (size_t n = release_manual_pauses(run_dir_for(opts_), cg_mount_))
-        spdlog::warn("released {} manual pause(s) left by a previous daemon", n);
+      for (const auto& t : release_manual_pauses(run_dir_for(opts_), cg_mount_)) {
+        spdlog::warn("released manual pause of {} left by a previous daemon", t);
+        record_event("resumed", t[0] == '/' ? 0 : std::stoul(t), t[0] == '/' ? t : "", "",
+                     {{"target", t}, {"reason", "release_all"}, {"dry_run", false}});
+      }
       budget_freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, budget_file, self_cg);
     }
   }
@@ -817,6 +824,9 @@ void Daemon::shutdown() {
     std::vector<int> released;
     int n = loader::release_pinned_holds(pin_dir_, &released);
     if (n > 0) spdlog::info("released {} hold(s) on the way out", n);
+    // Nothing is held any more: the pin is not needed after a clean stop.
+    unlink((pin_dir_ + "/holds").c_str());
+    if (opts_.state_dir) rmdir(pin_dir_.c_str());
   }
   for (auto& [target, p] : paused_) {
     if (p.cgroup) (void)process::cgroup_freeze(cg_mount_, p.target, false);
@@ -836,6 +846,7 @@ void Daemon::shutdown() {
     for (auto& [pid, w] : watched_) streams_->on_process_exit(pid, now);
     (void)now;
   }
+  if (store_) store_->flush();  // before the slow part: detaching can take a while
   worker_.reset();  // detaches every per-process link
   if (ring_) {
     ring_buffer__free(ring_);
@@ -1056,23 +1067,25 @@ void Daemon::save_manual_pauses() {
   std::rename(tmp.c_str(), path.c_str());
 }
 
-static size_t release_manual_pauses(const std::string& run_dir, const std::string& cg_mount) {
+// Returns the targets released.
+static std::vector<std::string> release_manual_pauses(const std::string& run_dir, const std::string& cg_mount) {
   const std::string path = run_dir + "/manual-paused";
   std::ifstream in(path);
-  if (!in) return 0;
-  size_t n = 0;
+  std::vector<std::string> out;
+  if (!in) return out;
   std::string kind, target;
   while (in >> kind >> target) {
     if (kind == "cgroup") {
-      if (!cg_mount.empty() && process::valid_cgroup_path(target) && process::cgroup_freeze(cg_mount, target, false)) n++;
+      if (!cg_mount.empty() && process::valid_cgroup_path(target) && process::cgroup_freeze(cg_mount, target, false))
+        out.push_back(target);
     } else if (kind == "pid") {
       uint64_t start = 0;
       in >> start;
-      if (process::signal_same_process(std::atoi(target.c_str()), start, SIGCONT) == 0) n++;
+      if (process::signal_same_process(std::atoi(target.c_str()), start, SIGCONT) == 0) out.push_back(target);
     }
   }
   unlink(path.c_str());
-  return n;
+  return out;
 }
 
 std::string run_dir_for(const DaemonOptions& opts) {
@@ -1085,6 +1098,7 @@ std::string pin_dir_for(const DaemonOptions& opts) {
 }
 
 int release_all(const DaemonOptions& opts) {
+  std::vector<std::string> manual;
   std::string what;
   (void)loader::ensure_kernel_filesystems(&what);
   if (auto mount = process::find_cgroup2_mount()) {
@@ -1092,20 +1106,21 @@ int release_all(const DaemonOptions& opts) {
       spdlog::info("thawed {} cgroup(s) frozen for capture", t);
     if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/budget-frozen"))
       spdlog::info("thawed {} cgroup(s) frozen by a budget", t);
-    if (size_t t = release_manual_pauses(run_dir_for(opts), *mount))
-      spdlog::info("released {} manual pause(s)", t);
+    manual = release_manual_pauses(run_dir_for(opts), *mount);
+    if (!manual.empty()) spdlog::info("released {} manual pause(s)", manual.size());
   }
   std::vector<int> pids;
   int n = loader::release_pinned_holds(pin_dir_for(opts), &pids);
+  int rc = 0;
   if (n == -ENOENT) {
     spdlog::info("no holds recorded in {}", pin_dir_for(opts));
-    return 0;
-  }
-  if (n < 0) {
+  } else if (n < 0) {
     spdlog::error("cannot read the holds map in {}: {}", pin_dir_for(opts), strerror(-n));
-    return 1;
+    rc = 1;
+  } else {
+    spdlog::info("released {} hold(s)", n);
   }
-  spdlog::info("released {} hold(s)", n);
+  if (pids.empty() && manual.empty()) return rc;
   try {
     auto store = store::Store::open(opts.db_path, store::OpenMode::ReadWrite);
     for (int pid : pids) {
@@ -1115,11 +1130,19 @@ int release_all(const DaemonOptions& opts) {
       e.detail = {{"target", std::to_string(pid)}, {"reason", "release_all"}, {"dry_run", false}};
       store->add_event(e);
     }
+    for (const auto& t : manual) {
+      store::Event e;
+      e.kind = "resumed";
+      if (t[0] == '/') e.cgroup = t;
+      else e.pid = static_cast<uint32_t>(std::stoul(t));
+      e.detail = {{"target", t}, {"reason", "release_all"}, {"dry_run", false}, {"was", "manual pause"}};
+      store->add_event(e);
+    }
     store->flush();
   } catch (const std::exception& e) {
     spdlog::warn("could not record the releases in {}: {}", opts.db_path, e.what());
   }
-  return 0;
+  return rc;
 }
 
 int run_daemon(const DaemonOptions& opts) {

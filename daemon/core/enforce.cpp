@@ -62,7 +62,9 @@ brake::CallFacts Daemon::typical_call(uint32_t pid) {
     c.reserved_output_tokens = it->second.output;
     c.est_cost_usd = it->second.cost;
   } else {
+    // Nothing known yet: assume a call as large as a request without max_tokens reserves.
     c.est_input_tokens = 1;
+    c.reserved_output_tokens = kDefaultReservedOutput;
   }
   return c;
 }
@@ -205,6 +207,10 @@ brake::CallFacts Daemon::request_facts(uint32_t pid, const protocol::RequestInfo
 void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
   if (!engine_ || !cr.request.is_llm) return;
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  if (!last_call_.count(cr.pid)) {  // until its first response, its typical call is this one
+    brake::CallFacts f = request_facts(cr.pid, cr.request);
+    last_call_[cr.pid] = {f.est_input_tokens, f.reserved_output_tokens, f.est_cost_usd};
+  }
   const auto key = std::make_pair(cr.pid, cr.ssl);
   auto pre = prereserved_.find(cr.pid);
   if (pre != prereserved_.end()) {  // admitted when its hold was released

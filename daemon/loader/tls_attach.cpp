@@ -142,9 +142,15 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
   return 0;
 }
 
+// Each link's release waits in the kernel (~40-60 ms here) for probes in flight; the waits
+// overlap when the links are closed from threads of their own (measured: 10 links ~60 ms
+// together instead of ~0.5 s one after another).
 void TlsAttacher::detach(ProcessLinks& links) {
-  for (int fd : links.multi_link_fds) close(fd);
-  for (auto* l : links.perf_links) bpf_link__destroy(l);
+  std::vector<std::thread> closers;
+  closers.reserve(links.multi_link_fds.size() + links.perf_links.size());
+  for (int fd : links.multi_link_fds) closers.emplace_back([fd] { close(fd); });
+  for (auto* l : links.perf_links) closers.emplace_back([l] { bpf_link__destroy(l); });
+  for (auto& t : closers) t.join();
   links.multi_link_fds.clear();
   links.perf_links.clear();
 }
