@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -115,6 +116,10 @@ class Daemon {
   void loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_id, uint64_t start_mono, uint64_t end_mono);
   void act_on_findings(const std::vector<loops::Finding>& findings);
   bool loop_holds(uint32_t pid, int64_t now);
+  std::optional<std::string> fan_out_entity(uint32_t pid);
+  void report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now);
+  int64_t fan_out_room(const std::string& entity, int64_t now);
+  size_t calls_in_flight(uint32_t pid) const;  // requests seen whose response has not ended
 
   // ---- alerts, metrics, retention (operate.cpp)
   void operate_policy_changed();
@@ -209,6 +214,8 @@ class Daemon {
   loops::LoopDetectors loops_;
   std::unordered_map<uint32_t, int64_t> loop_paced_until_;  // pid → mono ns
   std::set<uint32_t> loop_held_;  // held at a request start by a loop rule
+  std::map<std::string, int64_t> fan_out_room_;  // scratch of refresh_gates()
+  std::map<std::string, int64_t> fan_out_reported_;  // entity → last held (episode tracking)
   std::unordered_map<uint32_t, int64_t> storm_until_;  // retry storm found: pace by retry-after until
   std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> call_ids_;  // (pid, SSL*) → FIFO
   uint64_t next_call_id_ = 1;

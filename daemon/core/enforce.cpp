@@ -116,7 +116,7 @@ void Daemon::refresh_gates() {
   // members share what is left as credits, so new calls past the limit are held at their start.
   const auto& fo = policy_->loops.fan_out;
   const bool fan_out_gates = fo.enabled && policy::gates(fo.action) && !engine_->dry_run();
-  std::map<std::string, int64_t> fan_out_room;
+  fan_out_room_.clear();
   std::vector<uint64_t> probes;
   for (uint32_t pid : pids) {
     if (!gated(pid)) {
@@ -129,11 +129,17 @@ void Daemon::refresh_gates() {
       continue;
     }
     if (fan_out_gates) {
-      const loops::ProcessInfo info = loop_info(pid);
-      if (auto entity = policy::bucket_key(fo.match, fo.per, info.facts, pid, info.tree_root_pid)) {
-        auto room = fan_out_room.find(*entity);
-        if (room == fan_out_room.end())
-          room = fan_out_room.emplace(*entity, fo.max_concurrent - loops_.fan_out().in_flight(*entity, now)).first;
+      if (auto entity = fan_out_entity(pid)) {
+        if (calls_in_flight(pid) > 0) {  // its next concurrent call asks again at its start
+          write_gate(pid, 0);
+          continue;
+        }
+        auto room = fan_out_room_.find(*entity);
+        if (room == fan_out_room_.end()) {
+          // credits out are recounted in this pass: start from the room without them
+          int64_t r = fo.max_concurrent - loops_.fan_out().in_flight(*entity, now);
+          room = fan_out_room_.emplace(*entity, r).first;
+        }
         if (room->second <= 0) {
           write_gate(pid, 0);
           continue;
@@ -258,6 +264,8 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
     return;
   }
   if (loop_holds(pid, now)) {  // paced by a loop rule: released by the tick when the pause ends
+    if (auto entity = fan_out_entity(pid); entity && fan_out_room(*entity, now) <= 0)
+      report_fan_out_hold(pid, *entity, now);
     held_pids_[pid] = e.start_time_ns;
     loop_held_.insert(pid);
     stats_["loop_holds"]++;
@@ -269,6 +277,7 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   note_exceeded(d, pid);
   if (d.admitted) {  // room came back since the credit was written
     prereserved_[pid] = d.reservation_id;
+    if (fan_out_entity(pid)) gate_credits_[pid] = 1;  // its place counts until the request is seen
     if (stopped) release_pid(pid, e.start_time_ns, "room");
     refresh_gates();
     return;
@@ -346,6 +355,9 @@ void Daemon::brake_tick() {
   for (auto it = loop_held_.begin(); it != loop_held_.end();) {
     const uint32_t pid = *it;
     if (!loop_holds(pid, now)) {
+      // its request goes out now: it takes one place of its fan-out entity right away
+      // (counted as a credit until the request is seen; the kernel's own credit stays 0)
+      if (fan_out_entity(pid)) gate_credits_[pid] = 1;
       auto h = held_pids_.find(pid);
       release_pid(pid, h != held_pids_.end() ? h->second : 0, "loop pause over");
       it = loop_held_.erase(it);

@@ -186,6 +186,7 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
         if (f.detector == loops::kRepetition)
           pause_ns = std::max<int64_t>(pause_ns, policy_->loops.repetition.window.count() * 1'000'000);
         if (f.evidence.retry_after_s > 0) pause_ns = std::max<int64_t>(pause_ns, int64_t(f.evidence.retry_after_s * 1e9));
+        if (f.detector == loops::kFanOut) break;  // held by its concurrency credits, not paused
         for (const auto& m : f.members) {
           loop_paced_until_[m.pid] = now + pause_ns;
           if (f.detector == loops::kRetryStorm)
@@ -205,13 +206,59 @@ bool Daemon::loop_holds(uint32_t pid, int64_t now) {
     if (now < it->second) return true;
     loop_paced_until_.erase(it);
   }
-  if (policy_->loops.fan_out.enabled && policy::gates(policy_->loops.fan_out.action) && loops_.should_hold(loop_info(pid), now))
-    return true;
+  if (fan_out_entity(pid) && fan_out_room(*fan_out_entity(pid), now) <= 0) return true;
   if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
     if (now >= st->second) storm_until_.erase(st);
     else if (loops_.pace_until_ns(loop_info(pid), now) > now) return true;
   }
   return false;
+}
+
+// A call held because its entity already has max_concurrent in flight: that is the fan-out
+// finding (the detector itself never sees the excess, since it never leaves). Reported once
+// per episode: again only after the entity went a minute without being held.
+void Daemon::report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now) {
+  auto last = fan_out_reported_.find(entity);
+  const bool same_episode = last != fan_out_reported_.end() && now - last->second < 60'000'000'000LL;
+  fan_out_reported_[entity] = now;
+  if (same_episode) return;
+  loops::Finding f;
+  f.detector = std::string(loops::kFanOut);
+  f.entity = entity;
+  f.entities = {entity};
+  f.action = policy_->loops.fan_out.action;
+  f.at_ns = now;
+  f.evidence.concurrent = loops_.fan_out().in_flight(entity, now) + 1;
+  f.evidence.since_ns = now;
+  for (const auto& [p, w] : watched_) {
+    if (!w.attached || fan_out_entity(p) != entity || f.members.size() >= loops::kMaxMembers) continue;
+    f.members.push_back(loop_info(p).member());
+  }
+  if (f.members.empty()) f.members.push_back(loop_info(pid).member());
+  act_on_findings({f});
+}
+
+// The fan-out entity of a process when the fan_out rule gates (throttle, deny, kill).
+std::optional<std::string> Daemon::fan_out_entity(uint32_t pid) {
+  const auto& fo = policy_->loops.fan_out;
+  if (!fo.enabled || !policy::gates(fo.action) || (engine_ && engine_->dry_run())) return std::nullopt;
+  const loops::ProcessInfo info = loop_info(pid);
+  return policy::bucket_key(fo.match, fo.per, info.facts, pid, info.tree_root_pid);
+}
+
+// Calls the entity may still start: max_concurrent minus calls in flight minus credits out.
+int64_t Daemon::fan_out_room(const std::string& entity, int64_t now) {
+  int64_t room = policy_->loops.fan_out.max_concurrent - loops_.fan_out().in_flight(entity, now);
+  for (const auto& [pid, credits] : gate_credits_)
+    if (credits > 0 && calls_in_flight(pid) == 0 && fan_out_entity(pid) == entity) room -= credits;
+  return room;
+}
+
+size_t Daemon::calls_in_flight(uint32_t pid) const {
+  size_t n = 0;
+  for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid; ++it)
+    n += it->second.size();
+  return n;
 }
 
 }  // namespace ab::core
