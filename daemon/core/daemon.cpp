@@ -703,6 +703,8 @@ void Daemon::process_exchanges() {
                   call.complete ? "" : " (cut off)");
     store_->add_call(call);
     settle_call(call, c.pid, c.ssl);
+    pace_on_response(call, c.pid);
+    project_spend(call, c.pid);
     uint64_t call_id = 0;
     if (auto it = call_ids_.find({c.pid, c.ssl}); it != call_ids_.end()) {
       call_id = it->second.front();

@@ -43,6 +43,8 @@ namespace ab::core {
 using json = nlohmann::json;
 
 int64_t clock_ns(clockid_t c);
+int64_t parse_go_duration_ns(const std::string& s);  // "6m0s" → ns, -1 if unreadable
+int64_t parse_rfc3339_ns(const std::string& s);      // → unix ns, -1 if unreadable
 
 class Daemon {
  public:
@@ -120,6 +122,10 @@ class Daemon {
   void report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now);
   int64_t fan_out_room(const std::string& entity, int64_t now);
   size_t calls_in_flight(uint32_t pid) const;  // requests seen whose response has not ended
+
+  // ---- pacing and projected spend (pacing.cpp)
+  void pace_on_response(const LlmCall& call, uint32_t pid);
+  void project_spend(const LlmCall& call, uint32_t pid);
 
   // ---- alerts, metrics, retention (operate.cpp)
   void operate_policy_changed();
@@ -219,6 +225,10 @@ class Daemon {
   std::unordered_map<uint32_t, int64_t> storm_until_;  // retry storm found: pace by retry-after until
   std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> call_ids_;  // (pid, SSL*) → FIFO
   uint64_t next_call_id_ = 1;
+
+  // pacing / projection
+  std::map<std::string, std::deque<std::pair<int64_t, double>>> spend_samples_;  // bucket → (mono, usd)
+  std::map<std::string, int64_t> last_projected_;
 
   // operate
   std::unique_ptr<alerts::AlertDispatcher> alerts_;

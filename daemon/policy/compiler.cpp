@@ -738,7 +738,7 @@ const std::vector<std::string>& known_event_kinds() {
   static const std::vector<std::string> k = {
       "llm_call",       "budget_exceeded", "loop_detected", "paused",        "resumed",
       "denied",         "killed",          "alert_failed",  "policy_loaded", "policy_rejected",
-      "events_lost",    "probe_attached",  "probe_failed"};
+      "events_lost",    "probe_attached",  "probe_failed",  "alert_sent",    "spend_projected"};
   return k;
 }
 
