@@ -668,7 +668,11 @@ void Daemon::process_exchanges() {
     }
   }
   for (auto& c : streams_->take_exchanges()) {
-    if (!c.exchange.is_llm) continue;
+    if (!c.exchange.is_llm) {
+      confirm_endpoint(c.pid, c.exchange);
+      continue;
+    }
+    if (auto w = watched_.find(c.pid); w != watched_.end()) w->second.llm_calls++;
     LlmCall call = std::move(c.exchange.call);
     call.who = attribute(c.pid);
     const auto& ex = c.exchange;
@@ -714,6 +718,29 @@ void Daemon::process_exchanges() {
     loops_on_response(call, c.pid, call_id, ex.request_start_ns,
                       ex.response_end_ns ? ex.response_end_ns : static_cast<uint64_t>(now));
   }
+}
+
+// A process watched because it connected to an endpoint's address is confirmed by the Host
+// it talks to: an address shared with other sites (a CDN) brings processes that never call
+// an LLM. After two exchanges with another Host and no LLM call, its probes are detached.
+void Daemon::confirm_endpoint(uint32_t pid, const protocol::Exchange& ex) {
+  auto it = watched_.find(pid);
+  if (it == watched_.end() || !it->second.attached || it->second.llm_calls > 0) return;
+  Watched& w = it->second;
+  ab_endpoint_key literal;
+  if (w.endpoint_host.empty() || endpoint_key_for(w.endpoint_host, 0, &literal) || w.endpoint_host == "localhost")
+    return;  // watched by address or by a budget: nothing to confirm by name
+  std::string host = protocol::normalize_host(ex.call.host);
+  if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']') == std::string::npos)
+    host.resize(colon);
+  if (host.empty() || host == w.endpoint_host) return;
+  if (++w.host_mismatches < 2 || matched_pids_.count(pid)) return;
+  stats_["detached_host_mismatch"]++;
+  spdlog::info("pid {}: talks to {} not {} — probes detached", pid, host, w.endpoint_host);
+  worker_->request_detach(static_cast<int>(pid));
+  w.attached = false;
+  set_watch(pid, AB_WATCH_IGNORED);
+  drop_gate(pid);
 }
 
 void Daemon::on_tick() {

@@ -71,6 +71,7 @@ class Daemon {
   void on_attach_done();
   void request_attach(uint32_t pid, const char* why);
   void process_exchanges();
+  void confirm_endpoint(uint32_t pid, const protocol::Exchange& ex);
   void on_tick();
   void sweep_watch_map();
   void sweep_stale_holds();
@@ -170,6 +171,8 @@ class Daemon {
     const EndpointInfo* last_endpoint = nullptr;  // points into endpoints_ (reset on reload)
     std::string endpoint_host;
     std::string endpoint_api;
+    uint64_t llm_calls = 0;
+    uint64_t host_mismatches = 0;  // non-LLM exchanges whose Host is not the endpoint's name
   };
   std::unordered_map<uint32_t, Watched> watched_;
 
