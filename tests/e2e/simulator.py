@@ -24,7 +24,21 @@ bodies are never logged.
 Behaviour is configured by flags, then by the JSON --control file (re-read when it changes),
 then per request by headers (x-sim-status, x-sim-retry-after, x-sim-latency-ms,
 x-sim-chunk-ms, x-sim-chunks, x-sim-no-usage, x-sim-cache-read, x-sim-cache-write,
-x-sim-input-tokens). Keys of the control file are the long flag names with '_' for '-'.
+x-sim-input-tokens, x-sim-ratelimit-*). Keys of the control file are the long flag names with
+'_' for '-'.
+
+Provider quota headers (off unless ratelimit_remaining_requests or ratelimit_remaining_tokens
+is set; per request: x-sim-ratelimit-remaining-requests, x-sim-ratelimit-remaining-tokens,
+x-sim-ratelimit-reset-ms, x-sim-ratelimit-style). Every response (200, error, stream) then
+carries, in the form of its API (style auto: Anthropic for /v1/messages, else OpenAI):
+  OpenAI     x-ratelimit-limit-requests, x-ratelimit-limit-tokens,
+             x-ratelimit-remaining-requests, x-ratelimit-remaining-tokens,
+             x-ratelimit-reset-requests, x-ratelimit-reset-tokens   (durations: "20ms", "2s",
+             "1.5s", "6m0s": reset_ms after the response)
+  Anthropic  anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}
+             (reset: RFC 3339 UTC, whole seconds, now + reset_ms rounded UP to the next second)
+The quantity not configured is reported as its full limit (ratelimit_limit_requests /
+ratelimit_limit_tokens). The log line of such a response has "ratelimit": {header: value}.
 """
 import argparse
 import gzip
@@ -56,7 +70,15 @@ DEFAULTS = {
     "cache_write": 0,
     "reasoning_tokens": 0,      # OpenAI: reported inside completion/output tokens
     "idle_timeout": 120,        # seconds a keep-alive connection may stay idle
+    # provider quota headers (sent only when a remaining_* is set; see the module doc)
+    "ratelimit_remaining_requests": None,
+    "ratelimit_remaining_tokens": None,
+    "ratelimit_limit_requests": 500,
+    "ratelimit_limit_tokens": 200000,
+    "ratelimit_reset_ms": 1000,  # until the quota is replenished, from the response
+    "ratelimit_style": "auto",   # auto | openai | anthropic
 }
+OPTIONAL_INTS = ("input_tokens", "ratelimit_remaining_requests", "ratelimit_remaining_tokens")
 
 CONFIG_LOCK = threading.Lock()
 LOG_LOCK = threading.Lock()
@@ -70,7 +92,7 @@ def _coerce(key, value):
         if isinstance(value, str):
             return value.strip().lower() in ("1", "true", "yes", "on")
         return bool(value)
-    if isinstance(base, int) or key == "input_tokens":
+    if isinstance(base, int) or key in OPTIONAL_INTS:
         return int(float(value))
     if isinstance(base, float):
         return float(value)
@@ -219,6 +241,54 @@ def split_words(n, chunks):
     return [base + (1 if i < extra else 0) for i in range(chunks)]
 
 
+def go_duration(ms):
+    """A duration the way OpenAI writes its reset headers (Go's time.Duration): "20ms", "1s",
+    "1.5s", "6m0s", "1h2m3s"."""
+    ms = max(0, int(round(ms)))
+    if ms < 1000:
+        return "%dms" % ms
+    h, rest = divmod(ms, 3600000)
+    m, rest = divmod(rest, 60000)
+    sec = ("%.3f" % (rest / 1000.0)).rstrip("0").rstrip(".")
+    if h:
+        return "%dh%dm%ss" % (h, m, sec)
+    if m:
+        return "%dm%ss" % (m, sec)
+    return "%ss" % sec
+
+
+def rfc3339_ceil(t):
+    """Epoch seconds → RFC 3339 UTC with whole seconds, rounded up ("2026-11-29T10:00:03Z")."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(t)))
+
+
+def ratelimit_headers(kind, cfg):
+    """The provider's quota headers for this response ({} unless a remaining_* is configured)."""
+    rr, rt = cfg.get("ratelimit_remaining_requests"), cfg.get("ratelimit_remaining_tokens")
+    if rr is None and rt is None:
+        return {}
+    lr, lt = int(cfg["ratelimit_limit_requests"]), int(cfg["ratelimit_limit_tokens"])
+    rr = lr if rr is None else int(rr)
+    rt = lt if rt is None else int(rt)
+    reset_ms = int(cfg["ratelimit_reset_ms"])
+    style = str(cfg.get("ratelimit_style") or "auto").lower()
+    if style not in ("openai", "anthropic"):
+        style = "anthropic" if kind == "anthropic" else "openai"
+    if style == "openai":
+        reset = go_duration(reset_ms)
+        return {"x-ratelimit-limit-requests": str(lr), "x-ratelimit-limit-tokens": str(lt),
+                "x-ratelimit-remaining-requests": str(rr), "x-ratelimit-remaining-tokens": str(rt),
+                "x-ratelimit-reset-requests": reset, "x-ratelimit-reset-tokens": reset}
+    reset = rfc3339_ceil(time.time() + reset_ms / 1000.0)
+    h = {}
+    for name, limit, remaining in (("requests", lr, rr), ("tokens", lt, rt),
+                                   ("input-tokens", lt, rt), ("output-tokens", lt, rt)):
+        h["anthropic-ratelimit-%s-limit" % name] = str(limit)
+        h["anthropic-ratelimit-%s-remaining" % name] = str(remaining)
+        h["anthropic-ratelimit-%s-reset" % name] = reset
+    return h
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "agentbrake-sim/1.0"
@@ -269,6 +339,10 @@ class Handler(BaseHTTPRequestHandler):
             "x-sim-cache-read": "cache_read", "x-sim-cache-write": "cache_write",
             "x-sim-input-tokens": "input_tokens", "x-sim-gzip": "gzip",
             "x-sim-reasoning-tokens": "reasoning_tokens",
+            "x-sim-ratelimit-remaining-requests": "ratelimit_remaining_requests",
+            "x-sim-ratelimit-remaining-tokens": "ratelimit_remaining_tokens",
+            "x-sim-ratelimit-reset-ms": "ratelimit_reset_ms",
+            "x-sim-ratelimit-style": "ratelimit_style",
         }
         for h, k in hmap.items():
             v = self.headers.get(h)
@@ -310,6 +384,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         t0 = time.time()
+        self.rl_headers = {}
         raw = self._read_body()
         cfg = self._cfg()
         path = self.path.split("?", 1)[0]
@@ -356,6 +431,9 @@ class Handler(BaseHTTPRequestHandler):
             rec["peer"] = self.peer
         if cfg["latency_ms"]:
             time.sleep(cfg["latency_ms"] / 1000.0)
+        self.rl_headers = ratelimit_headers(kind, cfg)   # reset times count from the response
+        if self.rl_headers:
+            rec["ratelimit"] = dict(self.rl_headers)
         try:
             if cfg["status"] != 200:
                 rec["usage_sent"] = False
@@ -379,7 +457,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- responses ---------------------------------------------------------------------
     def _error(self, kind, status, cfg):
-        headers = {}
+        headers = dict(getattr(self, "rl_headers", None) or {})
         if status in (429, 529):
             headers["retry-after"] = str(cfg["retry_after"])
         if kind == "anthropic":
@@ -424,6 +502,7 @@ class Handler(BaseHTTPRequestHandler):
                    "stop_sequence": None, "usage": usage}
         body = json.dumps(obj).encode()
         headers = {"x-request-id": "req_sim"}
+        headers.update(getattr(self, "rl_headers", None) or {})
         if cfg["gzip"] and "gzip" in (self.headers.get("Accept-Encoding") or "").lower():
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
@@ -450,6 +529,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in (getattr(self, "rl_headers", None) or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.flush()
         delay = cfg["chunk_ms"] / 1000.0
@@ -561,6 +642,8 @@ def main(argv=None):
         flag = "--" + k.replace("_", "-")
         if isinstance(v, bool):
             p.add_argument(flag, dest=k, action="store_const", const=True, default=None)
+        elif isinstance(v, str):
+            p.add_argument(flag, dest=k, default=None)
         else:
             p.add_argument(flag, dest=k, type=int, default=None)
     a = p.parse_args(argv)

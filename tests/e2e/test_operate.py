@@ -1092,5 +1092,191 @@ class Lifecycle(unittest.TestCase):
                                                if isinstance(e.stdout, bytes) else (e.stdout or "") + " (timeout)")
 
 
+
+# ---- projected spend (issue 6): an early warning before a spend limit is crossed --------------
+PROJ_PRICE = 4.0            # USD per million tokens, input and output alike
+PROJ_LIMIT_USD = 0.01
+PROJ_WINDOW_S = 60
+# fast agent: 200-char prompt (50 input tokens) + max_tokens 12 = 62 tokens = $0.000248 a call,
+# a call every ~0.5 s: ~$0.0005/s, so $0.01 is crossed after ~20 s, well within the 60 s window.
+FAST_CALLS, FAST_INTERVAL_S, FAST_ARGS = 50, 0.5, ("--prompt-chars", "200", "--max-tokens", "12")
+# slow agent: 40-char prompt (10) + 8 = 18 tokens = $0.000072 a call every 2 s: ~$0.000036/s,
+# ~$0.0022 in a whole window (even twice that stays far below $0.01): never projected to cross.
+SLOW_CALLS, SLOW_INTERVAL_S, SLOW_ARGS = 11, 2.0, ("--prompt-chars", "40", "--max-tokens", "8")
+PROJ_MIN_LEAD_S = 2.0       # assumption: the warning comes at least this long before the crossing
+
+
+def served_cost(rec):
+    return (int(rec["input_tokens"]) + int(rec["output_tokens"])) * PROJ_PRICE / 1e6
+
+
+def window_seconds(v):
+    """A window as an event carries it: '60s', '1m', '250ms' or a number of seconds."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(v))
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def names_bucket(bucket, path):
+    """Whether an event's `bucket` names the cgroup `path` ("/a", "cgroup:/a", or an object)."""
+    if isinstance(bucket, dict):
+        return any(str(v) == path or str(v).endswith(":" + path) for v in bucket.values())
+    s = str(bucket)
+    return s == path or s.endswith(":" + path) or s.endswith(" " + path)
+
+
+def brief(evs):
+    return json.dumps([{k: e.get(k) for k in ("ts", "kind", "cgroup", "detail")} for e in evs])[:3000]
+
+
+class SpendProjection(unittest.TestCase):
+    """`spend_projected`: recorded when a bucket's current spend rate would cross one of its
+    `spend_usd` limits before the window ends, before it is actually exceeded; once per
+    episode; an alert rule `on: [spend_projected]` delivers it to a webhook. A steady agent
+    on course to cross $0.01/60s in ~20 s gets it (before its budget_exceeded); a slow agent
+    that would not cross within the window does not."""
+    maxDiff = 4000
+
+    def projection_policy(self, url, fast, slow):
+        budgets = "".join(budget_yaml(name, cg, ["{spend_usd: %s, window: %ds}" % (PROJ_LIMIT_USD, PROJ_WINDOW_S)],
+                                      "alert") for name, cg in (("proj-fast", fast), ("proj-slow", slow)))
+        return abtest.policy_for(SIM, "cooldown: 1s\nprices:\n  e2e-gpt: {input: %s, output: %s}\n"
+                                      "budgets:\n%s"
+                                      "alerts:\n  - name: projected\n    webhook: \"%s\"\n"
+                                      "    on: [spend_projected]\n    min_interval: 1s\n"
+                                 % (PROJ_PRICE, PROJ_PRICE, budgets, url))
+
+    def test_spend_projected_before_exceeded_and_alerted_slow_agent_quiet(self):
+        secret = "ab-hook-" + uuid.uuid4().hex
+        with WebhookReceiver() as rx, Cgroup("projfast") as cf, Cgroup("projslow") as cs:
+            with Daemon(self.projection_policy(rx.url("/hook/" + secret), cf, cs)) as d:
+                t_start = time.time()
+                fast = abtest.start_agent(cf, "py_httpclient", SIM, "--tag", "projfast", "-n", str(FAST_CALLS),
+                                          "--interval", str(FAST_INTERVAL_S), *FAST_ARGS, label="projfast")
+                slow = abtest.start_agent(cs, "py_httpclient", SIM, "--tag", "projslow", "-n", str(SLOW_CALLS),
+                                          "--interval", str(SLOW_INTERVAL_S), *SLOW_ARGS, label="projslow")
+                fast.wait(timeout=90)
+                slow.wait(timeout=90)
+                t_agents = time.time()
+                # the last calls visible, deliveries settled
+                abtest.wait_visible(d, [cf.path, cs.path], FAST_CALLS + SLOW_CALLS, t_agents,
+                                    what="the projection test's calls")
+                deadline = time.time() + 5
+                while time.time() < deadline:
+                    if rx.received() and len(d.events("alert_sent")) >= len(rx.received()):
+                        break
+                    time.sleep(0.3)
+                time.sleep(1.0)
+                projected = d.events("spend_projected")
+                exceeded = d.events("budget_exceeded")
+                sent = d.events("alert_sent")
+                failed = d.events("alert_failed")
+                calls = d.calls([cf.path, cs.path])
+                hits = rx.received()
+                rc = d.stop()
+                self.assertEqual(rc, 0, "SIGTERM: exit status")
+                leaks = d.secret_hits([secret])
+
+            served_fast = sorted(SIM.records("projfast"), key=lambda r: r["ts_start"])
+            served_slow = sorted(SIM.records("projslow"), key=lambda r: r["ts_start"])
+            # ---- harness sanity: the fast agent really crossed $0.01 within 60 s, the slow one never came close
+            self.assertEqual(len(served_fast), FAST_CALLS)
+            self.assertEqual(len(served_slow), SLOW_CALLS)
+            fast_cost = sum(served_cost(r) for r in served_fast)
+            span = served_fast[-1]["ts_start"] - served_fast[0]["ts_start"]
+            self.assertLess(span, PROJ_WINDOW_S, "harness: the fast agent took longer than one window")
+            self.assertGreater(fast_cost, PROJ_LIMIT_USD * 1.1, "harness: the fast agent spent only $%.5f" % fast_cost)
+            rate = sum(served_cost(r) for r in served_fast[1:]) / span
+            slow_cost = sum(served_cost(r) for r in served_slow)
+            self.assertLess(slow_cost, PROJ_LIMIT_USD / 3, "harness: the slow agent spent $%.5f" % slow_cost)
+            cost_seen = [detail(e).get("cost_usd") for e in calls if e.get("cgroup") == cf.path]
+            self.assertTrue(cost_seen and all(isinstance(c, (int, float)) and c > 0 for c in cost_seen),
+                            "the fast agent's calls should cost something with the policy's prices: %s" % cost_seen[:5])
+            t_cross = None
+            acc = 0.0
+            for r in served_fast:
+                acc += served_cost(r)
+                if acc > PROJ_LIMIT_USD:
+                    t_cross = r["ts_start"]
+                    break
+            sys.stderr.write("\n  fast: $%.5f in %.1f s ($%.6f/s, crosses $%s at +%.1f s); slow: $%.5f "
+                             % (fast_cost, span, rate, PROJ_LIMIT_USD, t_cross - served_fast[0]["ts_start"],
+                                slow_cost))
+
+            # ---- the fast bucket: budget_exceeded (existing behaviour), then spend_projected before it
+            fast_exc = sorted((e for e in exceeded if detail(e).get("budget") == "proj-fast"), key=lambda e: e["ts"])
+            self.assertTrue(fast_exc, "no budget_exceeded for proj-fast although it spent $%.5f of $%s in %.1f s: %s"
+                            % (fast_cost, PROJ_LIMIT_USD, span, brief(exceeded)))
+            mine = [e for e in projected if detail(e).get("budget") == "proj-fast"
+                    or e.get("cgroup") == cf.path or names_bucket(detail(e).get("bucket"), cf.path)]
+            self.assertTrue(mine, "no spend_projected for the fast agent (a steady $%.6f/s towards $%s per %ds, "
+                            "crossing at +%.1f s); spend_projected events: %s; budget_exceeded: %s\ndaemon log:\n%s"
+                            % (rate, PROJ_LIMIT_USD, PROJ_WINDOW_S, t_cross - served_fast[0]["ts_start"],
+                               brief(projected), brief(fast_exc[:2]), d.log_tail(25)))
+            self.assertEqual(len(mine), 1, "spend_projected is once per episode: %s" % brief(mine))
+            ev = mine[0]
+            t_proj, t_exc = parse_ts(ev["ts"]), parse_ts(fast_exc[0]["ts"])
+            sys.stderr.write("spend_projected at +%.1f s, budget_exceeded at +%.1f s "
+                             % (t_proj - served_fast[0]["ts_start"], t_exc - served_fast[0]["ts_start"]))
+            self.assertLess(t_proj, t_exc, "spend_projected (%s) must come before the bucket's budget_exceeded (%s)"
+                            % (ev["ts"], fast_exc[0]["ts"]))
+            self.assertLess(t_proj, t_cross, "spend_projected (+%.2f s) must come before the spend actually passed "
+                            "the limit (the request that crossed it reached the provider at +%.2f s)"
+                            % (t_proj - t_start, t_cross - t_start))
+            self.assertGreaterEqual(t_cross - t_proj, PROJ_MIN_LEAD_S,
+                                    "an early warning: spend_projected came only %.2f s before the crossing"
+                                    % (t_cross - t_proj))
+            self.assertEqual(ev.get("cgroup"), cf.path, brief([ev]))
+            dt = detail(ev)
+            for k in ("budget", "bucket", "limit", "spent", "rate_usd_per_s", "window", "projected_crossing_s"):
+                self.assertIn(k, dt, "spend_projected lacks detail.%s: %s" % (k, brief([ev])))
+            self.assertEqual(dt["budget"], "proj-fast", brief([ev]))
+            self.assertTrue(names_bucket(dt["bucket"], cf.path), "bucket should name %s: %s" % (cf.path, brief([ev])))
+            for k in ("limit", "spent", "rate_usd_per_s", "projected_crossing_s"):
+                self.assertIsInstance(dt[k], (int, float), "detail.%s is a number: %s" % (k, brief([ev])))
+            self.assertAlmostEqual(float(dt["limit"]), PROJ_LIMIT_USD, places=9, msg=brief([ev]))
+            self.assertEqual(window_seconds(dt["window"]), float(PROJ_WINDOW_S), "window: " + brief([ev]))
+            self.assertTrue(0 < dt["spent"] < PROJ_LIMIT_USD, "spent is below the limit (not yet exceeded): %s"
+                            % brief([ev]))
+            self.assertTrue(rate / 2.5 <= dt["rate_usd_per_s"] <= rate * 2.5,
+                            "rate_usd_per_s %s vs the agent's actual $%.6f/s: %s" % (dt["rate_usd_per_s"], rate,
+                                                                                     brief([ev])))
+            self.assertTrue(0 < dt["projected_crossing_s"] <= PROJ_WINDOW_S,
+                            "projected_crossing_s within the window: %s" % brief([ev]))
+            at_cross = dt["spent"] + dt["rate_usd_per_s"] * dt["projected_crossing_s"]
+            self.assertTrue(abs(at_cross - PROJ_LIMIT_USD) <= 0.25 * PROJ_LIMIT_USD,
+                            "spent + rate × projected_crossing_s = $%.5f, should be about the limit $%s: %s"
+                            % (at_cross, PROJ_LIMIT_USD, brief([ev])))
+            # ---- the slow bucket: nothing
+            slow_proj = [e for e in projected if e not in mine]
+            self.assertEqual(slow_proj, [], "spend_projected for an agent that would not cross $%s within %ds "
+                             "(it spends ~$%.6f/s): %s" % (PROJ_LIMIT_USD, PROJ_WINDOW_S, slow_cost / max(
+                                 served_slow[-1]["ts_start"] - served_slow[0]["ts_start"], 1), brief(slow_proj)))
+            self.assertEqual([e for e in exceeded if detail(e).get("budget") == "proj-slow"], [],
+                             "budget_exceeded for the slow agent")
+            # ---- the alert: one delivery (one event), to the webhook, nothing else
+            self.assertEqual(failed, [], "alert_failed although the receiver answered 200: %s" % brief(failed))
+            self.assertTrue(hits, "the webhook (on: [spend_projected]) got nothing; alert_sent: %s" % brief(sent))
+            self.assertEqual(len(hits), len(mine), "one delivery per spend_projected event (budget_exceeded is not "
+                             "in the rule's `on`): %s" % [h["raw"][:300] for h in hits])
+            h = hits[0]
+            self.assertEqual(h["path"], "/hook/" + secret, "the webhook was called on the wrong path")
+            self.assertIsInstance(h["body"], dict, "webhook body is not a JSON object: %r" % h["raw"][:300])
+            text = json.dumps(h["body"])
+            self.assertTrue(cf.path in text or "proj-fast" in text,
+                            "the alert names neither the budget nor the cgroup: %s" % text[:500])
+            self.assertNotIn(cs.path, text, "the alert names the slow agent's cgroup")
+            self.assertGreaterEqual(h["t"], t_proj - 1.0, "alert delivered before the event?")
+            self.assertLess(h["t"], t_exc + 5.0, "the alert came late (after budget_exceeded + 5 s)")
+            rules = [detail(e).get("rule") for e in sent]
+            self.assertIn("projected", rules, "alert_sent names the rule: %s" % brief(sent))
+            self.assertEqual(leaks, [], "the webhook URL's path (a secret) leaked")
+
+
 if __name__ == "__main__":
     unittest.main()
