@@ -1,6 +1,10 @@
 #include "capture/socket_scan.h"
 
 #include <dirent.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -122,6 +126,50 @@ std::vector<ConnectedProcess> processes_connected_to(
     closedir(fd);
   }
   closedir(d);
+  return out;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> unix_socket_peers() {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return out;
+  struct {
+    nlmsghdr nlh;
+    unix_diag_req req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  msg.req.sdiag_family = AF_UNIX;
+  msg.req.udiag_states = ~0u;
+  msg.req.udiag_show = UDIAG_SHOW_PEER;
+  sockaddr_nl nl{};
+  nl.nl_family = AF_NETLINK;
+  if (sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&nl), sizeof nl) < 0) {
+    close(fd);
+    return out;
+  }
+  alignas(nlmsghdr) char buf[32768];
+  for (bool done = false; !done;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, static_cast<unsigned>(n)); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+        done = true;
+        break;
+      }
+      auto* m = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
+      int len = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+      for (auto* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == UNIX_DIAG_PEER && RTA_PAYLOAD(a) >= sizeof(uint32_t)) {
+          uint32_t peer = 0;
+          std::memcpy(&peer, RTA_DATA(a), sizeof peer);
+          if (peer) out.emplace_back(m->udiag_ino, peer);
+        }
+      }
+    }
+  }
+  close(fd);
   return out;
 }
 

@@ -31,4 +31,8 @@ struct ConnectedProcess {
 std::vector<ConnectedProcess> processes_connected_to(
     const std::function<bool(const ab_endpoint_key&)>& is_endpoint, const std::string& proc_root = "/proc");
 
+// Connected Unix sockets (socketpairs included) as inode → peer inode, from the kernel's
+// sock_diag netlink interface. Empty when it is unavailable.
+std::vector<std::pair<uint64_t, uint64_t>> unix_socket_peers();
+
 }  // namespace ab::capture

@@ -121,6 +121,19 @@ void Daemon::scan_channels() {
         if (a != b) tcp_pairs.insert(std::minmax(a, b));
   }
   for (const auto& [a, b] : tcp_pairs) loops_.add_channel(a, b, loops::ChannelKind::TcpLoopback, now);
+
+  // Unix sockets (connections and socketpairs inherited across fork): the kernel names each
+  // end's peer inode.
+  std::set<std::pair<uint32_t, uint32_t>> unix_pairs;
+  for (const auto& [ino, peer] : capture::unix_socket_peers()) {
+    auto mine = socket_owner.find(ino);
+    auto theirs = socket_owner.find(peer);
+    if (mine == socket_owner.end() || theirs == socket_owner.end()) continue;
+    for (uint32_t a : mine->second)
+      for (uint32_t b : theirs->second)
+        if (a != b) unix_pairs.insert(std::minmax(a, b));
+  }
+  for (const auto& [a, b] : unix_pairs) loops_.add_channel(a, b, loops::ChannelKind::Unix, now);
 }
 
 void Daemon::loops_on_request(const capture::CapturedRequest& cr, uint64_t call_id) {

@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <string>
@@ -134,6 +136,20 @@ TEST(SocketScan, ParsesEstablishedLoopbackConnections) {
   char buf[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, conns[0].remote.addr, buf, sizeof buf);
   EXPECT_STREQ(buf, "127.0.0.1");
+}
+
+TEST(SocketScan, UnixSocketpairPeersAreFound) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  struct stat a{}, b{};
+  ASSERT_EQ(fstat(sv[0], &a), 0);
+  ASSERT_EQ(fstat(sv[1], &b), 0);
+  bool found = false;
+  for (const auto& [ino, peer] : unix_socket_peers())
+    if (ino == a.st_ino && peer == b.st_ino) found = true;
+  close(sv[0]);
+  close(sv[1]);
+  EXPECT_TRUE(found) << "sock_diag did not report the socketpair's peer";
 }
 
 }  // namespace
