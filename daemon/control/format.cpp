@@ -440,6 +440,18 @@ std::optional<std::string> normalize_target(const std::string& t, std::string& e
 
 // ---- top ----------------------------------------------------------------------------------------
 
+std::string spark(const std::deque<double>& rates) {
+  static constexpr const char* kLevels = " .:-=+*#%@";
+  double top = 0;
+  for (double r : rates) top = std::max(top, r);
+  std::string out;
+  for (double r : rates) {
+    int level = top > 0 && r > 0 ? 1 + static_cast<int>(r / top * 8.999) : 0;
+    out += kLevels[std::min(level, 9)];
+  }
+  return out;
+}
+
 void TopModel::update(const json& agents, double now_s) {
   rows_.clear();
   std::map<std::string, Prev> next;
@@ -477,6 +489,10 @@ void TopModel::update(const json& agents, double now_s) {
         }
       }
       r.cost_per_hour = p.rate;
+      if (auto it = prev_.find(key); it != prev_.end()) p.history = it->second.history;
+      p.history.push_back(p.rate);
+      while (p.history.size() > kTrendLen) p.history.pop_front();
+      r.trend = spark(p.history);
       next[key] = p;
       rows_.push_back(std::move(r));
     }
@@ -500,7 +516,8 @@ std::string render_top(const std::vector<TopRow>& rows, const std::string& title
   size_t max_rows = height > 3 ? height - 3 : 0;
   for (size_t i = 0; i < rows.size() && i < max_rows; ++i) {
     const auto& r = rows[i];
-    cells.push_back({format_usd(r.cost_per_hour) + "/h", format_rate(r.tokens_per_min), format_usd(r.cost_usd),
+    cells.push_back({format_usd(r.cost_per_hour) + "/h", "[" + r.trend + std::string(kTrendLen - std::min(kTrendLen, r.trend.size()), ' ') + "]",
+                     format_rate(r.tokens_per_min), format_usd(r.cost_usd),
                      format_count(r.calls), r.state + (r.reason.empty() ? "" : "(" + r.reason + ")"),
                      r.tree_root_pid ? std::to_string(r.tree_root_pid) : "-", std::to_string(r.pids), r.comm,
                      r.model, r.cgroup});
@@ -508,8 +525,8 @@ std::string render_top(const std::vector<TopRow>& rows, const std::string& title
   std::string head = title + " — " + std::to_string(rows.size()) + " agent" + (rows.size() == 1 ? "" : "s") +
                      ", " + format_usd(total_cost) + " spent, " + format_usd(total_rate) + "/h now";
   std::string table = render_table(
-      {"COST/H", "TOK/MIN", "COST", "CALLS", "STATE", "ROOT", "PIDS", "COMM", "MODEL", "CGROUP"}, cells,
-      {0, 1, 2, 3, 5, 6});
+      {"COST/H", "TREND", "TOK/MIN", "COST", "CALLS", "STATE", "ROOT", "PIDS", "COMM", "MODEL", "CGROUP"}, cells,
+      {0, 2, 3, 4, 6, 7});
   if (rows.empty()) table += "(no agents tracked yet)\n";
   else if (rows.size() > max_rows) table += "… " + std::to_string(rows.size() - max_rows) + " more\n";
   std::string out = clip(head, width) + "\n";

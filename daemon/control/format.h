@@ -3,6 +3,7 @@
 // without a daemon or a terminal.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -54,7 +55,12 @@ struct TopRow {
   double cost_usd = 0;
   double tokens_per_min = 0;
   double cost_per_hour = 0;  // the daemon's cost rate if it reports one, else measured here
+  std::string trend;         // the last kTrendLen cost rates, oldest first, as ASCII levels
 };
+
+inline constexpr size_t kTrendLen = 16;
+// Rates as a small ASCII chart (" .:-=+*#%@", scaled to the largest): one character each.
+std::string spark(const std::deque<double>& rates);
 
 // Keeps the previous snapshot of `agents` so rates can be measured between refreshes.
 class TopModel {
@@ -69,6 +75,7 @@ class TopModel {
     double cost = 0;
     double t = 0;
     double rate = 0;
+    std::deque<double> history;  // cost rates of the last refreshes
   };
   std::map<std::string, Prev> prev_;
   std::vector<TopRow> rows_;

@@ -199,3 +199,20 @@ TEST(Top, RenderFitsTheScreen) {
   EXPECT_TRUE(contains(s, "more")) << s;
   EXPECT_TRUE(contains(render_top({}, "t", 80, 24), "no agents")) << render_top({}, "t", 80, 24);
 }
+
+TEST(Top, TrendShowsEachAgentsRecentSpendRate) {
+  TopModel m;
+  double cost = 0;
+  for (int i = 0; i < 20; ++i) {
+    cost += i < 10 ? 0.0 : 1.0;  // idle, then spending $1 per refresh
+    m.update(json::array({{{"cgroup", "/a"}, {"tree_root_pid", 1}, {"cost_usd", cost}}}), 100.0 + i);
+  }
+  ASSERT_EQ(m.rows().size(), 1u);
+  const std::string& t = m.rows()[0].trend;
+  ASSERT_EQ(t.size(), kTrendLen);          // only the last kTrendLen refreshes are kept
+  EXPECT_EQ(t.substr(0, 5), "     ");       // the idle refreshes
+  EXPECT_EQ(t.substr(t.size() - 3), "@@@"); // the steady runaway at the top level
+  EXPECT_TRUE(contains(render_top(m.rows(), "t", 200, 10), "[" + t + "]"));
+  EXPECT_EQ(spark({0, 1, 2, 4}), " -+@");
+  EXPECT_EQ(spark({}), "");
+}
