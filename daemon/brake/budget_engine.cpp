@@ -83,9 +83,29 @@ std::set<BucketId> BudgetEngine::gating_of(const CallFacts& call) const {
   return out;
 }
 
-std::set<BucketId> BudgetEngine::queued_buckets() const {
+// The gating buckets that lack room for `call` now (a window limit or max_inflight): the
+// ones that hold it. Its other buckets have room and are no reason to make anyone wait.
+std::set<BucketId> BudgetEngine::blocking_of(const CallFacts& call, int64_t now_ns) const {
   std::set<BucketId> out;
-  for (const Held& h : held_) out.merge(gating_of(h.call));
+  for (const Budget& budget : policy_->budgets) {
+    if (!policy::gates(budget.action)) continue;
+    auto key = policy::bucket_key(budget.match, budget.per, call.facts, call.pid, call.tree_root_pid);
+    if (!key) continue;
+    BucketId id{budget.name, *key};
+    auto b = buckets_.find(id);
+    if (b == buckets_.end()) continue;  // never used: all room
+    bool room = !(budget.max_inflight && b->second.inflight >= *budget.max_inflight);
+    for (const LimitWindow& lw : b->second.limits)
+      if (room && !fits(lw.window.level(now_ns), reserved_amount(lw.limit.kind, call), lw.limit.amount)) room = false;
+    if (!room) out.insert(id);
+  }
+  return out;
+}
+
+// FIFO: buckets in which an earlier held call waits for room; nobody later passes it there.
+std::set<BucketId> BudgetEngine::queued_buckets(int64_t now_ns) const {
+  std::set<BucketId> out;
+  for (const Held& h : held_) out.merge(blocking_of(h.call, now_ns));
   return out;
 }
 
@@ -196,7 +216,7 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
 }
 
 Decision BudgetEngine::admit(const CallFacts& call, int64_t now_ns) {
-  return decide(call, now_ns, queued_buckets(), false);
+  return decide(call, now_ns, queued_buckets(now_ns), false);
 }
 
 Decision BudgetEngine::force_admit(const CallFacts& call, int64_t now_ns) {
@@ -262,7 +282,11 @@ std::vector<Released> BudgetEngine::release_ready(int64_t now_ns) {
         continue;
       }
     }
-    waiting.merge(gating);
+    std::set<BucketId> blocking = blocking_of(h.call, now_ns);
+    if (blocking.empty() && behind)  // waits only behind others: it queues where they wait
+      for (const BucketId& id : gating)
+        if (waiting.contains(id)) blocking.insert(id);
+    waiting.merge(blocking);
     still_held.push_back(std::move(h));
   }
   held_ = std::move(still_held);

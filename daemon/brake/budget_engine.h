@@ -252,7 +252,8 @@ class BudgetEngine {
   // in which an earlier held call waits.
   Decision decide(const CallFacts& call, int64_t now_ns, const std::set<BucketId>& queued, bool force);
   std::set<BucketId> gating_of(const CallFacts& call) const;
-  std::set<BucketId> queued_buckets() const;
+  std::set<BucketId> queued_buckets(int64_t now_ns) const;
+  std::set<BucketId> blocking_of(const CallFacts& call, int64_t now_ns) const;
 
   std::shared_ptr<const policy::Policy> policy_;
   bool dry_run_flag_ = false;

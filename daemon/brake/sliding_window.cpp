@@ -42,10 +42,11 @@ bool SlidingWindow::set_amount(uint64_t tag, double amount) {
 
 bool SlidingWindow::remove(uint64_t tag) {
   if (tag == kUntagged) return false;
-  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+  // From the newest end: the usual caller withdraws the reservation it just made.
+  for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
     if (it->tag != tag) continue;
     total_ -= it->amount;
-    entries_.erase(it);
+    entries_.erase(std::next(it).base());
     if (entries_.empty()) total_ = 0;  // no drift left behind by float sums
     return true;
   }

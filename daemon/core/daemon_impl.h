@@ -96,7 +96,7 @@ class Daemon {
   void write_gate(uint32_t pid, int64_t credits);
   void drop_gate(uint32_t pid);
   void refresh_gates();
-  void note_exceeded(const brake::Decision& d, uint32_t pid);
+  void note_exceeded(const brake::Decision& d, uint32_t pid, bool held = false);
   void on_request_seen(const capture::CapturedRequest& cr);
   void settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl);
   void on_budget_hold(const ab_hold_event& e);

@@ -151,7 +151,14 @@ void Daemon::refresh_gates() {
     // in the buckets together, so processes sharing a bucket do not each get its last room.
     brake::Decision d = engine_->admit(typical_call(pid), now);
     if (d.admitted) probes.push_back(d.reservation_id);
-    note_exceeded(d, pid);
+    // alert-only buckets never hold: their episodes are reported here
+    for (const auto& x : d.exceeded)
+      if (!x.gates() && x.new_episode) {
+        brake::Decision only;
+        only.dry_run = d.dry_run;
+        only.exceeded.push_back(x);
+        note_exceeded(only, pid);
+      }
     write_gate(pid, d.admitted ? 1 : 0);
   }
   for (uint64_t id : probes) engine_->cancel(id);
@@ -160,15 +167,19 @@ void Daemon::refresh_gates() {
 // budget_exceeded once per episode: the engine opens an episode when a call finds no room and
 // closes it when one finds room again; under steady pressure that happens every window, so an
 // episode that reopens within one window of the last report is the same episode.
-void Daemon::note_exceeded(const brake::Decision& d, uint32_t pid) {
+// `held`: the decision of a request that was actually held; its episode is reported even if
+// a credit probe opened it earlier (probes use an estimate and never report).
+void Daemon::note_exceeded(const brake::Decision& d, uint32_t pid, bool held) {
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
   for (const auto& x : d.exceeded) {
+    if (x.reason == brake::Exceeded::Reason::Queue) continue;
+    const bool fresh = x.new_episode || held;
     const std::string id = x.bucket.budget + "\n" + x.bucket.key;
     const int64_t span = x.window_ns > 0 ? x.window_ns : int64_t(10'000'000'000);
     auto last = last_exceeded_.find(id);
     const bool recent = last != last_exceeded_.end() && now - last->second < span;
-    if (x.new_episode || recent) last_exceeded_[id] = now;
-    if (!x.new_episode || recent) continue;
+    if (fresh || recent) last_exceeded_[id] = now;
+    if (!fresh || recent) continue;
     const Attribution who = attribute(pid);
     json detail{{"budget", x.bucket.budget},
                 {"bucket", x.bucket.key},
@@ -274,7 +285,7 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   if (auto gc = gate_credits_.find(pid); gc != gate_credits_.end()) gc->second = 0;  // as the kernel saw it
   brake::CallFacts facts = typical_call(pid);
   brake::Decision d = engine_->admit(facts, now);
-  note_exceeded(d, pid);
+  note_exceeded(d, pid, /*held=*/!d.admitted);
   if (d.admitted) {  // room came back since the credit was written
     prereserved_[pid] = d.reservation_id;
     if (fan_out_entity(pid)) gate_credits_[pid] = 1;  // its place counts until the request is seen
