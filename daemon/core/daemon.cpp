@@ -1148,6 +1148,12 @@ int release_all(const DaemonOptions& opts) {
     rc = 1;
   } else {
     spdlog::info("released {} hold(s)", n);
+    // A private state dir (tests, several daemons) leaves nothing pinned once all is released;
+    // the default pin stays, a running daemon may still rely on it.
+    if (opts.state_dir) {
+      unlink((pin_dir_for(opts) + "/holds").c_str());
+      rmdir(pin_dir_for(opts).c_str());
+    }
   }
   if (pids.empty() && manual.empty()) return rc;
   try {
