@@ -982,7 +982,7 @@ json Daemon::cmd_agents() {
     for (uint32_t p : a.pids) pids.push_back(p);
     std::string state = "ok", reason;
     for (uint32_t p : a.pids)
-      if (held_pids_.count(p)) state = "held", reason = "budget";
+      if (held_pids_.count(p)) state = "held", reason = loop_held_.count(p) ? "loop" : "budget";
     for (const auto& [key, d] : denied_entities_) {
       const std::string t = key.substr(key.find(':') + 1);
       if ((key.rfind("cgroup:", 0) == 0 && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
