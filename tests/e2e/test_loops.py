@@ -12,11 +12,12 @@ Loops that must be caught:
                 three: an LLM call every turn; every member killed after at most
                 max_round_trips + 1 round trips; the event names every member and cgroup
   repetition    the same prompt again and again (new ids and timestamps each time): killed,
-                or throttled, once it passed max_repeats
+                or throttled, once it passed max_repeats; a long prompt where only a step
+                counter changes: throttled at max_repeats
   retry_storm   the simulator answers 429 + retry-after and the agent retries at once:
                 loop_detected, then the agent's requests are spaced by the retry-after
-  fan_out       a tree running many calls at once is held to max_concurrent while another
-                tree keeps full speed
+  fan_out       a parent spawning 40 workers that all call at once is held to max_concurrent
+                while another tree keeps full speed
 Honest work that must not fire (all four rules on, action kill, so a false positive also
 kills): a long single-agent session whose context grows; a batch of 50 distinct prompts
 under the fan-out limit; agents using local tool servers that make no LLM calls (shared TCP
@@ -48,6 +49,8 @@ MAX_ROUND_TRIPS = 3
 MAX_REPEATS = 3
 MAX_ERRORS = 4
 MAX_CONCURRENT = 4          # the fan-out test
+WIDE_WORKERS = 40           # the fan-out test: worker processes of the wide tree, one call each
+FAN_LATENCY_S = 1.0         # the fan-out test: per call (held to 4 at once: 40 calls take >= 10 s)
 HONEST_MAX_CONCURRENT = 8   # the honest-work policy
 RETRY_AFTER_S = 2
 
@@ -371,20 +374,20 @@ class Repetition(LoopsBase):
         self.check_killed_for_loop(d)
         self.assertTrue(gone(cg))
 
-    def test_same_prompt_with_new_ids_is_throttled(self):
+    def check_throttled(self, name, *agent_args):
         """throttle = backpressure: past max_repeats the next repeat is held (a slow call, never an
-        error, never a kill)."""
-        cg = self.cgroup("repthr")
+        error, never a kill). The agent: repeat_agent with `agent_args`, 10 calls 0.2 s apart."""
+        cg = self.cgroup(name)
         d = self.daemon(rule("repetition", cg.path, max_repeats=MAX_REPEATS, window=WINDOW, action="throttle"))
         n = 10
-        a = self.start(cg, "repeat_agent", "-n", n, "--interval", 0.2, "--timeout", 120, "--tag", "repthr")
+        a = self.start(cg, "repeat_agent", "-n", n, "--interval", 0.2, "--timeout", 120, "--tag", name, *agent_args)
         # unthrottled the agent sends its 10 requests in ~2 s
         deadline = time.monotonic() + 15
-        while len(self.served("repthr")) < MAX_REPEATS + 1 and time.monotonic() < deadline \
+        while len(self.served(name)) < MAX_REPEATS + 1 and time.monotonic() < deadline \
                 and a.p.poll() is None:
             time.sleep(0.05)
         time.sleep(5.0)
-        served = self.served("repthr")
+        served = self.served(name)
         ev = self.loop_events(d, "repetition")
         gaps = [round(served[j]["ts_start"] - served[j - 1]["ts"], 2) for j in range(1, len(served))]
         state = ("%d of %d requests served (gaps %s s), agent %s; loop_detected: %s\ndaemon log tail:\n%s"
@@ -399,6 +402,14 @@ class Repetition(LoopsBase):
         self.check_loop_event(d, "repetition", "throttle", [a.pid], [cg.path], count_names=("repeat",),
                               count_min=MAX_REPEATS + 1)
         self.assertEqual(d.events("killed"), [], "throttle never kills")
+
+    def test_same_prompt_with_new_ids_is_throttled(self):
+        self.check_throttled("repthr")
+
+    def test_counter_only_prompt_is_throttled(self):
+        """Near-identical prompts: a ~2 KB runbook in which only "step N" changes (step 1, step 2,
+        ...) is the same request again: throttled at max_repeats."""
+        self.check_throttled("repctr", "--vary", "counter")
 
 
 # ==== retry storm ================================================================================
@@ -438,12 +449,15 @@ class RetryStorm(LoopsBase):
 # ==== fan-out ====================================================================================
 class FanOut(LoopsBase):
     def test_wide_tree_held_to_max_concurrent_other_tree_full_speed(self):
+        """A parent spawning WIDE_WORKERS worker processes that all call at once: at most
+        max_concurrent in flight, while another tenant's agent keeps its rate."""
         parent = self.cgroup("fan")
         wide = self.child(parent, "wide")
         other = self.child(parent, "other")
         d = self.daemon(rule("fan_out", parent.path, max_concurrent=MAX_CONCURRENT, action="throttle"))
-        lat = 1.0
-        aw = self.start(wide, "batch_agent", "--prompts", 12, "--parallel", 12, "--timeout", 120,
+        lat = FAN_LATENCY_S
+        n = WIDE_WORKERS
+        aw = self.start(wide, "batch_agent", "--prompts", n, "--parallel", n, "--all-at-once", "--timeout", 120,
                         "--header", "x-sim-latency-ms: %d" % (lat * 1000), "--tag", "fan-wide", label="wide")
         ao = self.start(other, "batch_agent", "--prompts", 6, "--parallel", 3, "--timeout", 120,
                         "--header", "x-sim-latency-ms: %d" % (lat * 1000), "--tag", "fan-other", label="other")
@@ -456,8 +470,13 @@ class FanOut(LoopsBase):
                     [round(c["t_end"] - c["t_start"], 2) for c in ao.calls()], self.brief(self.loop_events(d)),
                     d.log_tail(25)))
         self.assertEqual(rcs, {"wide": 0, "other": 0}, "throttle never kills nor fails a call: " + state)
-        self.assertEqual(sorted(c["status"] for c in aw.calls()), [200] * 12, state)
-        self.assertEqual(len(rw), 12, state)
+        self.assertEqual(sorted(c["status"] for c in aw.calls()), [200] * n, state)
+        self.assertEqual(len(rw), n, state)
+        self.assertEqual(len(set(c["pid"] for c in aw.calls())), n, "one call per worker process: " + state)
+        starts = [c["t_start"] for c in aw.calls()]
+        self.assertLess(max(starts) - min(starts), 2.0,
+                        "the workers did not all call at once (first calls %.2f s apart): %s"
+                        % (max(starts) - min(starts), state))
         # held to max_concurrent (the call that crossed the limit may have gone through: +1)
         self.assertLessEqual(max_overlap(rw), MAX_CONCURRENT + 1,
                              "the wide tree was not held to max_concurrent %d: %s" % (MAX_CONCURRENT, state))

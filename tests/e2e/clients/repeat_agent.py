@@ -2,7 +2,9 @@
 """Agent stuck in a loop: it sends the same request again and again, each time in a fresh
 conversation, with only what an honest retry would change: a new request id, trace uuid,
 tool-call id and timestamps (--vary ids, the default). --vary none sends byte-identical
-prompts; --vary words gives every request different content (an honest control).
+prompts; --vary words gives every request different content (an honest control); --vary
+counter sends a long (~2 KB) prompt in which only a step counter changes ("... step 1 ...",
+"... step 2 ..."): an agent looping over the same instructions while counting.
 
 Flags (besides common.py's): -n/--calls N, --interval S (between calls), --prompt TEXT (the
 repeated task; a fixed ~60-word request by default). One JSON line per call (common.py
@@ -26,10 +28,16 @@ TASK = ("Summarize the attached incident report for the on-call channel and list
         "database connection pool was exhausted, retries piled up behind the payment gateway, and "
         "the cache warmer kept restarting because its health probe timed out.")
 
+# --vary counter: the same long runbook every time; only "step N" changes.
+RUNBOOK = ("You are the migration agent for the billing database. Follow the runbook below exactly "
+           "and report what you did in one short paragraph. " + llm.words("repeat_agent/runbook", 140)
+           + ". Now carry out step %d of the runbook and stop. Remember: "
+           + llm.words("repeat_agent/runbook-tail", 140) + ".")
+
 
 def main():
     p = common.parser(NAME)
-    p.add_argument("--vary", choices=["ids", "none", "words"], default="ids")
+    p.add_argument("--vary", choices=["ids", "none", "words", "counter"], default="ids")
     p.add_argument("--prompt", default=TASK)
     args = p.parse_args()
     client = llm.Client(args, NAME)
@@ -45,6 +53,8 @@ def main():
             tool_id = "call_%s" % "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
                                           for _ in range(24))
             text = "%s %s (tool call %s)" % (head, args.prompt, tool_id)
+        elif args.vary == "counter":
+            text = RUNBOOK % (i + 1)
         elif args.vary == "words":
             text = "request %d: %s" % (i, llm.words("%s/%d/%d" % (args.tag, os.getpid(), i), 60))
         else:
