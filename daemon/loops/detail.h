@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "loops/finding.h"
@@ -36,6 +38,20 @@ class Episode {
   bool active_ = false;
   int64_t last_hit_ns_ = 0;
 };
+
+// A finding about one entity (the shape three detectors share; ping-pong adds its ring's).
+inline Finding make_finding(std::string_view detector, const std::string& entity, std::vector<Member> members,
+                            const Evidence& evidence, policy::Action action, int64_t now_ns) {
+  Finding f;
+  f.detector = std::string(detector);
+  f.entity = entity;
+  f.entities = {entity};
+  f.members = std::move(members);
+  f.evidence = evidence;
+  f.action = action;
+  f.at_ns = now_ns;
+  return f;
+}
 
 // Events per minute, over the span from the first to now. A span shorter than a second is
 // taken as one second so a burst does not report an absurd rate.

@@ -85,15 +85,7 @@ std::optional<Finding> FanOutDetector::call_started(const std::string& entity, c
   // Both windows are one minute, so the counts are the per-minute rates.
   e.rate_per_min = static_cast<double>(s.recent.size());
   e.spawns_per_min = static_cast<double>(s.spawns.size());
-  Finding f;
-  f.detector = std::string(kFanOut);
-  f.entity = entity;
-  f.entities = {entity};
-  f.members = s.members.select(pids);
-  f.evidence = e;
-  f.action = rule_.action;
-  f.at_ns = now_ns;
-  return f;
+  return detail::make_finding(kFanOut, entity, s.members.select(pids), e, rule_.action, now_ns);
 }
 
 void FanOutDetector::call_finished(uint64_t call_id, int64_t now_ns, int64_t tokens, double cost_usd) {

@@ -52,15 +52,7 @@ std::optional<Finding> RepetitionDetector::on_call(const std::string& entity, co
   if (!s.episode.hit(now_ns, window)) return std::nullopt;
 
   e.rate_per_min = detail::per_minute(e.repeats, e.since_ns, now_ns);
-  Finding f;
-  f.detector = std::string(kRepetition);
-  f.entity = entity;
-  f.entities = {entity};
-  f.members = s.members.select(pids);
-  f.evidence = e;
-  f.action = rule_.action;
-  f.at_ns = now_ns;
-  return f;
+  return detail::make_finding(kRepetition, entity, s.members.select(pids), e, rule_.action, now_ns);
 }
 
 void RepetitionDetector::on_usage(const std::string& entity, uint64_t call_id, int64_t tokens, double cost_usd) {

@@ -54,15 +54,7 @@ std::optional<Finding> RetryStormDetector::on_response(const std::string& entity
     if (std::find(pids.begin(), pids.end(), err.pid) == pids.end()) pids.push_back(err.pid);
   }
   e.rate_per_min = detail::per_minute(e.errors, e.since_ns, now_ns);
-  Finding f;
-  f.detector = std::string(kRetryStorm);
-  f.entity = entity;
-  f.entities = {entity};
-  f.members = s.members.select(pids);
-  f.evidence = e;
-  f.action = rule_.action;
-  f.at_ns = now_ns;
-  return f;
+  return detail::make_finding(kRetryStorm, entity, s.members.select(pids), e, rule_.action, now_ns);
 }
 
 int64_t RetryStormDetector::pace_until_ns(const std::string& entity, int64_t now_ns) const {
