@@ -113,7 +113,6 @@ bool Daemon::load_initial_policy() {
 void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   policy_ = std::move(p);
   prices_ = accounting::PriceTable::for_policy(*policy_);
-  for (auto& [pid, w] : watched_) w.last_endpoint = nullptr;
   for (const auto& err : endpoints_.set_policy(policy_->endpoints))
     spdlog::warn("endpoint not resolved now (learned from DNS later): {}", err);
   sync_endpoints_map();
@@ -139,7 +138,7 @@ void Daemon::sync_endpoints_map() {
 // kernel holds those at their first outbound connect. Cgroup matches become cgroup ids
 // (walked here, refreshed by the timer so new cgroups are picked up); process facts (exe,
 // comm, uid) become pids.
-void Daemon::refresh_matches() {
+std::vector<const policy::Match*> Daemon::selecting_rules() const {
   std::vector<const policy::Match*> rules;
   for (const auto& b : policy_->budgets)
     if (!b.match.empty()) rules.push_back(&b.match);
@@ -148,6 +147,21 @@ void Daemon::refresh_matches() {
                                     static_cast<const policy::LoopRule*>(&policy_->loops.fan_out),
                                     static_cast<const policy::LoopRule*>(&policy_->loops.retry_storm)})
     if (r->enabled && !r->match.empty()) rules.push_back(&r->match);
+  return rules;
+}
+
+// A rule that names process facts (exe, comm, uid) selects processes, not cgroups.
+static bool needs_process(const policy::Match& m) { return m.exe || m.comm || m.uid; }
+
+bool Daemon::selected_as_process(const std::vector<const policy::Match*>& rules, policy::ProcessFacts f) const {
+  if (auto u = process::systemd_unit_of(f.cgroup)) f.unit = *u;
+  for (const auto* m : rules)
+    if (needs_process(*m) && policy::matches(*m, f)) return true;
+  return false;
+}
+
+void Daemon::refresh_matches() {
+  const std::vector<const policy::Match*> rules = selecting_rules();
 
   std::set<uint64_t> cg_want;
   std::set<uint32_t> pid_want;
@@ -171,7 +185,7 @@ void Daemon::refresh_matches() {
       f.cgroup = rel;
       if (auto u = process::systemd_unit_of(rel)) f.unit = *u;
       for (const auto* m : rules) {
-        if (m->exe || m->comm || m->uid) continue;  // needs a process: matched per pid below
+        if (needs_process(*m)) continue;  // matched per pid below
         if (policy::matches(*m, f)) {
           cg_want.insert(id);
           break;
@@ -180,16 +194,8 @@ void Daemon::refresh_matches() {
     }
     for (int pid : procs_.pids()) {
       const auto* e = procs_.find(pid);
-      if (!e) continue;
-      policy::ProcessFacts f{e->cgroup, "", e->exe, e->comm, e->uid};
-      if (auto u = process::systemd_unit_of(e->cgroup)) f.unit = *u;
-      for (const auto* m : rules) {
-        if (!(m->exe || m->comm || m->uid)) continue;
-        if (policy::matches(*m, f)) {
-          pid_want.insert(static_cast<uint32_t>(pid));
-          break;
-        }
-      }
+      if (e && selected_as_process(rules, {e->cgroup, "", e->exe, e->comm, e->uid}))
+        pid_want.insert(static_cast<uint32_t>(pid));
     }
   }
   uint32_t one = 1;
@@ -488,15 +494,10 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
         if (it->second.attached || it->second.attaching) worker_->request_detach(static_cast<int>(pid));
         watched_.erase(it);
       }
-      // Per-process budget matches (exe, comm, uid) for the new image.
-      if (!policy_->budgets.empty()) {
-        policy::ProcessFacts f{cg, "", exe, comm, e.uid};
-        bool want = false;
-        for (const auto& b : policy_->budgets)
-          if ((b.match.exe || b.match.comm || b.match.uid) && policy::matches(b.match, f)) want = true;
+      // Per-process rule matches (exe, comm, uid) for the new image.
+      if (selected_as_process(selecting_rules(), {cg, "", exe, comm, e.uid}) && matched_pids_.insert(pid).second) {
         uint32_t one = 1;
-        if (want && matched_pids_.insert(pid).second)
-          bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
+        bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
       }
       break;
     }
@@ -873,7 +874,6 @@ void Daemon::shutdown() {
   if (streams_) {
     const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
     for (auto& [pid, w] : watched_) streams_->on_process_exit(pid, now);
-    (void)now;
   }
   if (store_) store_->flush();  // before the slow part: detaching can take a while
   worker_.reset();  // detaches every per-process link
@@ -983,18 +983,14 @@ json Daemon::cmd_agents() {
     std::string state = "ok", reason;
     for (uint32_t p : a.pids)
       if (held_pids_.count(p)) state = "held", reason = loop_held_.count(p) ? "loop" : "budget";
-    for (const auto& [key, d] : denied_entities_) {
-      const std::string t = key.substr(key.find(':') + 1);
-      if ((key.rfind("cgroup:", 0) == 0 && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
-          (key.rfind("tree:", 0) == 0 && t == std::to_string(root)))
-        state = "denied", reason = "budget";
-    }
-    for (const auto& [key, k] : killed_) {
-      const std::string t = key.substr(key.find(':') + 1);
-      if ((key.rfind("cgroup:", 0) == 0 && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
-          (key.rfind("tree:", 0) == 0 && t == std::to_string(root)))
-        state = "killed", reason = k.reason;
-    }
+    // process entities are left out: an agent (a tree) is not denied or killed by one member
+    auto covers = [&](const std::string& key) {
+      return key.rfind("process:", 0) != 0 && entity_covers(key, a.cgroup, root, 0);
+    };
+    for (const auto& [key, d] : denied_entities_)
+      if (covers(key)) state = "denied", reason = "budget";
+    for (const auto& [key, k] : killed_)
+      if (covers(key)) state = "killed", reason = k.reason;
     for (const auto& [t, p] : paused_) {
       if ((p.cgroup && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
           (!p.cgroup && (std::to_string(root) == t || a.pids.count(static_cast<uint32_t>(std::stoul(t)))))) {

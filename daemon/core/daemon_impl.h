@@ -43,6 +43,8 @@ namespace ab::core {
 using json = nlohmann::json;
 
 int64_t clock_ns(clockid_t c);
+// Whether an entity key ("cgroup:/a", "tree:42", "process:42") covers a process.
+bool entity_covers(const std::string& key, const std::string& cgroup, uint32_t tree_root_pid, uint32_t pid);
 int64_t parse_go_duration_ns(const std::string& s);  // "6m0s" → ns, -1 if unreadable
 int64_t parse_rfc3339_ns(const std::string& s);      // → unix ns, -1 if unreadable
 
@@ -59,6 +61,8 @@ class Daemon {
   void apply_policy(std::shared_ptr<const policy::Policy> p);
   void sync_endpoints_map();
   void refresh_matches();
+  std::vector<const policy::Match*> selecting_rules() const;  // budget and loop rules with a match
+  bool selected_as_process(const std::vector<const policy::Match*>& rules, policy::ProcessFacts f) const;
   void scan_existing();
 
   // ---- events
@@ -168,7 +172,6 @@ class Daemon {
     bool attaching = false;
     bool attached = false;
     std::vector<std::string> objects;
-    const EndpointInfo* last_endpoint = nullptr;  // points into endpoints_ (reset on reload)
     std::string endpoint_host;
     std::string endpoint_api;
     uint64_t llm_calls = 0;

@@ -19,6 +19,7 @@
 #include <bpf/bpf.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -39,6 +40,13 @@ std::string entity_target(const std::string& key) {
 }
 
 }  // namespace
+
+bool entity_covers(const std::string& key, const std::string& cgroup, uint32_t tree_root_pid, uint32_t pid) {
+  const std::string t = entity_target(key);
+  if (key.rfind("cgroup:", 0) == 0) return cgroup == t || cgroup.rfind(t + "/", 0) == 0;
+  if (key.rfind("tree:", 0) == 0) return std::to_string(tree_root_pid) == t;
+  return std::to_string(pid) == t;
+}
 
 policy::ProcessFacts Daemon::facts_of(const Attribution& who) {
   policy::ProcessFacts f;
@@ -108,6 +116,17 @@ void Daemon::drop_gate(uint32_t pid) {
 // the probe opens (or closes) the bucket's episode, which is when budget_exceeded is recorded.
 void Daemon::refresh_gates() {
   if (!engine_) return;
+  // Runs every tick: with nothing in the policy that could hold a call, there is nothing to do
+  // per process (the common case: the built-in policy only alerts).
+  const bool may_gate = !engine_->dry_run() &&
+                        (!loop_paced_until_.empty() || !storm_until_.empty() ||
+                         (policy_->loops.fan_out.enabled && policy::gates(policy_->loops.fan_out.action)) ||
+                         std::any_of(policy_->budgets.begin(), policy_->budgets.end(),
+                                     [](const policy::Budget& b) { return policy::gates(b.action); }));
+  if (!may_gate) {
+    for (auto it = gate_credits_.begin(); it != gate_credits_.end();) drop_gate((it++)->first);
+    return;
+  }
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
   std::vector<uint32_t> pids;
   for (const auto& [pid, w] : watched_)
@@ -479,10 +498,7 @@ void Daemon::undeny_for(uint32_t pid) {
   for (auto it = denied_entities_.begin(); it != denied_entities_.end();) {
     const std::string& key = it->first;
     const std::string t = entity_target(key);
-    bool mine = (key.rfind("cgroup:", 0) == 0 && (who.cgroup == t || who.cgroup.rfind(t + "/", 0) == 0)) ||
-                (key.rfind("tree:", 0) == 0 && std::to_string(who.tree_root_pid) == t) ||
-                (key.rfind("process:", 0) == 0 && std::to_string(pid) == t);
-    if (!mine) {
+    if (!entity_covers(key, who.cgroup, who.tree_root_pid, pid)) {
       ++it;
       continue;
     }
