@@ -661,12 +661,13 @@ Attribution Daemon::attribute(uint32_t pid) {
 
 void Daemon::process_exchanges() {
   for (const auto& r : streams_->take_requests()) {
-    on_request_seen(r);
+    // counted in flight first, so the credits dealt on seeing it leave its place taken
     if (r.request.is_llm) {
       const uint64_t id = next_call_id_++;
       call_ids_[{r.pid, r.ssl}].push_back(id);
       loops_on_request(r, id);
     }
+    on_request_seen(r);
   }
   for (auto& c : streams_->take_exchanges()) {
     if (!c.exchange.is_llm) {

@@ -122,10 +122,14 @@ class Daemon {
   void loops_on_request(const capture::CapturedRequest& cr, uint64_t call_id);
   void loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_id, uint64_t start_mono, uint64_t end_mono);
   void act_on_findings(const std::vector<loops::Finding>& findings);
-  bool loop_holds(uint32_t pid, int64_t now);
+  bool loop_holds(uint32_t pid, int64_t now);  // paced by a loop finding (fan-out aside)
   std::optional<std::string> fan_out_entity(uint32_t pid);
   void report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now);
-  int64_t fan_out_room(const std::string& entity, int64_t now);
+  // Calls the entity may still start: max_concurrent less calls in flight and places held
+  // (credits out, releases not yet seen) by its processes other than `except_pid`.
+  int64_t fan_out_room(const std::string& entity, int64_t now, uint32_t except_pid = 0);
+  bool fan_out_full(uint32_t pid, int64_t now);  // its next request start would pass max_concurrent
+  int64_t places_held(uint32_t pid) const;
   size_t calls_in_flight(uint32_t pid) const;  // requests seen whose response has not ended
 
   // ---- pacing and projected spend (pacing.cpp)
@@ -201,7 +205,9 @@ class Daemon {
   std::unique_ptr<CaptureFreezer> budget_freezer_;  // foreground jobs held by a budget
   std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> reservations_;  // (pid, SSL*) → FIFO
   std::unordered_map<uint32_t, uint64_t> prereserved_;  // admitted at release, for its next request
-  std::unordered_map<uint32_t, int64_t> gate_credits_;  // what the gate map holds
+  std::unordered_map<uint32_t, int64_t> gate_credits_;  // what the gate map holds (less what was seen used)
+  // Requests let go at a hold's release and not seen yet: each takes a fan-out place until seen.
+  std::unordered_map<uint32_t, int64_t> released_unseen_;
   std::unordered_map<uint32_t, uint64_t> held_pids_;    // held by a budget → start time
   struct LastCall {
     int64_t input = 0, output = 0;

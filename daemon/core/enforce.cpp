@@ -133,6 +133,8 @@ void Daemon::refresh_gates() {
     if (w.attached) pids.push_back(pid);
   // fan_out: an entity (tree by default) gets at most max_concurrent calls in flight; its
   // members share what is left as credits, so new calls past the limit are held at their start.
+  // A credit once written is kept until it is seen used: taking it back could race the kernel
+  // using it, and the same place would then be dealt twice.
   const auto& fo = policy_->loops.fan_out;
   const bool fan_out_gates = fo.enabled && policy::gates(fo.action) && !engine_->dry_run();
   fan_out_room_.clear();
@@ -149,21 +151,25 @@ void Daemon::refresh_gates() {
     }
     if (fan_out_gates) {
       if (auto entity = fan_out_entity(pid)) {
-        if (calls_in_flight(pid) > 0) {  // its next concurrent call asks again at its start
-          write_gate(pid, 0);
-          continue;
-        }
         auto room = fan_out_room_.find(*entity);
-        if (room == fan_out_room_.end()) {
-          // credits out are recounted in this pass: start from the room without them
-          int64_t r = fo.max_concurrent - loops_.fan_out().in_flight(*entity, now);
-          room = fan_out_room_.emplace(*entity, r).first;
-        }
-        if (room->second <= 0) {
+        if (room == fan_out_room_.end())  // every place held counted, this pid's credit included
+          room = fan_out_room_.emplace(*entity, fan_out_room(*entity, now)).first;
+        auto gc = gate_credits_.find(pid);
+        const int64_t mine = gc != gate_credits_.end() ? std::max<int64_t>(0, gc->second) : 0;
+        // Its next concurrent call asks again at its start; and past the limit (a reload
+        // lowered max_concurrent) unused credits go back.
+        if (calls_in_flight(pid) > 0 || (mine > 0 && room->second < 0)) {
+          room->second += mine;
           write_gate(pid, 0);
           continue;
         }
-        room->second--;
+        if (mine == 0) {
+          if (room->second <= 0) {
+            write_gate(pid, 0);
+            continue;
+          }
+          room->second--;
+        }
       }
     }
     // The probe's reservation stays until the pass ends: credits handed out in one pass fit
@@ -241,7 +247,21 @@ brake::CallFacts Daemon::request_facts(uint32_t pid, const protocol::RequestInfo
 }
 
 void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
-  if (!engine_ || !cr.request.is_llm) return;
+  // The gate lets every request start ("POST ") through on a place: a release or a credit.
+  bool released = false, on_credit = false;
+  if (cr.request.method == "POST") {
+    if (auto ru = released_unseen_.find(cr.pid); ru != released_unseen_.end()) {
+      released = true;
+      if (--ru->second <= 0) released_unseen_.erase(ru);
+    } else if (auto gc = gate_credits_.find(cr.pid); gc != gate_credits_.end() && gc->second > 0) {
+      on_credit = true;
+      gc->second--;  // the kernel took it
+    }
+  }
+  if (!engine_ || !cr.request.is_llm) {
+    if (released || on_credit) refresh_gates();
+    return;
+  }
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
   if (!last_call_.count(cr.pid)) {  // until its first response, its typical call is this one
     brake::CallFacts f = request_facts(cr.pid, cr.request);
@@ -252,9 +272,8 @@ void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
   if (pre != prereserved_.end()) {  // admitted when its hold was released
     reservations_[key].push_back(pre->second);
     prereserved_.erase(pre);
-  } else if (auto gc = gate_credits_.find(cr.pid); gc != gate_credits_.end()) {
-    // The kernel let it through on a credit (and took it): the admission was decided there.
-    if (gc->second > 0) gc->second--;
+  } else if (released || on_credit || gate_credits_.count(cr.pid)) {
+    // The kernel let it through on a credit, or a hold was released: decided there.
     brake::Decision d = engine_->force_admit(request_facts(cr.pid, cr.request), now);
     if (d.reservation_id) reservations_[key].push_back(d.reservation_id);
   } else {
@@ -268,7 +287,7 @@ void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
     }
     if (d.reservation_id) reservations_[key].push_back(d.reservation_id);
   }
-  if (gate_credits_.count(cr.pid)) refresh_gates();
+  if (released || on_credit || gate_credits_.count(cr.pid)) refresh_gates();
 }
 
 void Daemon::settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl) {
@@ -293,21 +312,22 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
     if (stopped) release_pid(pid, e.start_time_ns, "no engine");
     return;
   }
-  if (loop_holds(pid, now)) {  // paced by a loop rule: released by the tick when the pause ends
-    if (auto entity = fan_out_entity(pid); entity && fan_out_room(*entity, now) <= 0)
-      report_fan_out_hold(pid, *entity, now);
+  // The kernel found no credit; one written since is taken back (the process is stopped).
+  write_gate(pid, 0);
+  const bool fan_out_held = fan_out_full(pid, now);
+  if (fan_out_held || loop_holds(pid, now)) {  // released by the tick when the pause ends / room is back
+    if (fan_out_held) report_fan_out_hold(pid, *fan_out_entity(pid), now);
     held_pids_[pid] = e.start_time_ns;
     loop_held_.insert(pid);
     stats_["loop_holds"]++;
     return;
   }
-  if (auto gc = gate_credits_.find(pid); gc != gate_credits_.end()) gc->second = 0;  // as the kernel saw it
   brake::CallFacts facts = typical_call(pid);
   brake::Decision d = engine_->admit(facts, now);
   note_exceeded(d, pid, /*held=*/!d.admitted);
   if (d.admitted) {  // room came back since the credit was written
     prereserved_[pid] = d.reservation_id;
-    if (fan_out_entity(pid)) gate_credits_[pid] = 1;  // its place counts until the request is seen
+    released_unseen_[pid]++;  // its place counts until the request is seen
     if (stopped) release_pid(pid, e.start_time_ns, "room");
     refresh_gates();
     return;
@@ -384,10 +404,9 @@ void Daemon::brake_tick() {
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
   for (auto it = loop_held_.begin(); it != loop_held_.end();) {
     const uint32_t pid = *it;
-    if (!loop_holds(pid, now)) {
-      // its request goes out now: it takes one place of its fan-out entity right away
-      // (counted as a credit until the request is seen; the kernel's own credit stays 0)
-      if (fan_out_entity(pid)) gate_credits_[pid] = 1;
+    if (!loop_holds(pid, now) && !fan_out_full(pid, now)) {
+      // its request goes out now: it takes one place of its fan-out entity until it is seen
+      released_unseen_[pid]++;
       auto h = held_pids_.find(pid);
       release_pid(pid, h != held_pids_.end() ? h->second : 0, "loop pause over");
       it = loop_held_.erase(it);
@@ -415,6 +434,7 @@ void Daemon::brake_forget(uint32_t pid) {
     it = reservations_.erase(it);
   }
   drop_gate(pid);
+  released_unseen_.erase(pid);
   last_call_.erase(pid);
   if (denied_pids_.erase(pid)) bpf_map_delete_elem(rt_->denied_pids_fd(), &pid);
 }
@@ -529,6 +549,7 @@ void Daemon::release_all_brakes(const char* reason) {
   denied_pids_.clear();
   for (auto& [pid, c] : gate_credits_) bpf_map_delete_elem(rt_->gate_fd(), &pid);
   gate_credits_.clear();
+  released_unseen_.clear();
 }
 
 // Day and hour windows survive a restart: rebuilt from the calls in the database.

@@ -212,14 +212,13 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
   }
 }
 
-// A member paced by a loop rule (or held by fan-out) is held at its next request start.
+// A member paced by a loop rule is held at its next request start (fan-out: fan_out_full).
 bool Daemon::loop_holds(uint32_t pid, int64_t now) {
   auto it = loop_paced_until_.find(pid);
   if (it != loop_paced_until_.end()) {
     if (now < it->second) return true;
     loop_paced_until_.erase(it);
   }
-  if (fan_out_entity(pid) && fan_out_room(*fan_out_entity(pid), now) <= 0) return true;
   if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
     if (now >= st->second) storm_until_.erase(st);
     else if (loops_.pace_until_ns(loop_info(pid), now) > now) return true;
@@ -259,12 +258,32 @@ std::optional<std::string> Daemon::fan_out_entity(uint32_t pid) {
   return policy::bucket_key(fo.match, fo.per, info.facts, pid, info.tree_root_pid);
 }
 
-// Calls the entity may still start: max_concurrent minus calls in flight minus credits out.
-int64_t Daemon::fan_out_room(const std::string& entity, int64_t now) {
+// A place is taken from the moment a request may go (a credit written, a hold released) until
+// the request is seen; from then on it is a call in flight until its response ends. Counting
+// places this way, and never re-dealing a credit the kernel may already have used, keeps the
+// entity at max_concurrent even when many processes start at once.
+int64_t Daemon::places_held(uint32_t pid) const {
+  int64_t n = 0;
+  if (auto it = gate_credits_.find(pid); it != gate_credits_.end()) n += std::max<int64_t>(0, it->second);
+  if (auto it = released_unseen_.find(pid); it != released_unseen_.end()) n += it->second;
+  return n;
+}
+
+int64_t Daemon::fan_out_room(const std::string& entity, int64_t now, uint32_t except_pid) {
   int64_t room = policy_->loops.fan_out.max_concurrent - loops_.fan_out().in_flight(entity, now);
+  std::set<uint32_t> holders;
   for (const auto& [pid, credits] : gate_credits_)
-    if (credits > 0 && calls_in_flight(pid) == 0 && fan_out_entity(pid) == entity) room -= credits;
+    if (credits > 0) holders.insert(pid);
+  for (const auto& [pid, n] : released_unseen_)
+    if (n > 0) holders.insert(pid);
+  for (uint32_t pid : holders)
+    if (pid != except_pid && fan_out_entity(pid) == entity) room -= places_held(pid);
   return room;
+}
+
+bool Daemon::fan_out_full(uint32_t pid, int64_t now) {
+  auto entity = fan_out_entity(pid);
+  return entity && fan_out_room(*entity, now, pid) <= 0;
 }
 
 size_t Daemon::calls_in_flight(uint32_t pid) const {

@@ -119,12 +119,14 @@ def is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def max_overlap(records):
-    """Most requests the simulator was serving at once: [ts_start, ts] intervals."""
+def max_overlap(records, eps=0.0):
+    """Most requests the simulator was serving at once: [ts_start, ts - eps] intervals. eps
+    allows for the simulator logging a call's end a little after it sent the response (its
+    thread may wait for the interpreter while the next request is already being read)."""
     pts = []
     for r in records:
         pts.append((r["ts_start"], 1))
-        pts.append((r["ts"], -1))
+        pts.append((max(r["ts_start"], r["ts"] - eps), -1))
     pts.sort(key=lambda p: (p[0], p[1]))   # an end before a start at the same instant
     cur = best = 0
     for _t, d in pts:
@@ -464,9 +466,12 @@ class FanOut(LoopsBase):
         rcs = wait_all([aw, ao], 120)
         time.sleep(0.3)
         rw, ro = self.served("fan-wide"), self.served("fan-other")
-        state = ("exit %s; wide tree: %d calls, at most %d at once; other tree: %d calls, at most %d at once, "
-                 "call times %s; loop_detected: %s\ndaemon log tail:\n%s"
-                 % (rcs, len(rw), max_overlap(rw), len(ro), max_overlap(ro),
+        t0 = min((r["ts_start"] for r in rw), default=0)
+        state = ("exit %s; wide tree: %d calls, at most %d at once (served [start, end] s: %s); other tree: %d "
+                 "calls, at most %d at once, call times %s; loop_detected: %s\ndaemon log tail:\n%s"
+                 % (rcs, len(rw), max_overlap(rw, eps=0.1),
+                    [(round(r["ts_start"] - t0, 2), round(r["ts"] - t0, 2)) for r in rw[:16]],
+                    len(ro), max_overlap(ro),
                     [round(c["t_end"] - c["t_start"], 2) for c in ao.calls()], self.brief(self.loop_events(d)),
                     d.log_tail(25)))
         self.assertEqual(rcs, {"wide": 0, "other": 0}, "throttle never kills nor fails a call: " + state)
@@ -477,8 +482,8 @@ class FanOut(LoopsBase):
         self.assertLess(max(starts) - min(starts), 2.0,
                         "the workers did not all call at once (first calls %.2f s apart): %s"
                         % (max(starts) - min(starts), state))
-        # held to max_concurrent (the call that crossed the limit may have gone through: +1)
-        self.assertLessEqual(max_overlap(rw), MAX_CONCURRENT + 1,
+        # held to max_concurrent: a place is dealt only once, even to 40 starts at once
+        self.assertLessEqual(max_overlap(rw, eps=0.1), MAX_CONCURRENT,
                              "the wide tree was not held to max_concurrent %d: %s" % (MAX_CONCURRENT, state))
         # the other tree, under the limit, ran at full speed
         self.assertEqual(sorted(c["status"] for c in ao.calls()), [200] * 6, state)
