@@ -374,7 +374,8 @@ class Simulator:
         try:
             with open(self.log) as f:
                 for line in f:
-                    if line.strip():
+                    # a line still being written (no newline yet) is read next time
+                    if line.strip() and line.endswith("\n"):
                         rec = json.loads(line)
                         if tag is None or rec.get("client_tag") == tag:
                             out.append(rec)

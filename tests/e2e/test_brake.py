@@ -75,25 +75,8 @@ def tokens(rec):
     return int(rec["input_tokens"]) + int(rec["output_tokens"])
 
 
-def sim_records(sim, tag):
-    """Simulator.records(tag), but polled while the simulator writes: a last line without its
-    newline (being written) is left for the next poll instead of failing to parse."""
-    out = []
-    try:
-        with open(sim.log) as f:
-            data = f.read()
-    except FileNotFoundError:
-        return out
-    for line in data.split("\n")[:-1]:
-        if line.strip():
-            rec = json.loads(line)
-            if rec.get("client_tag") == tag:
-                out.append(rec)
-    return out
-
-
 def served(sim, *tags):
-    recs = [r for t in tags for r in sim_records(sim, t)]
+    recs = [r for t in tags for r in sim.records(t)]
     return sorted(recs, key=lambda r: r["ts_start"])
 
 
@@ -391,7 +374,7 @@ class Throttle(BrakeBase):
         pol = policy_yaml(self.sim, [budget_yaml("held", ca.path, [{"tokens": L, "window": "%ds" % W}])])
         with Daemon(pol) as d, ca, cb:
             a = self.agent(ca, "held", 9)
-            abtest.wait_for(lambda: len(sim_records(self.sim, "held")) >= 3, 15, what="the throttled agent's first calls")
+            abtest.wait_for(lambda: len(self.sim.records("held")) >= 3, 15, what="the throttled agent's first calls")
             t0 = time.time()
             b = self.agent(cb, "free", 40)
             b.wait(timeout=60)
@@ -526,8 +509,8 @@ class DenyKill(BrakeBase):
             self.assertNotEqual(rc, 0, "a new connection from a denied cgroup succeeded: %s" % p2.calls())
             self.assertRegex(err, r"Errno 1\b|Operation not permitted|PermissionError",
                              "the client should see EPERM on connect; stderr:\n" + err)
-            self.assertEqual(sim_records(self.sim, "deny2"), [], "a request of the denied cgroup reached the provider")
-            self.assertLessEqual(len(sim_records(self.sim, "deny1")), 2,
+            self.assertEqual(self.sim.records("deny2"), [], "a request of the denied cgroup reached the provider")
+            self.assertLessEqual(len(self.sim.records("deny1")), 2,
                                  "deny: more than the first call (give or take one) left: %s"
                                  % timeline(served(self.sim, "deny1")))
             self.assertTrue(all(c["status"] == 200 for c in p1.calls()))
@@ -559,7 +542,7 @@ class DenyKill(BrakeBase):
             self.assertEqual(a.wait(timeout=10, check=False), -signal.SIGKILL, "the agent")
             self.assertEqual(sib.wait(timeout=10), -signal.SIGKILL, "the non-LLM process of the cgroup")
             self.assertIsNone(bystander.poll(), "a process of another cgroup was killed")
-            self.assertLessEqual(len(sim_records(self.sim, "kill")), 2, timeline(served(self.sim, "kill")))
+            self.assertLessEqual(len(self.sim.records("kill")), 2, timeline(served(self.sim, "kill")))
             self.assertLess(dt, 15)
             ev = self.wait_event(d, "killed", timeout=5)
             dd = detail(ev[0])
@@ -593,7 +576,7 @@ class DenyKill(BrakeBase):
             abtest.wait_for(lambda: proc_state(a.pid) == "T" or self.frozen(cg), 5,
                             what="the agent to be held (stopped, or its cgroup frozen)")
             time.sleep(1.5)
-            self.assertEqual(len(sim_records(self.sim, "ka")), 1,
+            self.assertEqual(len(self.sim.records("ka")), 1,
                              "a request on the open keep-alive connection was served while denied: %s"
                              % timeline(served(self.sim, "ka")))
             self.assertEqual(len(a.calls()), 1, "the agent's second call finished while denied: %s" % a.calls())
@@ -604,8 +587,8 @@ class DenyKill(BrakeBase):
             self.assertNotEqual(rc, 0, "a new connection from a denied cgroup succeeded: %s" % p2.calls())
             self.assertRegex(p2.stderr_text(), r"Errno 1\b|Operation not permitted|PermissionError",
                              "the client should see EPERM on connect; stderr:\n" + p2.stderr_text())
-            self.assertEqual(sim_records(self.sim, "ka-new"), [])
-            self.assertEqual(len(sim_records(self.sim, "ka")), 1, "served while denied: %s" % timeline(served(self.sim, "ka")))
+            self.assertEqual(self.sim.records("ka-new"), [])
+            self.assertEqual(len(self.sim.records("ka")), 1, "served while denied: %s" % timeline(served(self.sim, "ka")))
             # release: the budget goes up
             d.write_policy(policy_yaml(self.sim, [budget_yaml("denyka", cg.path, [{"tokens": 100000, "window": "%ds" % W}],
                                                               action="deny")]))
@@ -622,13 +605,13 @@ class DenyKill(BrakeBase):
                 a.wait_line(lambda x: x.get("progress") == "waiting" and x.get("round") == 1, timeout=10)
                 a.p.send_signal(signal.SIGUSR1)
                 a.wait(timeout=15)
-                self.assertEqual(len(sim_records(self.sim, "ka")), 3)
+                self.assertEqual(len(self.sim.records("ka")), 3)
             else:                      # the contract's alternative: the connection was closed
                 self.assertNotEqual(a.p.returncode, 0)
-                self.assertEqual(len(sim_records(self.sim, "ka")), 1)
+                self.assertEqual(len(self.sim.records("ka")), 1)
             p3 = self.agent(cg, "ka-after", 1, "--host", "127.0.0.1")
             p3.wait(timeout=20)
-            self.assertEqual(len(sim_records(self.sim, "ka-after")), 1, "new connections still fail after the release")
+            self.assertEqual(len(self.sim.records("ka-after")), 1, "new connections still fail after the release")
 
     @staticmethod
     def frozen(cg):
@@ -650,20 +633,20 @@ class ManualBrake(BrakeBase):
 
     def progress(self, tag, window=1.0, timeout=5.0):
         """True when the agent gets a new call served within `timeout` s."""
-        n0 = len(sim_records(self.sim, tag))
+        n0 = len(self.sim.records(tag))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(sim_records(self.sim, tag)) > n0:
+            if len(self.sim.records(tag)) > n0:
                 return True
             time.sleep(0.05)
         return False
 
     def assert_no_progress(self, a, tag, what, quiet=2.0):
         time.sleep(0.5)   # a call already past the gate may still finish
-        n0 = len(sim_records(self.sim, tag))
+        n0 = len(self.sim.records(tag))
         c0 = len(a.calls())
         time.sleep(quiet)
-        self.assertEqual(len(sim_records(self.sim, tag)), n0, "%s: the agent still made calls" % what)
+        self.assertEqual(len(self.sim.records(tag)), n0, "%s: the agent still made calls" % what)
         self.assertEqual(len(a.calls()), c0, "%s: the agent still printed calls" % what)
         self.assertIsNone(a.p.poll(), "%s: the agent died" % what)
 
@@ -672,7 +655,7 @@ class ManualBrake(BrakeBase):
         cg = Cgroup("manual")
         with Daemon(abtest.policy_for(self.sim)) as d, cg:
             a = self.agent(cg, "manual", 100000, "--interval", "0.05")
-            abtest.wait_for(lambda: len(sim_records(self.sim, "manual")) >= 3, 15, what="the agent's first calls")
+            abtest.wait_for(lambda: len(self.sim.records("manual")) >= 3, 15, what="the agent's first calls")
 
             # ---- a non-root user is refused, and the agent goes on ---------------------------
             def refused(args, where):
@@ -885,7 +868,7 @@ class FailSafe(BrakeBase):
             self.assertGreaterEqual(t_esc - t_hold, MH - 0.6, "escalated before max_hold: %s" % short(esc))
             self.assertLessEqual(t_esc - t_hold, MH + 3.0, "escalated late: %s" % short(esc))
             # the hold ended: the agent went on (or was ended by the escalation)
-            abtest.wait_for(lambda: len(sim_records(self.sim, "mh")) > n0 or a.p.poll() is not None,
+            abtest.wait_for(lambda: len(self.sim.records("mh")) > n0 or a.p.poll() is not None,
                             max(0.5, t_hold + MH + 4.0 - time.time()),
                             what="the hold to end after max_hold (progress or exit)")
 
@@ -916,7 +899,7 @@ class FailSafe(BrakeBase):
             self.assertEqual(d.crash(), -signal.SIGKILL)
             t_kill = time.monotonic()
             time.sleep(1.0)
-            held = [t for a, t in agents if proc_state(a.pid) == "T" and not sim_records(self.sim, t)]
+            held = [t for a, t in agents if proc_state(a.pid) == "T" and not self.sim.records(t)]
             if held:
                 return all_agents, held
             tried.append("attempt %d: stopped, daemon killed %.1f ms later, but every agent went on (states %s)"
@@ -932,7 +915,7 @@ class FailSafe(BrakeBase):
                 a.wait(timeout=20)
             except AssertionError as e:
                 raise AssertionError("%s (held across the crash: %s; state %s)" % (e, t in held, proc_state(a.pid)))
-            self.assertEqual(len(sim_records(self.sim, t)), 3, "agent %s (held across the crash: %s)" % (t, t in held))
+            self.assertEqual(len(self.sim.records(t)), 3, "agent %s (held across the crash: %s)" % (t, t in held))
             self.assertTrue(all(c["status"] == 200 for c in a.calls()), a.calls())
 
     def capture_hold_policy(self, name):
@@ -977,7 +960,7 @@ class Modes(BrakeBase):
             self.assertLess(lat[0], FIRST_CALL_S, lat)
             self.assertEqual([x for x in lat[1:] if x >= FAST_S], [], "dry run held calls: %s" % lat)
             self.assertLess(elapsed, 10, "dry run: %s" % lat)
-            self.assertEqual(len(sim_records(self.sim, "dry")), K)
+            self.assertEqual(len(self.sim.records("dry")), K)
             ex = self.wait_event(d, "budget_exceeded", lambda e: detail(e).get("budget") == "dry", timeout=5)
             self.check_exceeded(ex[0], "dry", cg.path, L, W, "throttle")
             self.assertIs(detail(ex[0]).get("dry_run"), True, "budget_exceeded in a dry run: " + short(ex))
@@ -1003,11 +986,11 @@ class Modes(BrakeBase):
             self.assertRegex(str(errs[0]), r"policy\.yaml:\d+", "errors name file:line: " + short(rej))
             self.assertTrue(d.alive(), "the daemon died on an invalid policy")
             # the old policy is in force: the held agent stays held, a new process is held too
-            n_a = len(sim_records(self.sim, "rl-a"))
+            n_a = len(self.sim.records("rl-a"))
             b = self.agent(cg, "rl-b", 1)
             time.sleep(2.5)
-            self.assertEqual(len(sim_records(self.sim, "rl-a")), n_a, "the held agent was let go by a rejected policy")
-            self.assertEqual(sim_records(self.sim, "rl-b"), [], "a new call went out under a rejected policy")
+            self.assertEqual(len(self.sim.records("rl-a")), n_a, "the held agent was let go by a rejected policy")
+            self.assertEqual(self.sim.records("rl-b"), [], "a new call went out under a rejected policy")
             self.assertIsNone(b.p.poll(), "the second agent finished: not held")
             # a valid policy raising the limit: loaded, and the holds end
             d.write_policy(policy_yaml(self.sim, [budget_yaml("rl", cg.path, [{"tokens": 100000, "window": "60s"}])]))
@@ -1015,8 +998,8 @@ class Modes(BrakeBase):
             d.wait_for(lambda: len(d.events("policy_loaded")) > loaded0, 6, what="a policy_loaded event after reload")
             a.wait(timeout=15)
             b.wait(timeout=15)
-            self.assertEqual(len(sim_records(self.sim, "rl-a")), 4)
-            self.assertEqual(len(sim_records(self.sim, "rl-b")), 1)
+            self.assertEqual(len(self.sim.records("rl-a")), 4)
+            self.assertEqual(len(self.sim.records("rl-b")), 1)
 
 
 class Interactive(BrakeBase):
