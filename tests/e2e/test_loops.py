@@ -65,24 +65,6 @@ PRICES = """prices:
 """
 
 
-class ChildCgroup(Cgroup):
-    """<parent>/<name>, a child of a cgroup this test created; .path = parent.path + "/" + name.
-    Same .run()/.pids()/cleanup as Cgroup; the parent's cleanup removes it too."""
-
-    def __init__(self, parent, name):
-        self.mount = parent.mount
-        self.name = parent.name + "/" + name
-        self.fs = os.path.join(parent.fs, name)
-        self.path = parent.path + "/" + name
-        self.procs_started = []
-
-    def __enter__(self):
-        if os.path.isdir(self.fs):
-            self._cleanup()
-        os.mkdir(self.fs)
-        return self
-
-
 def rule(name, match, **fields):
     """One `loops:` entry in YAML flow style, matching the exact cgroup path `match`."""
     items = ["%s: %s" % (k, v) for k, v in fields.items()]
@@ -192,7 +174,7 @@ class LoopsBase(unittest.TestCase):
         return self.stack.enter_context(Cgroup(name))
 
     def child(self, parent, name):
-        return self.stack.enter_context(ChildCgroup(parent, name))
+        return self.stack.enter_context(abtest.SubCgroup(parent, name))
 
     def daemon(self, loops_yaml):
         policy = abtest.policy_for(self.sim, PRICES + "cooldown: 1s\nloops:\n" + loops_yaml)
