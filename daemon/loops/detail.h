@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -89,15 +90,31 @@ class MemberBook {
   std::vector<Member> members_;
 };
 
-// Drops the entry with the smallest `last_seen_ns` (a linear scan: runs only when a map is at
-// its cap, after idle entries have been swept).
+// How many entries go at once when a map is at its cap: an eighth of it. The scan that finds
+// them is O(size); evicting a batch keeps it (and the sweep before it) off all but one insert
+// in kMax/8 when far more entities are active than fit.
+constexpr size_t evict_batch(size_t cap) { return cap / 8 > 0 ? cap / 8 : 1; }
+
+// The keys of the `n` entries with the smallest `last_seen_ns` (all of them if fewer).
 template <class Map>
-void evict_least_recent(Map& map) {
-  if (map.empty()) return;
-  auto oldest = map.begin();
-  for (auto it = map.begin(); it != map.end(); ++it)
-    if (it->second.last_seen_ns < oldest->second.last_seen_ns) oldest = it;
-  map.erase(oldest);
+std::vector<typename Map::key_type> least_recent_keys(const Map& map, size_t n) {
+  std::vector<std::pair<int64_t, const typename Map::key_type*>> by_age;
+  by_age.reserve(map.size());
+  for (const auto& [key, value] : map) by_age.emplace_back(value.last_seen_ns, &key);
+  n = std::min(n, by_age.size());
+  std::nth_element(by_age.begin(), by_age.begin() + static_cast<std::ptrdiff_t>(n), by_age.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<typename Map::key_type> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(*by_age[i].second);
+  return out;
+}
+
+// Drops the evict_batch(cap) least recently seen entries (runs only when a map is at its cap,
+// after idle entries have been swept).
+template <class Map>
+void evict_least_recent(Map& map, size_t cap) {
+  for (const auto& key : least_recent_keys(map, evict_batch(cap))) map.erase(key);
 }
 
 }  // namespace ab::loops::detail

@@ -41,11 +41,11 @@ FanOutDetector::EntityState& FanOutDetector::entity_state(const std::string& ent
   if (!entities_.contains(entity) && entities_.size() >= kMaxEntities) {
     sweep(now_ns);
     if (entities_.size() >= kMaxEntities) {
-      auto oldest = entities_.begin();
-      for (auto it = entities_.begin(); it != entities_.end(); ++it)
-        if (it->second.last_seen_ns < oldest->second.last_seen_ns) oldest = it;
-      for (const auto& [id, call] : oldest->second.in_flight) call_entity_.erase(id);
-      entities_.erase(oldest);
+      for (const auto& key : detail::least_recent_keys(entities_, detail::evict_batch(kMaxEntities))) {
+        auto it = entities_.find(key);
+        for (const auto& [id, call] : it->second.in_flight) call_entity_.erase(id);
+        entities_.erase(it);
+      }
     }
   }
   EntityState& s = entities_[entity];

@@ -21,12 +21,8 @@ const PingPongDetector::Process* PingPongDetector::find(uint32_t pid) const {
 PingPongDetector::Process& PingPongDetector::process(uint32_t pid, int64_t now_ns) {
   if (!processes_.contains(pid) && processes_.size() >= kMaxProcesses) {
     sweep(now_ns);
-    if (processes_.size() >= kMaxProcesses) {
-      auto oldest = processes_.begin();
-      for (auto it = processes_.begin(); it != processes_.end(); ++it)
-        if (it->second.last_seen_ns < oldest->second.last_seen_ns) oldest = it;
-      forget_pid(oldest->first);
-    }
+    if (processes_.size() >= kMaxProcesses)
+      for (uint32_t old : detail::least_recent_keys(processes_, detail::evict_batch(kMaxProcesses))) forget_pid(old);
   }
   Process& p = processes_[pid];
   p.member.pid = pid;

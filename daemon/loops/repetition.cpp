@@ -29,7 +29,7 @@ std::optional<Finding> RepetitionDetector::on_call(const std::string& entity, co
   if (now_ns - last_sweep_ns_ >= window) sweep(now_ns);
   if (!entities_.contains(entity) && entities_.size() >= kMaxEntities) {
     sweep(now_ns);
-    if (entities_.size() >= kMaxEntities) detail::evict_least_recent(entities_);
+    if (entities_.size() >= kMaxEntities) detail::evict_least_recent(entities_, kMaxEntities);
   }
   EntityState& s = entities_[entity];
   s.last_seen_ns = now_ns;

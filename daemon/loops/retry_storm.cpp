@@ -31,7 +31,7 @@ std::optional<Finding> RetryStormDetector::on_response(const std::string& entity
   if (now_ns - last_sweep_ns_ >= window) sweep(now_ns);
   if (!entities_.contains(entity) && entities_.size() >= kMaxEntities) {
     sweep(now_ns);
-    if (entities_.size() >= kMaxEntities) detail::evict_least_recent(entities_);
+    if (entities_.size() >= kMaxEntities) detail::evict_least_recent(entities_, kMaxEntities);
   }
   EntityState& s = entities_[entity];
   s.last_seen_ns = now_ns;

@@ -116,3 +116,26 @@ TEST(FanOut, FinishIsAttributedToTheStartingEntityAndDuplicatesCountOnce) {
   EXPECT_EQ(d.in_flight("tree:2", clock.now), 1);
   EXPECT_EQ(d.calls_tracked(), 1u);
 }
+
+TEST(FanOut, AtTheEntityCapTheLeastRecentBatchGoesWithItsCalls) {
+  FanOutDetector d(rule(1'000));
+  FakeClock clock;
+  const size_t cap = FanOutDetector::kMaxEntities;
+  for (size_t i = 0; i < cap; ++i)  // entity i last seen at i ms; each has one call in flight
+    d.call_started("tree:" + std::to_string(i), member(static_cast<uint32_t>(i + 10)), i + 1, clock.advance(kMs));
+  ASSERT_EQ(d.entity_count(), cap);
+  ASSERT_EQ(d.calls_tracked(), cap);
+  d.call_started("tree:new", member(9), cap + 1, clock.advance(kMs));
+  const size_t batch = cap / 8;
+  EXPECT_EQ(d.entity_count(), cap - batch + 1);
+  EXPECT_EQ(d.calls_tracked(), cap - batch + 1);  // the evicted entities' calls are forgotten too
+  EXPECT_EQ(d.in_flight("tree:0", clock.now), 0);
+  EXPECT_EQ(d.in_flight("tree:" + std::to_string(batch - 1), clock.now), 0);
+  EXPECT_EQ(d.in_flight("tree:" + std::to_string(batch), clock.now), 1);  // the oldest survivor
+  EXPECT_EQ(d.in_flight("tree:new", clock.now), 1);
+  // the next batch - 1 new entities fit without evicting anyone
+  for (size_t i = 0; i + 1 < batch; ++i)
+    d.call_started("more:" + std::to_string(i), member(7), 2 * cap + i, clock.advance(kMs));
+  EXPECT_EQ(d.entity_count(), cap);
+  EXPECT_EQ(d.in_flight("tree:" + std::to_string(batch), clock.now), 1);
+}
