@@ -80,24 +80,48 @@ std::vector<TcpConnection> parse_proc_net_tcp(std::string_view content, int fami
   return out;
 }
 
+std::vector<TcpConnection> read_tcp_connections(const std::string& proc_root) {
+  std::vector<TcpConnection> out;
+  for (auto [file, fam] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}})
+    for (auto& c : parse_proc_net_tcp(read_file(proc_root + file), fam)) out.push_back(c);
+  return out;
+}
+
+FdInodes fd_inodes(int pid, const std::string& proc_root) {
+  FdInodes out;
+  const std::string dir = proc_root + "/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char buf[64];
+    ssize_t n = readlinkat(dirfd(d), e->d_name, buf, sizeof buf - 1);
+    if (n <= 0) continue;
+    buf[n] = 0;
+    unsigned long long ino = 0;
+    if (std::sscanf(buf, "pipe:[%llu]", &ino) == 1) out.pipes.push_back(ino);
+    else if (std::sscanf(buf, "socket:[%llu]", &ino) == 1) out.sockets.push_back(ino);
+  }
+  closedir(d);
+  return out;
+}
+
 std::vector<ConnectedProcess> processes_connected_to(
     const std::function<bool(const ab_endpoint_key&)>& is_endpoint, const std::string& proc_root) {
   std::map<uint64_t, ab_endpoint_key> wanted;  // socket inode → remote
-  for (auto [file, fam] : {std::pair{"/net/tcp", AF_INET}, std::pair{"/net/tcp6", AF_INET6}}) {
-    for (const auto& c : parse_proc_net_tcp(read_file(proc_root + file), fam)) {
-      ab_endpoint_key k = c.remote;
-      // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is matched as IPv4 too.
-      static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-      if (fam == AF_INET6 && std::memcmp(k.addr, mapped, 12) == 0) {
-        ab_endpoint_key v4{};
-        v4.family = AF_INET;
-        v4.port = k.port;
-        std::memcpy(v4.addr, k.addr + 12, 4);
-        if (is_endpoint(v4)) wanted[c.inode] = v4;
-        continue;
-      }
-      if (is_endpoint(k)) wanted[c.inode] = k;
+  for (const auto& c : read_tcp_connections(proc_root)) {
+    ab_endpoint_key k = c.remote;
+    // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) is matched as IPv4 too.
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (k.family == AF_INET6 && std::memcmp(k.addr, mapped, 12) == 0) {
+      ab_endpoint_key v4{};
+      v4.family = AF_INET;
+      v4.port = k.port;
+      std::memcpy(v4.addr, k.addr + 12, 4);
+      if (is_endpoint(v4)) wanted[c.inode] = v4;
+      continue;
     }
+    if (is_endpoint(k)) wanted[c.inode] = k;
   }
   std::vector<ConnectedProcess> out;
   if (wanted.empty()) return out;
@@ -107,23 +131,12 @@ std::vector<ConnectedProcess> processes_connected_to(
     char* end = nullptr;
     long pid = std::strtol(e->d_name, &end, 10);
     if (*end || pid <= 0) continue;
-    std::string fddir = proc_root + "/" + e->d_name + "/fd";
-    DIR* fd = opendir(fddir.c_str());
-    if (!fd) continue;
     std::set<uint64_t> seen;
-    while (dirent* f = readdir(fd)) {
-      if (f->d_name[0] == '.') continue;
-      char buf[64];
-      ssize_t n = readlinkat(dirfd(fd), f->d_name, buf, sizeof buf - 1);
-      if (n <= 0) continue;
-      buf[n] = 0;
-      unsigned long long ino = 0;
-      if (std::sscanf(buf, "socket:[%llu]", &ino) != 1) continue;
+    for (uint64_t ino : fd_inodes(static_cast<int>(pid), proc_root).sockets) {
       auto it = wanted.find(ino);
       if (it == wanted.end() || !seen.insert(ino).second) continue;
       out.push_back({static_cast<int>(pid), it->second});
     }
-    closedir(fd);
   }
   closedir(d);
   return out;

@@ -21,6 +21,16 @@ struct TcpConnection {
 // returns the ESTABLISHED connections. Malformed lines are skipped.
 std::vector<TcpConnection> parse_proc_net_tcp(std::string_view content, int family);
 
+// The ESTABLISHED connections of <proc_root>/net/tcp and tcp6 together (family in the keys).
+std::vector<TcpConnection> read_tcp_connections(const std::string& proc_root = "/proc");
+
+// The pipe and socket inodes a process holds open (from <proc_root>/<pid>/fd); empty when it
+// is gone or unreadable.
+struct FdInodes {
+  std::vector<uint64_t> pipes, sockets;
+};
+FdInodes fd_inodes(int pid, const std::string& proc_root = "/proc");
+
 struct ConnectedProcess {
   int pid = 0;
   ab_endpoint_key remote{};

@@ -5,15 +5,11 @@
 // Channels come from a periodic look at the fd tables of watched processes only (a pipe inode
 // or the two ends of a loopback TCP connection held by two of them), never from tracing reads
 // and writes host-wide.
-#include <dirent.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "capture/socket_scan.h"
 #include "core/daemon_impl.h"
@@ -22,36 +18,6 @@
 namespace ab::core {
 
 namespace {
-
-struct FdInodes {
-  std::vector<uint64_t> pipes, sockets;
-};
-
-FdInodes fd_inodes(uint32_t pid) {
-  FdInodes out;
-  std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    char buf[64];
-    ssize_t n = readlinkat(dirfd(d), e->d_name, buf, sizeof buf - 1);
-    if (n <= 0) continue;
-    buf[n] = 0;
-    unsigned long long ino = 0;
-    if (std::sscanf(buf, "pipe:[%llu]", &ino) == 1) out.pipes.push_back(ino);
-    else if (std::sscanf(buf, "socket:[%llu]", &ino) == 1) out.sockets.push_back(ino);
-  }
-  closedir(d);
-  return out;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 bool loopback(const ab_endpoint_key& k) {
   if (k.family == AF_INET) return k.addr[0] == 127;
@@ -87,7 +53,7 @@ void Daemon::scan_channels() {
   std::map<uint64_t, std::vector<uint32_t>> pipe_owners, socket_owner;
   for (const auto& [pid, w] : watched_) {
     if (!w.attached) continue;
-    auto fds = fd_inodes(pid);
+    auto fds = capture::fd_inodes(static_cast<int>(pid));
     for (auto ino : fds.pipes) pipe_owners[ino].push_back(pid);
     for (auto ino : fds.sockets) socket_owner[ino].push_back(pid);
   }
@@ -102,12 +68,11 @@ void Daemon::scan_channels() {
   // remote swapped; each end's inode names its owner.
   std::map<std::string, uint64_t> by_ends;  // "local|remote" → inode
   std::vector<capture::TcpConnection> conns;
-  for (auto [file, fam] : {std::pair{"/proc/net/tcp", AF_INET}, std::pair{"/proc/net/tcp6", AF_INET6}})
-    for (auto& c : capture::parse_proc_net_tcp(slurp(file), fam))
-      if (loopback(c.remote) && loopback(c.local)) {
-        by_ends[endpoint_str(c.local) + "|" + endpoint_str(c.remote)] = c.inode;
-        conns.push_back(c);
-      }
+  for (auto& c : capture::read_tcp_connections())
+    if (loopback(c.remote) && loopback(c.local)) {
+      by_ends[endpoint_str(c.local) + "|" + endpoint_str(c.remote)] = c.inode;
+      conns.push_back(c);
+    }
   std::set<std::pair<uint32_t, uint32_t>> tcp_pairs;
   for (const auto& c : conns) {
     auto mine = socket_owner.find(c.inode);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -150,6 +151,20 @@ TEST(SocketScan, UnixSocketpairPeersAreFound) {
   close(sv[0]);
   close(sv[1]);
   EXPECT_TRUE(found) << "sock_diag did not report the socketpair's peer";
+}
+
+TEST(SocketScan, FdInodesNamesThisProcessesPipeAndSocket) {
+  int p[2], sv[2];
+  ASSERT_EQ(pipe(p), 0);
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  struct stat pst{}, sst{};
+  ASSERT_EQ(fstat(p[0], &pst), 0);
+  ASSERT_EQ(fstat(sv[0], &sst), 0);
+  FdInodes fds = fd_inodes(getpid());
+  EXPECT_NE(std::find(fds.pipes.begin(), fds.pipes.end(), pst.st_ino), fds.pipes.end());
+  EXPECT_NE(std::find(fds.sockets.begin(), fds.sockets.end(), sst.st_ino), fds.sockets.end());
+  EXPECT_TRUE(fd_inodes(0).pipes.empty());  // no such process: empty, not an error
+  for (int fd : {p[0], p[1], sv[0], sv[1]}) close(fd);
 }
 
 }  // namespace
