@@ -12,8 +12,10 @@ AB_E2E_KEEP=1 (keep the daemon's state dir for debugging).
 
 Kill only what we started: processes by the pid we got from Popen, cgroups we created.
 """
+import contextlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -877,6 +879,28 @@ def detail(ev):
     return ev.get("detail") or {}
 
 
+def duration_s(v):
+    """A window as an event carries it: '4s', '10m', '250ms' or a number of seconds (None if
+    it is neither)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(v))
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def names_bucket(bucket, path):
+    """Whether an event's `bucket` names the cgroup `path` ("/a", "cgroup:/a", or an object
+    with the path as a value)."""
+    if isinstance(bucket, dict):
+        return any(str(v) == path or str(v).endswith(":" + path) for v in bucket.values())
+    s = str(bucket)
+    return s == path or s.endswith(":" + path) or s.endswith(" " + path)
+
+
 def host_of(h):
     """'localhost:8443' → 'localhost'; '[::1]:8443' → '::1'."""
     if h is None:
@@ -887,6 +911,43 @@ def host_of(h):
     if h.count(":") == 1:
         return h.split(":", 1)[0]
     return h
+
+
+# ---- test scaffolding ----------------------------------------------------------------------
+class SimulatorCase(unittest.TestCase):
+    """A test class sharing one simulator (cls.sim) across its tests; a class that returns a
+    policy from class_policy() also shares one daemon on it (cls.daemon). Both are stopped
+    after the class, also when setting up fails half way."""
+    maxDiff = 4000
+
+    @classmethod
+    def class_policy(cls):
+        return None
+
+    @classmethod
+    def setUpClass(cls):
+        require_daemon()
+        cls.stack = contextlib.ExitStack()
+        try:
+            cls.sim = cls.stack.enter_context(Simulator())
+            policy = cls.class_policy()
+            if policy is not None:
+                cls.daemon = cls.stack.enter_context(Daemon(policy))
+        except BaseException:
+            cls.stack.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+
+def module_simulator():
+    """For setUpModule: a simulator shared by the module's tests, stopped by the module cleanup."""
+    stack = contextlib.ExitStack()
+    unittest.addModuleCleanup(stack.close)
+    require_daemon()
+    return stack.enter_context(Simulator())
 
 
 # ---- tmux ---------------------------------------------------------------------------------

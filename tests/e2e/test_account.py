@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, detail  # noqa: E402
+from abtest import Cgroup, detail  # noqa: E402
 
 PRICES = {
     "acct-gpt": {"input": 2.5, "output": 10.0, "cache_read": 1.25},
@@ -63,23 +63,10 @@ def close(a, b, rel=1e-6, abs_=1e-6):
     return abs(a - b) <= max(abs_, rel * abs(b))
 
 
-class Accounting(unittest.TestCase):
-    maxDiff = 4000
-
+class Accounting(abtest.SimulatorCase):
     @classmethod
-    def setUpClass(cls):
-        abtest.require_daemon()
-        cls.stack = contextlib.ExitStack()
-        try:
-            cls.sim = cls.stack.enter_context(Simulator())
-            cls.daemon = cls.stack.enter_context(Daemon(abtest.policy_for(cls.sim, prices_yaml())))
-        except BaseException:
-            cls.stack.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stack.close()
+    def class_policy(cls):
+        return abtest.policy_for(cls.sim, prices_yaml())
 
     # ---- helpers ----------------------------------------------------------------------------
     def run_in(self, cg, kind, tag, *args):

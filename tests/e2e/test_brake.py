@@ -23,7 +23,6 @@ a 40-character prompt (10 input tokens at the simulator's chars/4) and max_token
 request reached the simulator, i.e. after the brake let it go), which is what the provider
 would bill. Windows are short (3-4 s) so the whole file runs in about 2-3 minutes.
 """
-import contextlib
 import datetime
 import json
 import os
@@ -38,7 +37,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, SubCgroup, detail  # noqa: E402
+from abtest import Cgroup, Daemon, SubCgroup, detail  # noqa: E402
 
 CALL_ARGS = ["--prompt-chars", "40", "--max-tokens", "100"]   # 110 tokens per call
 CALL_TOKENS = 110
@@ -137,48 +136,11 @@ def parse_ts(s):
     return datetime.datetime.strptime(s, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
-def duration_s(v):
-    """A window as the event carries it: '4s', '10m', '250ms' or a number of seconds."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(v))
-    if not m:
-        return None
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def bucket_is(bucket, path):
-    """Whether a budget_exceeded `bucket` names the cgroup `path` (accepts "/a", "cgroup:/a",
-    or an object with the path as a value)."""
-    if isinstance(bucket, dict):
-        return any(str(v) == path or str(v).endswith(":" + path) for v in bucket.values())
-    s = str(bucket)
-    return s == path or s.endswith(":" + path) or s.endswith(" " + path)
-
-
 def short(evs):
     return json.dumps([{k: e.get(k) for k in ("ts", "kind", "cgroup", "pid", "detail")} for e in evs])[:3000]
 
 
-class BrakeBase(unittest.TestCase):
-    maxDiff = 4000
-
-    @classmethod
-    def setUpClass(cls):
-        abtest.require_daemon()
-        cls.stack = contextlib.ExitStack()
-        try:
-            cls.sim = cls.stack.enter_context(Simulator())
-        except BaseException:
-            cls.stack.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stack.close()
-
+class BrakeBase(abtest.SimulatorCase):
     # ---- helpers ----------------------------------------------------------------------------
     def agent(self, cg, tag, n, *args, kind="py_httpclient"):
         return abtest.start_agent(cg, kind, self.sim, "--tag", tag, "-n", str(n), *(CALL_ARGS + list(args)),
@@ -207,13 +169,13 @@ class BrakeBase(unittest.TestCase):
         for k in ("budget", "bucket", "limit", "level", "window", "action"):
             self.assertIn(k, d, "budget_exceeded lacks detail.%s: %s" % (k, where))
         self.assertEqual(d["budget"], budget, where)
-        self.assertTrue(bucket_is(d["bucket"], path), "bucket should name %s: %s" % (path, where))
+        self.assertTrue(abtest.names_bucket(d["bucket"], path), "bucket should name %s: %s" % (path, where))
         self.assertIsInstance(d["limit"], (int, float), "limit is a number: " + where)
         self.assertEqual(float(d["limit"]), float(limit), "limit: " + where)
         self.assertIsInstance(d["level"], (int, float), "level is a number: " + where)
         self.assertGreater(d["level"], 0, "level: the bucket had calls in its window: " + where)
         if window_s is not None:
-            self.assertEqual(duration_s(d["window"]), float(window_s), "window: " + where)
+            self.assertEqual(abtest.duration_s(d["window"]), float(window_s), "window: " + where)
         self.assertEqual(d["action"], action, where)
 
     def wait_stalled(self, d, tags, agents, quiet=1.5, timeout=15.0, min_calls=1):
@@ -326,7 +288,7 @@ class Throttle(BrakeBase):
             self.assertTrue(ex, "no budget_exceeded for budget inf: %s" % short(self.brake_events(d)))
             for e in ex:
                 self.assertEqual(detail(e).get("action"), "throttle", short([e]))
-                self.assertTrue(bucket_is(detail(e).get("bucket"), cg.path), short([e]))
+                self.assertTrue(abtest.names_bucket(detail(e).get("bucket"), cg.path), short([e]))
                 self.assertIn(detail(e).get("limit"), (R, INF), "limit is the requests limit or max_inflight: "
                               + short([e]))
 
@@ -363,7 +325,7 @@ class Throttle(BrakeBase):
             self.assertTrue(fam, "the /P budget never exceeded: %s" % short(self.brake_events(d)))
             self.check_exceeded(fam[0], "family", parent.path, LF, W, "throttle")
             for e in self.exceeded(d, "kids"):   # if a child bucket was exceeded, it names the child
-                self.assertTrue(bucket_is(detail(e)["bucket"], ca.path) or bucket_is(detail(e)["bucket"], cb.path),
+                self.assertTrue(any(abtest.names_bucket(detail(e)["bucket"], c.path) for c in (ca, cb)),
                                 "a /P/* bucket is one child: " + short([e]))
 
     def test_04_unrelated_process_never_held(self):
@@ -441,7 +403,7 @@ class Throttle(BrakeBase):
             self.assertLess(t1 - t0, FIRST_CALL_S + (N_POLITE - 1) * (PACE + FAST_S),
                             "the polite agent fell behind its own pace: %.1f s for %d calls; latencies %s"
                             % (t1 - t0, N_POLITE, lat))
-            self.assertEqual([e for e in self.exceeded(d, "kids") if bucket_is(detail(e).get("bucket"), cp.path)], [],
+            self.assertEqual([e for e in self.exceeded(d, "kids") if abtest.names_bucket(detail(e).get("bucket"), cp.path)], [],
                              "the polite agent's own bucket was reported exceeded")
 
     G8_WINDOWS = float(os.environ.get("AB_BRAKE_G8_WINDOWS", "3.5"))   # a longer run shows the steady state

@@ -20,7 +20,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, detail, host_of  # noqa: E402
+from abtest import Cgroup, detail, host_of  # noqa: E402
 
 API_OF_PATH = {"/v1/chat/completions": "openai", "/v1/responses": "openai", "/v1/messages": "anthropic"}
 
@@ -40,23 +40,10 @@ def expected_roots(agent):
     return {agent.pid}
 
 
-class CaptureBase(unittest.TestCase):
-    maxDiff = 4000
-
+class CaptureBase(abtest.SimulatorCase):
     @classmethod
-    def setUpClass(cls):
-        abtest.require_daemon()
-        cls.stack = contextlib.ExitStack()
-        try:
-            cls.sim = cls.stack.enter_context(Simulator())
-            cls.daemon = cls.stack.enter_context(Daemon(abtest.policy_for(cls.sim, PRICES)))
-        except BaseException:
-            cls.stack.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stack.close()
+    def class_policy(cls):
+        return abtest.policy_for(cls.sim, PRICES)
 
     # ---- helpers ----------------------------------------------------------------------------
     def describe(self, events):

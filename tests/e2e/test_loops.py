@@ -38,7 +38,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, detail  # noqa: E402
+from abtest import Cgroup, Daemon, detail  # noqa: E402
 
 # The loop agents (tests/e2e/clients/*.py), startable with abtest.start_agent(cg, KIND, sim, ...).
 for _kind in ("pingpong_agent", "repeat_agent", "retry_agent", "chat_agent", "batch_agent", "tool_agent"):
@@ -148,23 +148,7 @@ def gone(cg, timeout=5.0):
     return True
 
 
-class LoopsBase(unittest.TestCase):
-    maxDiff = 4000
-
-    @classmethod
-    def setUpClass(cls):
-        abtest.require_daemon()
-        cls.stack = contextlib.ExitStack()
-        try:
-            cls.sim = cls.stack.enter_context(Simulator())
-        except BaseException:
-            cls.stack.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stack.close()
-
+class LoopsBase(abtest.SimulatorCase):
     def setUp(self):
         self.stack = contextlib.ExitStack()
         self.addCleanup(self.stack.close)   # daemon stopped, then cgroups killed and removed

@@ -49,7 +49,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, detail  # noqa: E402
+from abtest import Cgroup, Daemon, detail  # noqa: E402
 
 PRICES = """prices:
   e2e-gpt: {input: 1.0, output: 2.0, cache_read: 0.5}
@@ -61,14 +61,11 @@ MIN_INTERVAL_S = 5.0
 PRUNE_SLACK_S = 10.0   # assumption (contract silent): rows older than `retention` are gone within 10 s
 
 SIM = None
-_MODULE_STACK = contextlib.ExitStack()
 
 
 def setUpModule():
-    unittest.addModuleCleanup(_MODULE_STACK.close)
-    abtest.require_daemon()
     global SIM
-    SIM = _MODULE_STACK.enter_context(Simulator())
+    SIM = abtest.module_simulator()
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -1110,26 +1107,6 @@ def served_cost(rec):
     return (int(rec["input_tokens"]) + int(rec["output_tokens"])) * PROJ_PRICE / 1e6
 
 
-def window_seconds(v):
-    """A window as an event carries it: '60s', '1m', '250ms' or a number of seconds."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", str(v))
-    if not m:
-        return None
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def names_bucket(bucket, path):
-    """Whether an event's `bucket` names the cgroup `path` ("/a", "cgroup:/a", or an object)."""
-    if isinstance(bucket, dict):
-        return any(str(v) == path or str(v).endswith(":" + path) for v in bucket.values())
-    s = str(bucket)
-    return s == path or s.endswith(":" + path) or s.endswith(" " + path)
-
-
 def brief(evs):
     return json.dumps([{k: e.get(k) for k in ("ts", "kind", "cgroup", "detail")} for e in evs])[:3000]
 
@@ -1213,7 +1190,7 @@ class SpendProjection(unittest.TestCase):
             self.assertTrue(fast_exc, "no budget_exceeded for proj-fast although it spent $%.5f of $%s in %.1f s: %s"
                             % (fast_cost, PROJ_LIMIT_USD, span, brief(exceeded)))
             mine = [e for e in projected if detail(e).get("budget") == "proj-fast"
-                    or e.get("cgroup") == cf.path or names_bucket(detail(e).get("bucket"), cf.path)]
+                    or e.get("cgroup") == cf.path or abtest.names_bucket(detail(e).get("bucket"), cf.path)]
             self.assertTrue(mine, "no spend_projected for the fast agent (a steady $%.6f/s towards $%s per %ds, "
                             "crossing at +%.1f s); spend_projected events: %s; budget_exceeded: %s\ndaemon log:\n%s"
                             % (rate, PROJ_LIMIT_USD, PROJ_WINDOW_S, t_cross - served_fast[0]["ts_start"],
@@ -1236,11 +1213,11 @@ class SpendProjection(unittest.TestCase):
             for k in ("budget", "bucket", "limit", "spent", "rate_usd_per_s", "window", "projected_crossing_s"):
                 self.assertIn(k, dt, "spend_projected lacks detail.%s: %s" % (k, brief([ev])))
             self.assertEqual(dt["budget"], "proj-fast", brief([ev]))
-            self.assertTrue(names_bucket(dt["bucket"], cf.path), "bucket should name %s: %s" % (cf.path, brief([ev])))
+            self.assertTrue(abtest.names_bucket(dt["bucket"], cf.path), "bucket should name %s: %s" % (cf.path, brief([ev])))
             for k in ("limit", "spent", "rate_usd_per_s", "projected_crossing_s"):
                 self.assertIsInstance(dt[k], (int, float), "detail.%s is a number: %s" % (k, brief([ev])))
             self.assertAlmostEqual(float(dt["limit"]), PROJ_LIMIT_USD, places=9, msg=brief([ev]))
-            self.assertEqual(window_seconds(dt["window"]), float(PROJ_WINDOW_S), "window: " + brief([ev]))
+            self.assertEqual(abtest.duration_s(dt["window"]), float(PROJ_WINDOW_S), "window: " + brief([ev]))
             self.assertTrue(0 < dt["spent"] < PROJ_LIMIT_USD, "spent is below the limit (not yet exceeded): %s"
                             % brief([ev]))
             self.assertTrue(rate / 2.5 <= dt["rate_usd_per_s"] <= rate * 2.5,

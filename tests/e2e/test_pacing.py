@@ -31,7 +31,6 @@ Each test has its own daemon (quota state may be kept per provider or key, so on
 (AGENTBRAKE_REQUIRE_BPF=1: a missing requirement is a failure). Everything started here is
 removed on the way out, also on failure. Loopback only.
 """
-import contextlib
 import json
 import os
 import sys
@@ -40,7 +39,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
-from abtest import Cgroup, Daemon, Simulator, detail  # noqa: E402
+from abtest import Cgroup, Daemon, detail  # noqa: E402
 
 RESET_MS = 2000
 CALLS = 3
@@ -51,14 +50,11 @@ NO_HOLD_MAX_S = 1.0         # pacing off / quota left: every gap (interval inclu
 AGENT_TIMEOUT_S = 30
 
 SIM = None
-_MODULE_STACK = contextlib.ExitStack()
 
 
 def setUpModule():
-    unittest.addModuleCleanup(_MODULE_STACK.close)
-    abtest.require_daemon()
     global SIM
-    SIM = _MODULE_STACK.enter_context(Simulator())
+    SIM = abtest.module_simulator()
 
 
 def policy(pacing):
