@@ -327,7 +327,6 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   note_exceeded(d, pid, /*held=*/!d.admitted);
   if (d.admitted) {  // room came back since the credit was written
     prereserved_[pid] = d.reservation_id;
-    released_unseen_[pid]++;  // its place counts until the request is seen
     if (stopped) release_pid(pid, e.start_time_ns, "room");
     refresh_gates();
     return;
@@ -363,6 +362,7 @@ void Daemon::release_pid(uint32_t pid, uint64_t start_time, const char* why) {
     int rc = process::signal_same_process(static_cast<int>(pid), start_time ? start_time : hv.start_time_ns, SIGCONT);
     if (rc < 0 && rc != -ESRCH) spdlog::warn("releasing pid {}: {}", pid, strerror(-rc));
     bpf_map_delete_elem(rt_->holds_fd(), &pid);
+    if (rc == 0) released_unseen_[pid]++;  // the held request goes now: a place until it is seen
   }
   spdlog::debug("released pid {} ({})", pid, why);
 }
@@ -405,8 +405,6 @@ void Daemon::brake_tick() {
   for (auto it = loop_held_.begin(); it != loop_held_.end();) {
     const uint32_t pid = *it;
     if (!loop_holds(pid, now) && !fan_out_full(pid, now)) {
-      // its request goes out now: it takes one place of its fan-out entity until it is seen
-      released_unseen_[pid]++;
       auto h = held_pids_.find(pid);
       release_pid(pid, h != held_pids_.end() ? h->second : 0, "loop pause over");
       it = loop_held_.erase(it);
