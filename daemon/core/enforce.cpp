@@ -156,9 +156,11 @@ void Daemon::refresh_gates() {
           room = fan_out_room_.emplace(*entity, fan_out_room(*entity, now)).first;
         auto gc = gate_credits_.find(pid);
         const int64_t mine = gc != gate_credits_.end() ? std::max<int64_t>(0, gc->second) : 0;
-        // Its next concurrent call asks again at its start; and past the limit (a reload
-        // lowered max_concurrent) unused credits go back.
-        if (calls_in_flight(pid) > 0 || (mine > 0 && room->second < 0)) {
+        // A process busy with a call (in flight, or let go and not yet seen) gets no credit:
+        // its next concurrent call asks again at its start, so an idle process holds one place
+        // at most. Past the limit (a reload lowered max_concurrent) unused credits go back.
+        const bool busy = calls_in_flight(pid) > 0 || released_unseen_.count(pid) > 0;
+        if (busy || (mine > 0 && room->second < 0)) {
           room->second += mine;
           write_gate(pid, 0);
           continue;
