@@ -143,6 +143,19 @@ static __always_inline void emit_data(__u64 ssl, __u32 dir, __u64 buf, __u32 len
 	emit_range(ssl, dir, buf, len, len - half, len, AB_TLS_TRUNCATED | AB_TLS_TAIL);
 }
 
+/* The daemon lets a capture hold go by SIGCONT first and deletes its record after, so the
+ * record can outlive the hold by the time the daemon takes to run again (under load, long
+ * enough for the released process to finish its TLS handshake and start a request). A request
+ * start without credit in that gap is held all the same: the record becomes the budget hold's.
+ * Returns true when it did. */
+static __always_inline bool capture_hold_ending(__u32 pid, const struct ab_hold_value *budget)
+{
+	struct ab_hold_value *old = bpf_map_lookup_elem(&holds, &pid);
+	if (!old || old->reason != AB_HOLD_CAPTURE)
+		return false;
+	return bpf_map_update_elem(&holds, &pid, budget, BPF_EXIST) == 0;
+}
+
 /* Brake: admission at a request's first write (see struct ab_gate). Runs at SSL_write entry,
  * before any byte of the request is encrypted, so a hold here stops the request itself. */
 static __always_inline void gate_request(const void *buf, __u64 len)
@@ -185,7 +198,7 @@ static __always_inline void gate_request(const void *buf, __u64 len)
 		hv.start_time_ns = e->start_time_ns;
 		hv.since_ns = e->hdr.ts_ns;
 		hv.reason = AB_HOLD_BUDGET;
-		if (bpf_map_update_elem(&holds, &pid, &hv, BPF_NOEXIST) == 0) {
+		if (bpf_map_update_elem(&holds, &pid, &hv, BPF_NOEXIST) == 0 || capture_hold_ending(pid, &hv)) {
 			e->sock.flags = AB_SOCK_HELD;
 			bpf_send_signal(AB_SIGSTOP);
 			ab_count(AB_CNT_HOLDS_TAKEN, 1);

@@ -592,9 +592,13 @@ void Daemon::release_capture_hold(uint32_t pid) {
   ab_hold_value hv{};
   if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
   if (hv.reason != AB_HOLD_CAPTURE) return;
+  // SIGCONT before the record goes, so a daemon that dies in between leaves a record (released
+  // at the next start), never a stopped process nobody knows of. A request start without credit
+  // in between turns the record into a budget hold (tls.bpf.c): that one stays.
   int rc = process::signal_same_process(static_cast<int>(pid), hv.start_time_ns, SIGCONT);
   if (rc < 0 && rc != -ESRCH) spdlog::warn("releasing capture hold of pid {}: {}", pid, strerror(-rc));
-  bpf_map_delete_elem(rt_->holds_fd(), &pid);
+  if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) == 0 && hv.reason == AB_HOLD_CAPTURE)
+    bpf_map_delete_elem(rt_->holds_fd(), &pid);
 }
 
 void Daemon::on_attach_done() {

@@ -316,6 +316,19 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   }
   // The kernel found no credit; one written since is taken back (the process is stopped).
   write_gate(pid, 0);
+  if (stopped) {
+    // Its record must be there for release_pid (and for --release-all if we die): it can be
+    // gone when the kernel took over a capture hold's record just as we deleted that.
+    ab_hold_value hv{};
+    hv.start_time_ns = e.start_time_ns;
+    hv.since_ns = e.hdr.ts_ns;
+    hv.reason = AB_HOLD_BUDGET;
+    if (bpf_map_update_elem(rt_->holds_fd(), &pid, &hv, BPF_NOEXIST) == 0) stats_["budget_hold_records_restored"]++;
+  } else if (!(e.sock.flags & AB_SOCK_FOREGROUND)) {
+    // Held already by another of its threads (that hold's release lets this request go too).
+    stats_["budget_holds_joined"]++;
+    return;
+  }
   const bool fan_out_held = fan_out_full(pid, now);
   if (fan_out_held || loop_holds(pid, now)) {  // released by the tick when the pause ends / room is back
     if (fan_out_held) report_fan_out_hold(pid, *fan_out_entity(pid), now);
