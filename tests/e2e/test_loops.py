@@ -433,9 +433,11 @@ class FanOut(LoopsBase):
         time.sleep(0.3)
         rw, ro = self.served("fan-wide"), self.served("fan-other")
         t0 = min((r["ts_start"] for r in rw), default=0)
-        state = ("exit %s; wide tree: %d calls, at most %d at once (served [start, end] s: %s); other tree: %d "
+        counters = d.status().get("counters", {})
+        holds = {k: counters.get(k, 0) for k in ("loop_holds", "budget_holds_joined", "budget_hold_records_restored")}
+        state = ("exit %s; hold counters %s; wide tree: %d calls, at most %d at once (served [start, end] s: %s); other tree: %d "
                  "calls, at most %d at once, call times %s; loop_detected: %s\ndaemon log tail:\n%s"
-                 % (rcs, len(rw), max_overlap(rw, eps=0.1),
+                 % (rcs, holds, len(rw), max_overlap(rw, eps=0.1),
                     [(round(r["ts_start"] - t0, 2), round(r["ts"] - t0, 2)) for r in rw[:16]],
                     len(ro), max_overlap(ro),
                     [round(c["t_end"] - c["t_start"], 2) for c in ao.calls()], self.brief(self.loop_events(d)),
@@ -448,6 +450,9 @@ class FanOut(LoopsBase):
         self.assertLess(max(starts) - min(starts), 2.0,
                         "the workers did not all call at once (first calls %.2f s apart): %s"
                         % (max(starts) - min(starts), state))
+        # every worker is one thread: each hold stopped its process (none let a request out)
+        self.assertEqual(holds["budget_holds_joined"], 0, "a request start was not held: " + state)
+        self.assertGreater(holds["loop_holds"], 0, state)
         # held to max_concurrent: a place is dealt only once, even to 40 starts at once
         self.assertLessEqual(max_overlap(rw, eps=0.1), MAX_CONCURRENT,
                              "the wide tree was not held to max_concurrent %d: %s" % (MAX_CONCURRENT, state))
