@@ -1,5 +1,5 @@
 // agentbraked — watches every outbound LLM API call on this host and brakes runaway agents.
-// Flags and behaviour: INTERFACE.md ("agentbraked — the daemon"). The work is in daemon/core.
+// Flags and behaviour: docs/interface.md ("agentbraked — the daemon"). The work is in daemon/core.
 #include <signal.h>
 #include <unistd.h>
 

@@ -19,7 +19,7 @@
 
 namespace ab::alerts {
 
-// One event the daemon offers to the alert rules (see INTERFACE.md, "Event kinds").
+// One event the daemon offers to the alert rules (see docs/interface.md, "Events").
 struct AlertEvent {
   std::string kind;        // budget_exceeded, loop_detected, killed, ...
   std::string cgroup;      // "/agents/a", or empty

@@ -334,7 +334,7 @@ int Daemon::start() {
   timerfd_settime(timerfd_, 0, &its, nullptr);
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
 
-  // The socket answers only once the probes are attached (INTERFACE.md).
+  // The socket answers only once the probes are attached (docs/interface.md, "agentbraked").
   try {
     server_ = std::make_unique<control::Server>(opts_.socket_path);
   } catch (const std::exception& e) {

@@ -1,6 +1,6 @@
 // finding.h — what a loop detector reports: which detector, which entity, which processes,
 // the evidence, and the action the policy rule asks for. The daemon turns a Finding into a
-// `loop_detected` event (INTERFACE.md) and acts on `action`.
+// `loop_detected` event (docs/interface.md, "loop_detected") and acts on `action`.
 #pragma once
 
 #include <cstdint>

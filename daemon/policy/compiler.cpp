@@ -1,5 +1,5 @@
-// compiler.cpp — the policy schema: every key INTERFACE.md defines, its type, its range and its
-// default; shorthands expanded into the general limit list.
+// compiler.cpp — the policy schema: every implemented key of docs/interface.md, its type, its
+// range and its default; shorthands expanded into the general limit list.
 #include "policy/compiler.h"
 
 #include <algorithm>

@@ -12,7 +12,7 @@
 // Everything here is pure except load_path/validate_path/load_default_location, which read
 // the filesystem. Nothing here touches the clock or the kernel.
 //
-// See INTERFACE.md "Policy (YAML)" for the user-facing language and docs/policy.md for the
+// See docs/interface.md "Policy keys" for the user-facing keys and docs/policy.md for the
 // rules written out for operators.
 #pragma once
 

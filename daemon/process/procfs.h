@@ -1,5 +1,5 @@
 // Reading processes from procfs. Every function takes the proc root ("/proc" on a host) so
-// tests can use a fake tree. pid always means the thread-group id (see INTERFACE.md).
+// tests can use a fake tree. pid always means the thread-group id (see docs/interface.md, "Values").
 #pragma once
 
 #include <cstdint>

@@ -44,7 +44,7 @@ struct LlmCall {
   int64_t max_tokens = -1;     // max_tokens / max_completion_tokens / max_output_tokens; -1 absent
   int message_count = 0;
 
-  // Usage, as the provider bills it (see INTERFACE.md usage --json for the exact meaning).
+  // Usage, as the provider bills it (see docs/interface.md, "usage", for the exact meaning).
   int64_t input_tokens = 0;    // billed input, cache reads and writes included
   int64_t output_tokens = 0;   // output, reasoning included
   int64_t cache_read_tokens = 0;

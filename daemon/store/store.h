@@ -79,7 +79,7 @@ struct UsageReport {
   int64_t until_ns = 0;
   std::vector<UsageRow> rows;  // most expensive first, then most calls, then key
   UsageRow total() const;      // key "TOTAL"
-  // Exactly INTERFACE.md `usage --json`: {"by","since","until","rows":[{key,calls,...}]}.
+  // Exactly docs/interface.md `usage --json`: {"by","since","until","rows":[{key,calls,...}]}.
   nlohmann::ordered_json to_json() const;
 };
 
@@ -151,7 +151,7 @@ class Store {
   const std::string& path() const { return path_; }
   OpenMode mode() const { return mode_; }
 
-  // The detail object of an `llm_call` event: exactly the INTERFACE.md fields, in that order.
+  // The detail object of an `llm_call` event: exactly the docs/interface.md fields, in that order.
   static nlohmann::ordered_json llm_call_detail(const ab::LlmCall& call);
   // `path` with the values of credential-looking query parameters replaced by "REDACTED".
   static std::string redact_path(std::string_view path);

@@ -2,8 +2,8 @@
 """End-to-end proofs of the brake (issue 4): budgets, actions and the manual brake of a real
 agentbraked on the real kernel, against the provider simulator on loopback.
 
-Written to the contract of INTERFACE.md ("Policy", "Actions", the event table, the CLI) and
-DESIGN.md ("Holding a request"), never to an implementation:
+Written to the contract of docs/interface.md ("Policy keys", "Actions", "Events", the CLI) and
+docs/enforcement.md ("Admission (throttle)"), never to an implementation:
   * throttle: calls are held (slow, never an error); in any sliding window the tokens /
     requests of the calls admitted for one bucket stay within the limit give or take one call;
     max_inflight caps calls in flight; nested buckets both apply; unrelated processes are

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end loop detection (INTERFACE.md `loops:`, event `loop_detected`, actions; issue 5).
+"""End-to-end loop detection (docs/interface.md `loops:`, event `loop_detected`, actions; issue 5).
 
 A real agentbraked, real agent processes in their own cgroups, the provider simulator on
 loopback. Every test starts its own daemon whose policy enables only the rules it is about,

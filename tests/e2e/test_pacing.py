@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end pacing (INTERFACE.md `pacing: {enabled: true}`; issue 5).
+"""End-to-end pacing (docs/interface.md `pacing: {enabled: true}`; issue 5).
 
 When a response carries the provider's quota headers and the quota is used up (remaining
 requests 0, or remaining tokens below the tokens of the agent's last call), the agent's next

@@ -53,7 +53,7 @@ TEST(DefaultPolicy, IsSaneForAFreshHost) {
     EXPECT_EQ(r->action, Action::Alert);
     EXPECT_EQ(r->per, Per::Tree);
   }
-  // Conservative thresholds: at least the INTERFACE example's.
+  // Conservative thresholds: at least the detector defaults of docs/interface.md.
   EXPECT_GE(p.loops.ping_pong.max_round_trips, 10);
   EXPECT_GE(p.loops.repetition.max_repeats, 6);
   EXPECT_GE(p.loops.fan_out.max_concurrent, 16);

@@ -24,7 +24,7 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-// A copy of the INTERFACE example, mode 0644.
+// A copy of the docs/interface.md example policy (interface_example.yaml), mode 0644.
 std::string copy_fixture(const TempDir& d, const std::string& name = "policy.yaml") {
   fs::path dst = d.path / name;
   fs::copy_file(fs::path(AB_TEST_DATA) / "policy" / "good" / "interface_example.yaml", dst,

@@ -1,4 +1,4 @@
-// Compiling valid policies: every key of INTERFACE.md, defaults, shorthands, to_json.
+// Compiling valid policies: every implemented key of docs/interface.md, defaults, shorthands, to_json.
 #include <gtest/gtest.h>
 
 #include <filesystem>
