@@ -36,6 +36,7 @@
 #include "process/lineage.h"
 #include "process/procfs.h"
 #include "store/store.h"
+#include "util/faults.h"
 
 namespace ab::core {
 
@@ -236,6 +237,16 @@ void Daemon::scan_existing() {
 int Daemon::start() {
   started_mono_ = clock_ns(CLOCK_MONOTONIC);
   unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - started_mono_;
+  {
+    std::string why;
+    if (util::init_faults_from_env(&why) < 0) {
+      spdlog::error("AGENTBRAKE_TEST_FAULTS: {}", why);
+      return 1;
+    }
+    if (util::faults().any())
+      spdlog::warn("test fault injection is on (AGENTBRAKE_TEST_FAULTS={}): not for production",
+                   util::faults().describe());
+  }
   if (!load_initial_policy()) return 1;
   if (opts_.dry_run) spdlog::info("dry run: decisions are recorded, nothing is enforced");
 

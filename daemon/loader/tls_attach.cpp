@@ -13,6 +13,8 @@
 #include <set>
 #include <sstream>
 
+#include "util/faults.h"
+
 namespace ab::loader {
 
 namespace {
@@ -286,6 +288,11 @@ void AttachWorker::run() {
           (void)!write(efd_, &one, sizeof one);
           continue;
         }
+      }
+      if (int64_t ms = util::faults().attach_delay_ms) {
+        // test-only: keep the process in its capture hold (see util/faults.h); stop still wins
+        std::unique_lock lk(mu_);
+        if (cv_.wait_for(lk, std::chrono::milliseconds(ms), [&] { return stop_; })) return;
       }
       auto t0 = std::chrono::steady_clock::now();
       ProcessLinks links;

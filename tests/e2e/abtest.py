@@ -538,9 +538,12 @@ class Daemon:
     """A real agentbraked: own state dir D, DB D/ab.db, socket D/control.sock, policy
     D/policy.yaml (root-owned, 0644), log D/daemon.log. Ready = `status --json` answers."""
 
-    def __init__(self, policy_yaml="", extra_args=(), ready_timeout=DAEMON_READY_TIMEOUT_S):
+    def __init__(self, policy_yaml="", extra_args=(), ready_timeout=DAEMON_READY_TIMEOUT_S, faults=None):
+        """`faults`: test-only fault injection for the daemon (AGENTBRAKE_TEST_FAULTS, see
+        daemon/util/faults.h), e.g. {"attach_delay_ms": 3000}."""
         self.policy_yaml = policy_yaml
         self.extra_args = list(extra_args)
+        self.faults = dict(faults or {})
         self.ready_timeout = ready_timeout
         self.daemon_bin, self.cli_bin = binaries()
         self.dir = None
@@ -610,7 +613,11 @@ class Daemon:
         logf = open(self.log_path, "ab")
         try:
             # own process group (a terminal's ^C reaches the test only), SIGTERM if the test dies
-            self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
+            env = dict(os.environ)
+            env.pop("AGENTBRAKE_TEST_FAULTS", None)
+            if self.faults:
+                env["AGENTBRAKE_TEST_FAULTS"] = ",".join("%s=%s" % kv for kv in sorted(self.faults.items()))
+            self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
         finally:
