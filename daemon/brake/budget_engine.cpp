@@ -62,24 +62,90 @@ BudgetEngine::Bucket& BudgetEngine::bucket(const BucketId& id, const Budget& bud
   return it->second;
 }
 
-std::vector<BucketRef> BudgetEngine::buckets_of(const CallFacts& call) const {
-  std::vector<BucketRef> out;
-  for (const Budget& b : policy_->budgets) {
+// ---- the match cache ---------------------------------------------------------------------------
+
+namespace {
+
+bool same_facts(const policy::ProcessFacts& a, const policy::ProcessFacts& b) {
+  return a.uid == b.uid && a.cgroup == b.cgroup && a.exe == b.exe && a.comm == b.comm && a.unit == b.unit;
+}
+
+}  // namespace
+
+std::vector<BudgetEngine::Matched> BudgetEngine::match_uncached(const CallFacts& call) const {
+  std::vector<Matched> out;
+  for (size_t i = 0; i < policy_->budgets.size(); ++i) {
+    const Budget& b = policy_->budgets[i];
     auto key = policy::bucket_key(b.match, b.per, call.facts, call.pid, call.tree_root_pid);
-    if (key) out.push_back({{b.name, *key}, b.action});
+    if (key) out.push_back({i, {{b.name, std::move(*key)}, b.action}});
   }
   return out;
 }
 
+const std::vector<BudgetEngine::Matched>& BudgetEngine::matched(const CallFacts& call) const {
+  if (cache_capacity_ == 0) {
+    uncached_ = match_uncached(call);
+    return uncached_;
+  }
+  auto it = cache_.find(call.pid);
+  if (it != cache_.end()) {
+    auto entry = it->second;
+    if (entry != cache_lru_.begin()) cache_lru_.splice(cache_lru_.begin(), cache_lru_, entry);
+    if (entry->tree_root_pid == call.tree_root_pid && same_facts(entry->facts, call.facts)) {
+      ++cache_stats_.hits;
+      return entry->matched;
+    }
+    // An exec, a cgroup move, a new tree root or another process under a reused pid.
+    ++cache_stats_.rematches;
+    entry->tree_root_pid = call.tree_root_pid;
+    entry->facts = call.facts;
+    entry->matched = match_uncached(call);
+    return entry->matched;
+  }
+  ++cache_stats_.misses;
+  evict_to(cache_capacity_ - 1);
+  cache_lru_.push_front({call.pid, call.tree_root_pid, call.facts, match_uncached(call)});
+  cache_.emplace(call.pid, cache_lru_.begin());
+  return cache_lru_.front().matched;
+}
+
+void BudgetEngine::evict_to(size_t n) const {
+  while (cache_.size() > n) {
+    cache_.erase(cache_lru_.back().pid);
+    cache_lru_.pop_back();
+    ++cache_stats_.evictions;
+  }
+}
+
+void BudgetEngine::forget_process(uint32_t pid) {
+  auto it = cache_.find(pid);
+  if (it == cache_.end()) return;
+  cache_lru_.erase(it->second);
+  cache_.erase(it);
+}
+
+void BudgetEngine::set_match_cache_capacity(size_t n) {
+  cache_capacity_ = n;
+  evict_to(n);
+}
+
+std::vector<BucketRef> BudgetEngine::buckets_of(const CallFacts& call) const {
+  std::vector<BucketRef> out;
+  for (const Matched& m : matched(call)) out.push_back(m.ref);
+  return out;
+}
+
 std::vector<BucketRef> BudgetEngine::gating_refs(const CallFacts& call) const {
-  std::vector<BucketRef> out = buckets_of(call);
-  std::erase_if(out, [](const BucketRef& r) { return !r.gates(); });
+  std::vector<BucketRef> out;
+  for (const Matched& m : matched(call))
+    if (m.ref.gates()) out.push_back(m.ref);
   return out;
 }
 
 std::set<BucketId> BudgetEngine::gating_of(const CallFacts& call) const {
   std::set<BucketId> out;
-  for (const BucketRef& r : gating_refs(call)) out.insert(r.id);
+  for (const Matched& m : matched(call))
+    if (m.ref.gates()) out.insert(m.ref.id);
   return out;
 }
 
@@ -87,17 +153,15 @@ std::set<BucketId> BudgetEngine::gating_of(const CallFacts& call) const {
 // ones that hold it. Its other buckets have room and are no reason to make anyone wait.
 std::set<BucketId> BudgetEngine::blocking_of(const CallFacts& call, int64_t now_ns) const {
   std::set<BucketId> out;
-  for (const Budget& budget : policy_->budgets) {
-    if (!policy::gates(budget.action)) continue;
-    auto key = policy::bucket_key(budget.match, budget.per, call.facts, call.pid, call.tree_root_pid);
-    if (!key) continue;
-    BucketId id{budget.name, *key};
-    auto b = buckets_.find(id);
+  for (const Matched& m : matched(call)) {
+    if (!m.ref.gates()) continue;
+    const Budget& budget = policy_->budgets[m.budget];
+    auto b = buckets_.find(m.ref.id);
     if (b == buckets_.end()) continue;  // never used: all room
     bool room = !(budget.max_inflight && b->second.inflight >= *budget.max_inflight);
     for (const LimitWindow& lw : b->second.limits)
       if (room && !fits(lw.window.level(now_ns), reserved_amount(lw.limit.kind, call), lw.limit.amount)) room = false;
-    if (!room) out.insert(id);
+    if (!room) out.insert(m.ref.id);
   }
   return out;
 }
@@ -111,6 +175,8 @@ std::set<BucketId> BudgetEngine::queued_buckets(int64_t now_ns) const {
 
 void BudgetEngine::set_policy(std::shared_ptr<const policy::Policy> policy) {
   policy_ = std::move(policy);
+  cache_.clear();  // matched against the old budgets (and indexes into them)
+  cache_lru_.clear();
   std::map<BucketId, Bucket> kept;
   for (auto& [id, old] : buckets_) {
     const Budget* budget = policy_->find_budget(id.budget);
@@ -141,12 +207,11 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
   d.dry_run = dry_run();
   std::vector<Bucket*> touched;
 
-  for (const Budget& budget : policy_->budgets) {
-    auto key = policy::bucket_key(budget.match, budget.per, call.facts, call.pid, call.tree_root_pid);
-    if (!key) continue;
-    BucketId id{budget.name, *key};
+  for (const Matched& m : matched(call)) {
+    const Budget& budget = policy_->budgets[m.budget];
+    const BucketId& id = m.ref.id;
     Bucket& b = bucket(id, budget);
-    d.buckets.push_back({id, budget.action});
+    d.buckets.push_back(m.ref);
     touched.push_back(&b);
 
     const size_t first_of_bucket = d.exceeded.size();

@@ -27,15 +27,24 @@
 //    an episode carries new_episode = true: that is when budget_exceeded is recorded, once.
 //  - Dry run (policy mode observe, or set_dry_run(true)): every decision is made and
 //    reported, the call is admitted and counted anyway, and the Decision says dry_run.
+//  - Match cache: which budgets select a process, and its bucket in each, is a pure function
+//    of (policy, pid, tree_root_pid, ProcessFacts). The engine remembers it per pid (bounded,
+//    least recently used first out) so that a call costs the budgets it falls in, not every
+//    budget's selector. An entry is used only when the call's tree root and facts equal the
+//    ones it was computed from: an exec, a cgroup move or a reused pid is matched afresh
+//    without being told. A policy change empties the cache; forget_process drops an exited
+//    process's entry. Decisions are the same with the cache or without it (capacity 0).
 #pragma once
 
 #include <compare>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "brake/sliding_window.h"
@@ -231,6 +240,24 @@ class BudgetEngine {
   // The buckets a call falls in under the current policy, policy order.
   std::vector<BucketRef> buckets_of(const CallFacts& call) const;
 
+  // ---- the match cache (see the top of this file) --------------------------------------------
+  static constexpr size_t kDefaultMatchCacheCapacity = 4096;  // processes
+  // The process exited: forget its matches (its pid may come back as another process; that
+  // would be noticed anyway, this only frees the entry early).
+  void forget_process(uint32_t pid);
+  // At most `n` processes remembered; 0 turns the cache off. Shrinking drops the least
+  // recently used entries.
+  void set_match_cache_capacity(size_t n);
+  size_t match_cache_capacity() const { return cache_capacity_; }
+  size_t match_cache_size() const { return cache_.size(); }
+  struct MatchCacheStats {
+    uint64_t hits = 0;        // a call's matches found, facts unchanged
+    uint64_t misses = 0;      // a process matched for the first time (or again after eviction)
+    uint64_t rematches = 0;   // an entry whose facts or tree root changed, matched again
+    uint64_t evictions = 0;   // entries dropped to stay within the capacity
+  };
+  const MatchCacheStats& match_cache_stats() const { return cache_stats_; }
+
  private:
   struct LimitWindow {
     policy::Limit limit;
@@ -244,6 +271,24 @@ class BudgetEngine {
   struct Reservation {
     std::vector<BucketId> buckets;
   };
+
+  // A budget that selects a process: its index in policy_->budgets and the process's bucket.
+  struct Matched {
+    size_t budget = 0;
+    BucketRef ref;
+  };
+  struct CacheEntry {
+    uint32_t pid = 0;
+    uint32_t tree_root_pid = 0;
+    policy::ProcessFacts facts;
+    std::vector<Matched> matched;            // policy order
+  };
+
+  // The budgets that select `call`, policy order, from the cache when it knows the process.
+  // The reference is valid until the next call of matched(), set_policy or forget_process.
+  const std::vector<Matched>& matched(const CallFacts& call) const;
+  std::vector<Matched> match_uncached(const CallFacts& call) const;
+  void evict_to(size_t n) const;
 
   Bucket& bucket(const BucketId& id, const policy::Budget& budget);
   std::vector<BucketRef> gating_refs(const CallFacts& call) const;
@@ -263,6 +308,14 @@ class BudgetEngine {
   std::vector<Held> held_;                   // oldest first
   uint64_t next_hold_id_ = 1;
   std::map<std::string, int64_t> last_action_ns_;
+
+  // The match cache: most recently used first; cache_ indexes it by pid. Mutable: a lookup
+  // from a const query still remembers what it computed.
+  size_t cache_capacity_ = kDefaultMatchCacheCapacity;
+  mutable std::list<CacheEntry> cache_lru_;
+  mutable std::unordered_map<uint32_t, std::list<CacheEntry>::iterator> cache_;
+  mutable std::vector<Matched> uncached_;    // matched()'s answer when the cache is off
+  mutable MatchCacheStats cache_stats_;
 };
 
 }  // namespace ab::brake

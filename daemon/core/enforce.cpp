@@ -436,6 +436,7 @@ void Daemon::brake_tick() {
 void Daemon::brake_forget(uint32_t pid) {
   if (!engine_) return;
   engine_->drop_held(pid);
+  engine_->forget_process(pid);  // its cached budget matches
   held_pids_.erase(pid);
   loop_held_.erase(pid);
   if (auto it = prereserved_.find(pid); it != prereserved_.end()) {

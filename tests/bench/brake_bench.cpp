@@ -4,8 +4,13 @@
 // in µs per call (one iteration = one call).
 //
 //   BM_AdmitSettle/budgets:N/match:one   N budgets, each selecting its own cgroup; the call
-//                                         comes from the cgroup of the LAST budget (every budget
-//                                         is matched against it, one bucket is charged)
+//                                         comes from the cgroup of the LAST budget (one bucket
+//                                         is charged; every budget is matched against it the
+//                                         first time, then the engine's match cache answers)
+//   BM_AdmitSettleNewProcess/budgets:N   the same, but every call comes from a pid the engine
+//                                         has not seen (the match cache misses every time and,
+//                                         past its capacity, evicts): a host of one-shot
+//                                         processes
 //   BM_AdmitSettle/budgets:N/match:all   N budgets that all select the call's cgroup: the call
 //                                         falls in N buckets (nesting taken to the extreme)
 //   BM_CreditProbe/...                   admit + cancel: the probe refresh_gates() makes per
@@ -100,6 +105,27 @@ void BM_AdmitSettle(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_AdmitSettle)->Apply(args);
+
+// admit + settle, each call from another pid: the match cache never has the process.
+void BM_AdmitSettleNewProcess(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  brake::BudgetEngine engine(make_policy(n, false, 1e12, 1e12));
+  brake::CallFacts call = call_from(n);
+  int64_t now = 1'000'000'000;
+  size_t buckets = 0;
+  uint32_t i = 0;
+  for (auto _ : state) {
+    call.pid = call.tree_root_pid = 100'000 + (i++ % 1'000'000);
+    brake::Decision d = engine.admit(call, now);
+    if (!d.admitted) state.SkipWithError("not admitted");
+    buckets = d.buckets.size();
+    engine.settle(d.reservation_id, 700, 0.0003, now + kStepNs / 2);
+    now += kStepNs;
+  }
+  state.SetLabel("a new process per call, " + std::to_string(buckets) + " bucket(s) per call");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_AdmitSettleNewProcess)->ArgNames({"budgets"})->Arg(1)->Arg(10)->Arg(100)->Unit(benchmark::kMicrosecond);
 
 // admit + cancel: the daemon's credit probe (refresh_gates) for one gated process.
 void BM_CreditProbe(benchmark::State& state) {
