@@ -356,12 +356,75 @@ class EmptyProbes:
 
 
 # ---- the benchmark ------------------------------------------------------------------------------
+def memory_bench(tools, bdir, n, R, json_path):
+    """Daemon RSS with n watched processes and the ring buffer's loss under a maximum-rate
+    writer: the figures behind the ring-buffer size (--ring-buffer-mb)."""
+    ep_echo, ep_sink = free_port(), free_port()
+    servers = [start_server(tools, ep_echo, "echo"), start_server(tools, ep_sink, "sink")]
+    d = Daemon(bdir, [ep_echo, ep_sink])
+    idle = []
+    try:
+        R["rss_idle_kb"] = d.rss_kb()
+        t0 = time.monotonic()
+        for k in range(0, n, 100):
+            more, pids = start_idle(tools, min(100, n - k), ep_echo)
+            idle += more
+            d.wait_attached(pids, timeout=600)
+            log("memory: %d watched (%.0f s)" % (len(idle), time.monotonic() - t0))
+        st = d.status()
+        R["watched_processes"] = st.get("watched_processes")
+        R["rss_n_kb"] = d.rss_kb()
+        rb = {}
+        for size in (65536, 1 << 20):
+            c0 = d.status()["counters"]
+            p, pid = load_waiting(tools, ["writer", "--port", str(ep_sink), "--size", str(size), "--seconds", "3"])
+            d.wait_attached([pid])
+            res = load_go(p)
+            deadline = time.monotonic() + 30   # the daemon has drained the ring when tls_records stops moving
+            last = -1
+            while time.monotonic() < deadline:
+                cur = d.status()["counters"].get("tls_records", 0)
+                if cur == last:
+                    break
+                last = cur
+                time.sleep(0.5)
+            c1 = d.status()["counters"]
+            rb[size] = {"mb_per_s": res["bytes_per_s"] / 1e6,
+                        "ring_buffer_lost": c1.get("ring_buffer_lost", 0) - c0.get("ring_buffer_lost", 0),
+                        "tls_records": c1.get("tls_records", 0) - c0.get("tls_records", 0)}
+        R["ringbuf"] = rb
+        R["rss_after_writer_kb"] = d.rss_kb()
+    finally:
+        d.stop()
+        for p in idle:
+            stop(p)
+        for s in servers:
+            stop(s)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(R, f, indent=1)
+    print("| moment | VmRSS kB | RssAnon | RssFile |")
+    print("|---|---|---|---|")
+    for k, label in (("rss_idle_kb", "idle"), ("rss_n_kb", "%d watched (status: %s)" % (n, R["watched_processes"])),
+                     ("rss_after_writer_kb", "after the maximum-rate writers")):
+        v = R[k]
+        print("| %s | %s | %s | %s |" % (label, v.get("VmRSS"), v.get("RssAnon"), v.get("RssFile")))
+    print()
+    print("| writer record size | MB/s written | tls_records | ring_buffer_lost |")
+    print("|---|---|---|---|")
+    for size, v in sorted(R["ringbuf"].items()):
+        print("| %d | %.0f | %d | %d |" % (size, v["mb_per_s"], v["tls_records"], v["ring_buffer_lost"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer, shorter samples (< 2 min)")
     ap.add_argument("--build-dir", default=os.environ.get("AB_BUILD_DIR") or "/work/build-bench")
     ap.add_argument("--json", help="also write every raw figure to this file")
     ap.add_argument("--table-from", metavar="JSON", help="only print the table of an earlier --json file")
+    ap.add_argument("--memory", type=int, metavar="N",
+                    help="only the memory figures: daemon RSS idle, with N watched processes, and after "
+                         "a watched writer at its maximum rate (ring-buffer loss); prints its own table")
     a = ap.parse_args()
     if a.table_from:
         with open(a.table_from) as f:
@@ -397,6 +460,10 @@ def main():
     TMPDIRS.append(work)
     log("building helpers in %s" % work)
     tools = build_helpers(work, bdir)
+
+    if a.memory:
+        memory_bench(tools, bdir, a.memory, R, a.json)
+        return
 
     plain_port, plain_sink, ep_echo, ep_sink = free_port(), free_port(), free_port(), free_port()
     servers = [start_server(tools, plain_port, "echo"), start_server(tools, plain_sink, "sink"),

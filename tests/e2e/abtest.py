@@ -371,10 +371,12 @@ class Simulator:
         os.replace(tmp, self.control)
         time.sleep(0.01)
 
-    def records(self, tag=None):
+    def records(self, tag=None, started=False):
+        """Requests served (logged at their end), oldest first; `started`: requests whose body
+        the simulator has read (logged at their start, with client_tag and ts_start only)."""
         out = []
         try:
-            with open(self.log) as f:
+            with open(self.log + (".started" if started else "")) as f:
                 for line in f:
                     # a line still being written (no newline yet) is read next time
                     if line.strip() and line.endswith("\n"):
@@ -384,6 +386,15 @@ class Simulator:
         except FileNotFoundError:
             pass
         return out
+
+    def in_flight(self, tag=None):
+        """Requests started and not yet served (the simulator is still answering them)."""
+        return len(self.records(tag, started=True)) - len(self.records(tag))
+
+    def wait_quiet(self, tag=None, timeout=10.0):
+        """Waits until no request of `tag` is being answered; fails after `timeout` s."""
+        wait_for(lambda: self.in_flight(tag) == 0, timeout,
+                 what="the simulator to finish the requests in flight (%s)" % (tag or "any client"))
 
     def client_args(self):
         a = ["--port", str(self.port)]

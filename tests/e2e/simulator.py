@@ -350,8 +350,8 @@ class Handler(BaseHTTPRequestHandler):
                 cfg[k] = _coerce(k, v)
         return cfg
 
-    def _log(self, rec):
-        path = self.server.log_path
+    def _log(self, rec, path=None):
+        path = path or self.server.log_path
         if not path:
             return
         line = json.dumps(rec, sort_keys=True) + "\n"
@@ -406,6 +406,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.server.peer_info:
             self.peer = peer_info(self.server.server_address[1], self.client_address[1])
+        if self.server.log_path:
+            # every request is logged once at its start too (<log>.started), so a test can tell
+            # a request still being served from one never sent
+            self._log({"client_tag": self.headers.get("x-test-client"), "ts_start": t0}, self.server.log_path + ".started")
         model = str(body.get("model", "unknown"))
         stream = bool(body.get("stream", False))
         text = prompt_text(body)

@@ -604,7 +604,7 @@ class ManualBrake(BrakeBase):
         return False
 
     def assert_no_progress(self, a, tag, what, quiet=2.0):
-        time.sleep(0.5)   # a call already past the gate may still finish
+        self.sim.wait_quiet(tag)   # a call already past the gate may still finish
         n0 = len(self.sim.records(tag))
         c0 = len(a.calls())
         time.sleep(quiet)
