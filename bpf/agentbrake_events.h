@@ -186,12 +186,5 @@ struct ab_gate {
 	__u64 since_ns; /* when the daemon last wrote it */
 };
 
-/* config map index 0: runtime switches written by the daemon. */
-struct ab_config {
-	__u32 daemon_tgid;        /* never watch or hold the daemon itself */
-	__u32 capture_holds;      /* 1 = take capture holds at first connect */
-	__u32 call_capture_cap;   /* bytes kept per SSL call (head half + tail half) */
-	__u32 _pad;
-};
 
 #endif /* AGENTBRAKE_EVENTS_H */

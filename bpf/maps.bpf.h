@@ -31,12 +31,11 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ab_config);
-} ab_config_map SEC(".maps");
+/* Load-time configuration (rodata): the loader writes these into each object before it is
+ * loaded; they never change while it runs, so the verifier sees them as constants. */
+const volatile __u32 cfg_daemon_tgid = 0;      /* never watch or hold the daemon itself */
+const volatile __u32 cfg_capture_holds = 0;    /* 1 = take capture holds at first connect */
+const volatile __u32 cfg_call_capture_cap = 0; /* bytes kept per SSL call (head + tail); 0 = max */
 
 /* pid (tgid) -> watch state. PENDING is set by the kernel at the first qualifying connect so
  * that a process is asked for (and held) once; the daemon sets ATTACHED / IGNORED. */
@@ -106,12 +105,6 @@ static __always_inline void ab_count(__u32 idx, __u64 n)
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 	if (v)
 		*v += n; /* per-CPU slot: no atomic needed */
-}
-
-static __always_inline struct ab_config *ab_cfg(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&ab_config_map, &zero);
 }
 
 static __always_inline void ab_fill_header(struct ab_event_header *h, __u32 type)

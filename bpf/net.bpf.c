@@ -54,8 +54,7 @@ SEC("tp/syscalls/sys_enter_connect")
 int ab_connect_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ab_config *cfg = ab_cfg();
-	if (cfg && cfg->daemon_tgid == (id >> 32))
+	if (cfg_daemon_tgid == (id >> 32))
 		return 0;
 	struct connect_args a = {};
 	a.fd = (__s32)ctx->args[0];
@@ -100,9 +99,8 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!(flags & (AB_SOCK_KNOWN_ENDPOINT | AB_SOCK_BUDGET_MATCHED | AB_SOCK_WATCHED)))
 		return 0; /* the common case: an unrelated process, nothing to say */
 
-	struct ab_config *cfg = ab_cfg();
 	bool first = !w || (w->state == AB_WATCH_IGNORED && (flags & AB_SOCK_KNOWN_ENDPOINT));
-	bool want_hold = first && cfg && cfg->capture_holds;
+	bool want_hold = first && cfg_capture_holds;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (want_hold && ab_terminal_foreground(task)) {
 		ab_count(AB_CNT_HOLDS_SKIPPED_FG, 1);

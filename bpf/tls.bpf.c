@@ -127,8 +127,7 @@ static __always_inline void emit_range(__u64 ssl, __u32 dir, __u64 buf, __u32 ca
 
 static __always_inline void emit_data(__u64 ssl, __u32 dir, __u64 buf, __u32 len)
 {
-	struct ab_config *cfg = ab_cfg();
-	__u32 cap = cfg && cfg->call_capture_cap ? cfg->call_capture_cap : AB_CALL_CAP_MAX;
+	__u32 cap = cfg_call_capture_cap ? cfg_call_capture_cap : AB_CALL_CAP_MAX;
 	if (cap > AB_CALL_CAP_MAX)
 		cap = AB_CALL_CAP_MAX;
 	if (len <= cap) {

@@ -39,6 +39,23 @@ int main(int argc, char** argv) {
                  "directory for runtime state; pinned maps go to a bpffs directory derived from it\n"
                  "(default: /sys/fs/bpf/agentbrake and /run/agentbrake)");
   app.add_flag("--dry-run", opts.dry_run, "decide and record everything, enforce nothing");
+  app.add_option("--ring-buffer-mb", opts.ring_buffer_mb,
+                 "event ring buffer size in MiB, a power of two from 1 to 1024; the daemon's RSS\n"
+                 "grows by twice this (the kernel maps it twice); records it cannot take are\n"
+                 "counted as ring_buffer_lost in status and /metrics")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            unsigned long v = 0;
+            try {
+              v = std::stoul(s);
+            } catch (...) {
+              return "not a number: " + s;
+            }
+            if (v < 1 || v > 1024 || (v & (v - 1)) != 0) return "must be a power of two from 1 to 1024, got " + s;
+            return "";
+          },
+          "POW2 1..1024"))
+      ->capture_default_str();
   app.add_flag("--release-all", release_all,
                "release every hold recorded in the state dir, then exit (the unit's stop path)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error")

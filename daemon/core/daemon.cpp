@@ -272,6 +272,7 @@ int Daemon::start() {
   ro.pin_dir = pin_dir_;
   ro.daemon_tgid = static_cast<uint32_t>(getpid());
   ro.capture_holds = true;
+  ro.ring_bytes = opts_.ring_buffer_mb << 20;
   std::string err;
   rt_ = loader::BpfRuntime::create(ro, &err);
   if (!rt_) {

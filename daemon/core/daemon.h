@@ -23,6 +23,7 @@ struct DaemonOptions {
   std::string socket_path = "/run/agentbrake/control.sock";
   std::optional<std::string> state_dir;    // nullopt: /sys/fs/bpf/agentbrake + /run/agentbrake
   bool dry_run = false;
+  uint32_t ring_buffer_mb = 16;            // event ring buffer, MiB (a power of two)
   std::string version = "0";
 };
 

@@ -38,7 +38,7 @@ bool is_fs(const char* path, unsigned long magic) {
 
 // Shares one set of maps between objects: the maps of `owner` are reused by `obj`.
 int reuse_shared_maps(bpf_object* owner, bpf_object* obj) {
-  static const char* kShared[] = {"events", "counters", "ab_config_map", "watch", "holds",
+  static const char* kShared[] = {"events", "counters", "watch", "holds",
                                   "matched_pids", "matched_cgroups", "endpoints", "gate",
                                   "denied_cgroups", "denied_pids"};
   for (const char* name : kShared) {
@@ -124,20 +124,18 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
   std::string holds_pin = opts.pin_dir + "/holds";
   if (int err = bpf_map__set_pin_path(rt->proc_->maps.holds, holds_pin.c_str()))
     return fail("pin path for holds map: " + errstr(err));
+  uint32_t ring = opts.ring_bytes ? opts.ring_bytes : kDefaultRingBytes;
+  if (ring < 4096 || (ring & (ring - 1)) != 0)
+    return fail("ring buffer size " + std::to_string(ring) + " is not a power of two of at least 4096 bytes");
+  if (int err = bpf_map__set_max_entries(rt->proc_->maps.events, ring))
+    return fail("ring buffer size: " + errstr(err));
   if (int err = ab_proc__load(rt->proc_)) return fail("load proc BPF object: " + errstr(err));
-
-  // runtime config first: the connect program reads it from its first event on
-  ab_config cfg{};
-  cfg.daemon_tgid = opts.daemon_tgid;
-  cfg.capture_holds = opts.capture_holds ? 1 : 0;
-  cfg.call_capture_cap = opts.call_capture_cap;
-  uint32_t zero = 0;
-  if (bpf_map_update_elem(bpf_map__fd(rt->proc_->maps.ab_config_map), &zero, &cfg, BPF_ANY) != 0)
-    return fail("write config map: " + errstr(errno));
 
   rt->net_ = ab_net__open();
   if (!rt->net_) return fail("open net BPF object: " + errstr(errno));
   if (int err = reuse_shared_maps(rt->proc_->obj, rt->net_->obj)) return fail("share maps with net: " + errstr(err));
+  rt->net_->rodata->cfg_daemon_tgid = opts.daemon_tgid;
+  rt->net_->rodata->cfg_capture_holds = opts.capture_holds ? 1 : 0;
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_enter, false);
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_exit, false);
   bpf_program__set_autoattach(rt->net_->progs.ab_deny_connect4, false);  // attach_deny()
@@ -150,6 +148,7 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
     rt->tls_ = ab_tls__open();
     if (!rt->tls_) return fail("open tls BPF object: " + errstr(errno));
     if (int err = reuse_shared_maps(rt->proc_->obj, rt->tls_->obj)) return fail("share maps with tls: " + errstr(err));
+    rt->tls_->rodata->cfg_call_capture_cap = opts.call_capture_cap;
     for (int h = 0; h < (int)TlsHook::Count; h++) {
       bpf_program* p = hook_program(rt->tls_, (TlsHook)h);
       bpf_program__set_autoattach(p, false);

@@ -19,5 +19,4 @@ static_assert(sizeof(ab_dns_event) == 32 + 8 + AB_DNS_NAME_LEN + 2 * AB_DNS_MAX_
 static_assert(sizeof(ab_endpoint_key) == 20);
 static_assert(sizeof(ab_watch_value) == 16);
 static_assert(sizeof(ab_hold_value) == 24);
-static_assert(sizeof(ab_config) == 16);
 static_assert(sizeof(ab_gate) == 16);

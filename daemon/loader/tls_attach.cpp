@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <cstring>
@@ -147,14 +149,38 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
 // Each link's release waits in the kernel (~40-60 ms here) for probes in flight; the waits
 // overlap when the links are closed from threads of their own (measured: 10 links ~60 ms
 // together instead of ~0.5 s one after another).
-void TlsAttacher::detach(ProcessLinks& links) {
+void TlsAttacher::detach(ProcessLinks& links) { detach_all(&links, 1); }
+
+// Closing a uprobe_multi link waits for an RCU tasks-trace grace period in the kernel
+// (uprobe_unregister_sync, ~20-60 ms here), and closes are serialised only if they are made one
+// after another: closes made at the same time share grace periods. So every link goes to a pool
+// of threads at once. (A daemon that exits with its links open pays the same waits one by one
+// in its exit path: minutes with 1,000 watched processes.)
+void TlsAttacher::detach_all(ProcessLinks* sets, size_t n) {
+  std::vector<int> fds;
+  std::vector<bpf_link*> perf;
+  for (size_t i = 0; i < n; i++) {
+    fds.insert(fds.end(), sets[i].multi_link_fds.begin(), sets[i].multi_link_fds.end());
+    perf.insert(perf.end(), sets[i].perf_links.begin(), sets[i].perf_links.end());
+    sets[i].multi_link_fds.clear();
+    sets[i].perf_links.clear();
+  }
+  const size_t total = fds.size() + perf.size();
+  if (total == 0) return;
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k; (k = next.fetch_add(1)) < total;) {
+      if (k < fds.size())
+        close(fds[k]);
+      else
+        bpf_link__destroy(perf[k - fds.size()]);
+    }
+  };
+  const size_t threads = std::min<size_t>(total, kMaxCloserThreads);
   std::vector<std::thread> closers;
-  closers.reserve(links.multi_link_fds.size() + links.perf_links.size());
-  for (int fd : links.multi_link_fds) closers.emplace_back([fd] { close(fd); });
-  for (auto* l : links.perf_links) closers.emplace_back([l] { bpf_link__destroy(l); });
+  closers.reserve(threads);
+  for (size_t t = 0; t < threads; t++) closers.emplace_back(work);
   for (auto& t : closers) t.join();
-  links.multi_link_fds.clear();
-  links.perf_links.clear();
 }
 
 AttachWorker::AttachWorker(BpfRuntime& rt) : rt_(rt), attacher_(rt) {
@@ -172,10 +198,11 @@ AttachWorker::~AttachWorker() {
   detach_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (detach_thread_.joinable()) detach_thread_.join();
-  for (auto& l : attached_) attacher_.detach(l);
+  std::vector<ProcessLinks> all = std::move(attached_);
   attached_.clear();
-  for (auto& l : detach_queue_) attacher_.detach(l);
+  for (auto& l : detach_queue_) all.push_back(std::move(l));
   detach_queue_.clear();
+  attacher_.detach_all(all.data(), all.size());
   if (efd_ >= 0) close(efd_);
 }
 
@@ -212,15 +239,15 @@ void AttachWorker::request_detach(int pid) {
 
 void AttachWorker::run_detach() {
   for (;;) {
-    ProcessLinks links;
+    std::vector<ProcessLinks> batch;  // every process queued by now: their closes overlap
     {
       std::unique_lock lk(mu_);
       detach_cv_.wait(lk, [&] { return stop_ || !detach_queue_.empty(); });
       if (stop_) return;
-      links = std::move(detach_queue_.front());
-      detach_queue_.pop_front();
+      for (auto& l : detach_queue_) batch.push_back(std::move(l));
+      detach_queue_.clear();
     }
-    attacher_.detach(links);
+    attacher_.detach_all(batch.data(), batch.size());
   }
 }
 

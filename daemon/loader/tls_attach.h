@@ -42,6 +42,9 @@ class TlsAttacher {
   int attach(int pid, ProcessLinks* out, std::string* error);
   // Closes every link of the process.
   void detach(ProcessLinks& links);
+  // Closes every link of n processes at once (a pool of threads: the kernel's waits overlap).
+  void detach_all(ProcessLinks* sets, size_t n);
+  static constexpr size_t kMaxCloserThreads = 256;
   TlsSymbolCache& symbols() { return symbols_; }
 
  private:

@@ -394,10 +394,24 @@ def memory_bench(tools, bdir, n, R, json_path):
                         "tls_records": c1.get("tls_records", 0) - c0.get("tls_records", 0)}
         R["ringbuf"] = rb
         R["rss_after_writer_kb"] = d.rss_kb()
-    finally:
-        d.stop()
+        # the watched processes exit first (their links are closed as they go), then the daemon
+        t0 = time.monotonic()
         for p in idle:
-            stop(p)
+            stop(p, sig=signal.SIGKILL)
+        idle = []
+        R["watched_exit_s"] = time.monotonic() - t0
+        deadline = time.monotonic() + 600
+        while (d.status() or {}).get("watched_processes", 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        R["unwatched_after_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        d.p.send_signal(signal.SIGTERM)
+        d.p.wait(timeout=600)
+        R["daemon_stop_s"] = time.monotonic() - t0
+    finally:
+        for p in idle:
+            stop(p, sig=signal.SIGKILL)
+        d.stop()
         for s in servers:
             stop(s)
     if json_path:
@@ -409,6 +423,9 @@ def memory_bench(tools, bdir, n, R, json_path):
                      ("rss_after_writer_kb", "after the maximum-rate writers")):
         v = R[k]
         print("| %s | %s | %s | %s |" % (label, v.get("VmRSS"), v.get("RssAnon"), v.get("RssFile")))
+    print()
+    print("%d watched processes SIGKILLed in %.1f s; the daemon watched none %.1f s after; then SIGTERM to exit: %.1f s"
+          % (n, R["watched_exit_s"], R["unwatched_after_s"], R["daemon_stop_s"]))
     print()
     print("| writer record size | MB/s written | tls_records | ring_buffer_lost |")
     print("|---|---|---|---|")
