@@ -28,7 +28,8 @@
 #include "policy/policy.h"
 #include "report.h"
 #include "store/store.h"
-#include "store/timefmt.h"
+#include "util/duration.h"
+#include "util/timefmt.h"
 
 #ifndef AB_VERSION
 #define AB_VERSION "0.0.0"
@@ -39,6 +40,7 @@ namespace {
 using json = nlohmann::json;
 namespace ctl = ab::control;
 namespace st = ab::store;
+namespace util = ab::util;
 
 constexpr int kOk = 0;
 constexpr int kFail = 1;
@@ -96,12 +98,12 @@ std::unique_ptr<st::Store> open_db(const Globals& g, std::string& error) {
 }
 
 std::optional<int64_t> since_ns(const std::string& text, std::string& error) {
-  auto d = st::parse_duration_ns(text);
+  auto d = util::parse_duration_ns(text);
   if (!d) {
     error = "invalid duration '" + text + "' for --since: expected a number and a unit (30s, 10m, 2h, 7d)";
     return std::nullopt;
   }
-  return st::now_unix_ns() - *d;
+  return util::now_unix_ns() - *d;
 }
 
 // ---- commands -------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ int cmd_usage(const Globals& g, const std::string& by_text, const std::string& s
   auto db = open_db(g, e);
   if (!db) return err(e, kFail);
   try {
-    auto rep = db->usage(*by, *from, st::now_unix_ns());
+    auto rep = db->usage(*by, *from, util::now_unix_ns());
     auto j = rep.to_json();
     out(as_json ? j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ctl::format_usage(json(j)));
   } catch (const std::exception& ex) {
@@ -282,7 +284,7 @@ std::pair<size_t, size_t> term_size() {
 }
 
 int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
-  auto iv = st::parse_duration_ns(interval_text);
+  auto iv = util::parse_duration_ns(interval_text);
   if (!iv || *iv < 100'000'000)
     return err("invalid --interval '" + interval_text + "': expected a duration of at least 100ms (e.g. 1s)", kUsage);
   int interval_ms = static_cast<int>(std::min<int64_t>(*iv / 1'000'000, 3'600'000));
@@ -336,7 +338,7 @@ int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
       return err(e.what(), kFail);
     }
     auto [w, h] = term_size();
-    std::string title = "agentbrake top (" + st::format_rfc3339(st::now_unix_ns(), false) + ", q quits)";
+    std::string title = "agentbrake top (" + util::format_rfc3339(util::now_unix_ns(), false) + ", q quits)";
     std::string frame = ctl::render_top(model.rows(), title, w, problem.empty() ? h : h - 1);
     if (!problem.empty()) frame = problem.substr(0, w) + "\n" + frame;
     // draw: home, the frame with each line's tail cleared, then clear below

@@ -20,7 +20,8 @@
 
 #include <fmt/format.h>
 
-#include "store/timefmt.h"
+#include "util/duration.h"
+#include "util/timefmt.h"
 
 namespace ab::cli {
 namespace {
@@ -28,7 +29,7 @@ namespace {
 namespace st = ab::store;
 using json = nlohmann::json;
 
-constexpr int64_t kMin = 60 * st::kNsPerSec;
+constexpr int64_t kMin = 60 * util::kNsPerSec;
 constexpr int64_t kHour = 60 * kMin;
 constexpr int64_t kDay = 24 * kHour;
 
@@ -75,23 +76,14 @@ std::string count(int64_t v) {
   return v < 0 ? "-" + out : out;
 }
 
-std::string utc(int64_t ns, const char* format) {
-  time_t t = static_cast<time_t>(ns / st::kNsPerSec);
-  tm tmv{};
-  gmtime_r(&t, &tmv);
-  char buf[64];
-  strftime(buf, sizeof buf, format, &tmv);
-  return buf;
-}
-
 // "15m", "3h", "24h", "7d": the largest unit that divides the duration (days from 2 days on).
 std::string dur_label(int64_t ns) {
-  int64_t s = std::max<int64_t>(ns / st::kNsPerSec, 0);
+  int64_t s = std::max<int64_t>(ns / util::kNsPerSec, 0);
   if (s >= 2 * 86400 && s % 86400 == 0) return std::to_string(s / 86400) + "d";
   if (s >= 3600 && s % 3600 == 0) return std::to_string(s / 3600) + "h";
   if (s >= 60 && s % 60 == 0) return std::to_string(s / 60) + "m";
   if (s < 3600) return std::to_string(s) + "s";
-  return st::format_duration_short(s);
+  return util::format_duration_short(s);
 }
 
 int64_t call_time(const ab::LlmCall& c) { return c.end_unix_ns > 0 ? c.end_unix_ns : c.start_unix_ns; }
@@ -263,7 +255,7 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     double x = x_of(t);
     svg += fmt::format("<line class=\"grid\" x1=\"{:.1f}\" y1=\"{}\" x2=\"{:.1f}\" y2=\"{}\"/>", x, T, x, T + ph);
     svg += fmt::format("<text class=\"tick\" x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x,
-                       T + ph + 16, esc(utc(t, tfmt)));
+                       T + ph + 16, esc(util::format_utc(t, tfmt)));
   }
   svg += fmt::format("<line class=\"axis\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>", L, T + ph, L + pw, T + ph);
   svg += fmt::format("<line class=\"axis\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", L, T, L, T + ph);
@@ -280,7 +272,7 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     svg += fmt::format(
         "<line class=\"event-mark\" x1=\"{:.1f}\" y1=\"{}\" x2=\"{:.1f}\" y2=\"{}\" stroke=\"{}\"><title>{} {} "
         "{}</title></line>\n",
-        x, T + ph - 10, x, T + ph, kind_color(e.kind), esc(utc(e.ts_unix_ns, "%Y-%m-%d %H:%M:%S")), esc(e.kind),
+        x, T + ph - 10, x, T + ph, kind_color(e.kind), esc(util::format_utc(e.ts_unix_ns, "%Y-%m-%d %H:%M:%S")), esc(e.kind),
         esc(e.cgroup));
   }
 
@@ -384,7 +376,7 @@ std::string agents_table(const ReportData& d, size_t& shown, size_t& total_agent
         i + 1, esc(cgroup_key(a.cgroup)), a.pid, esc(a.comm), a.tree_root ? std::to_string(a.tree_root) : "-",
         esc(models), count(a.calls),
         a.estimated ? fmt::format(" <span class=\"est\" title=\"estimated\">({} est.)</span>", a.estimated) : "",
-        count(a.in), count(a.out), esc(usd(a.cost)), esc(utc(a.last, "%Y-%m-%d %H:%M:%S")));
+        count(a.in), count(a.out), esc(usd(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
   }
   if (list.empty()) h += "<tr><td colspan=\"11\" class=\"empty\">no LLM calls in this period</td></tr>\n";
   h += "</tbody>\n</table>\n";
@@ -404,7 +396,7 @@ std::string events_table(const ReportData& d, std::map<std::string, size_t>& per
     h += fmt::format(
         "<tr class=\"ev\" data-kind=\"{}\"><td class=\"nowrap\">{}</td><td><span class=\"kind\" "
         "style=\"background:{}\">{}</span></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
-        esc(e.kind), esc(st::format_rfc3339(e.ts_unix_ns)), kind_color(e.kind), esc(e.kind), esc(e.cgroup),
+        esc(e.kind), esc(util::format_rfc3339(e.ts_unix_ns)), kind_color(e.kind), esc(e.kind), esc(e.cgroup),
         e.pid ? std::to_string(e.pid) : "-", esc(e.comm), esc(event_summary(e)));
   }
   if (d.events.empty()) h += "<tr><td colspan=\"6\" class=\"empty\">no brake events in this period</td></tr>\n";
@@ -474,7 +466,7 @@ std::string render_html_report(const ReportData& d) {
   std::map<std::string, size_t> per_kind;
   std::string events = events_table(d, per_kind);
 
-  std::string period = st::format_rfc3339(d.since_ns, false) + " to " + st::format_rfc3339(d.until_ns, false);
+  std::string period = util::format_rfc3339(d.since_ns, false) + " to " + util::format_rfc3339(d.until_ns, false);
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
@@ -524,7 +516,7 @@ std::string render_html_report(const ReportData& d) {
   }
   h += "</p>\n" + events;
 
-  h += "<footer>generated " + esc(st::format_rfc3339(d.generated_ns, false)) + " by agentbrake report from " +
+  h += "<footer>generated " + esc(util::format_rfc3339(d.generated_ns, false)) + " by agentbrake report from " +
        esc(d.db_path) + ". Costs are the daemon's price-table estimates in USD.</footer>\n";
   h += "</body>\n</html>\n";
   return h;
@@ -535,13 +527,13 @@ int run_report(const std::string& db_path, const std::string& html_file, const s
     std::fprintf(stderr, "agentbrake: %s\n", msg.c_str());
     return rc;
   };
-  auto dur = st::parse_duration_ns(since);
+  auto dur = util::parse_duration_ns(since);
   if (!dur)
     return fail("invalid duration '" + since + "' for --since: expected a number and a unit (30s, 10m, 2h, 7d)", 2);
   if (html_file.empty()) return fail("--html needs a file name (or - for standard output)", 2);
 
   ReportData d;
-  d.generated_ns = st::now_unix_ns();
+  d.generated_ns = util::now_unix_ns();
   d.until_ns = d.generated_ns;
   d.since_ns = d.until_ns - *dur;
   d.db_path = db_path;
@@ -578,7 +570,7 @@ int run_report(const std::string& db_path, const std::string& html_file, const s
   }
   std::printf("wrote %s: %s, %lld calls, %zu cgroups, %zu brake events (%s)\n", html_file.c_str(),
               usd(d.total.cost_usd).c_str(), static_cast<long long>(d.total.calls), d.by_cgroup.size(),
-              d.events.size(), (st::format_rfc3339(d.since_ns, false) + " to " + st::format_rfc3339(d.until_ns, false)).c_str());
+              d.events.size(), (util::format_rfc3339(d.since_ns, false) + " to " + util::format_rfc3339(d.until_ns, false)).c_str());
   return 0;
 }
 

@@ -16,6 +16,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "util/timefmt.h"
+
 namespace ab::alerts {
 
 using SteadyClock = std::chrono::steady_clock;
@@ -202,11 +204,6 @@ std::string local_hostname() {
   return buf;
 }
 
-int64_t wall_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 AlertDispatcher::AlertDispatcher(std::vector<policy::AlertRule> rules, DispatcherOptions options)
@@ -248,7 +245,7 @@ void AlertDispatcher::set_rules(std::vector<policy::AlertRule> rules) {
 }
 
 size_t AlertDispatcher::offer(AlertEvent event) {
-  if (event.ts_unix_ns == 0) event.ts_unix_ns = wall_now_ns();
+  if (event.ts_unix_ns == 0) event.ts_unix_ns = util::now_unix_ns();
   const auto now = opts_.now();
   const std::string entity = entity_of(event);
   size_t queued = 0;

@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "util/timefmt.h"
+
 namespace ab::alerts {
 
 namespace {
@@ -174,20 +176,6 @@ std::string summarize(const AlertEvent& e) {
   return one_line(std::move(s), 400);
 }
 
-std::string format_utc(int64_t ts_unix_ns) {
-  int64_t secs = ts_unix_ns / 1'000'000'000;
-  int64_t ms = (ts_unix_ns % 1'000'000'000) / 1'000'000;
-  if (ms < 0) {
-    ms += 1000;
-    secs -= 1;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-}
-
 nlohmann::json webhook_body(const std::string& rule_name, const AlertEvent& e, const std::string& hostname) {
   std::string prefix = hostname.empty() ? "[agentbrake]" : "[agentbrake@" + hostname + "]";
   nlohmann::json body;
@@ -199,7 +187,7 @@ nlohmann::json webhook_body(const std::string& rule_name, const AlertEvent& e, c
       {"pid", e.pid},
       {"comm", e.comm},
       {"entity", entity_of(e)},
-      {"ts", format_utc(e.ts_unix_ns)},
+      {"ts", util::format_rfc3339(e.ts_unix_ns)},
       {"host", hostname},
       {"detail", scrub_detail(e.detail)},
   };
@@ -217,7 +205,7 @@ std::vector<std::string> exec_environment(const std::string& rule_name, const Al
       "AGENTBRAKE_PID=" + std::to_string(e.pid),
       "AGENTBRAKE_COMM=" + e.comm,
       "AGENTBRAKE_ENTITY=" + entity_of(e),
-      "AGENTBRAKE_TS=" + format_utc(e.ts_unix_ns),
+      "AGENTBRAKE_TS=" + util::format_rfc3339(e.ts_unix_ns),
       "AGENTBRAKE_HOST=" + hostname,
       "AGENTBRAKE_DETAIL=" + dump(scrub_detail(e.detail)),
       "AGENTBRAKE_SUMMARY=" + summarize(e),

@@ -53,9 +53,6 @@ nlohmann::json scrub_detail(const nlohmann::json& detail);
 // Control characters become spaces; at most 400 bytes.
 std::string summarize(const AlertEvent& e);
 
-// "2026-11-29T10:00:01.250Z"
-std::string format_utc(int64_t ts_unix_ns);
-
 // The webhook body: Slack-compatible (`text` is what chat receivers show) with the structured
 // event alongside, which they ignore:
 //   {"text": "[agentbrake@host] <summary>",

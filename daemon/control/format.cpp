@@ -6,6 +6,8 @@
 #include <functional>
 #include <set>
 
+#include "util/duration.h"
+
 namespace ab::control {
 
 using json = nlohmann::json;
@@ -203,20 +205,7 @@ std::string format_status(const json& s) {
   std::string head = "agentbraked";
   if (s.contains("version")) head += " " + str(s, "version");
   if (s.contains("uptime_s"))
-    head += ", up " + [&] {
-      int64_t u = i64(s, "uptime_s");
-      int64_t d = u / 86400, h = (u % 86400) / 3600, m = (u % 3600) / 60, sec = u % 60;
-      char buf[64];
-      if (d)
-        std::snprintf(buf, sizeof buf, "%lldd %lldh %lldm", (long long)d, (long long)h, (long long)m);
-      else if (h)
-        std::snprintf(buf, sizeof buf, "%lldh %lldm", (long long)h, (long long)m);
-      else if (m)
-        std::snprintf(buf, sizeof buf, "%lldm %llds", (long long)m, (long long)sec);
-      else
-        std::snprintf(buf, sizeof buf, "%llds", (long long)sec);
-      return std::string(buf);
-    }();
+    head += ", up " + util::format_uptime(i64(s, "uptime_s"));
   shown.insert("version");
   shown.insert("uptime_s");
 

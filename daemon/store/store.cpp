@@ -14,7 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "store/timefmt.h"
+#include "util/timefmt.h"
 
 namespace ab::store {
 
@@ -260,8 +260,8 @@ UsageRow UsageReport::total() const {
 nlohmann::ordered_json UsageReport::to_json() const {
   nlohmann::ordered_json j;
   j["by"] = to_string(by);
-  j["since"] = format_rfc3339(since_ns, false);
-  j["until"] = format_rfc3339(until_ns, false);
+  j["since"] = util::format_rfc3339(since_ns, false);
+  j["until"] = util::format_rfc3339(until_ns, false);
   auto arr = nlohmann::ordered_json::array();
   for (const auto& r : rows) {
     nlohmann::ordered_json o;
@@ -281,7 +281,7 @@ nlohmann::ordered_json UsageReport::to_json() const {
 
 nlohmann::ordered_json event_to_json(const EventRow& r) {
   nlohmann::ordered_json j;
-  j["ts"] = format_rfc3339(r.ts_unix_ns, true);
+  j["ts"] = util::format_rfc3339(r.ts_unix_ns, true);
   j["kind"] = r.kind;
   j["cgroup"] = r.cgroup;
   j["pid"] = r.pid;
@@ -506,7 +506,7 @@ void Store::enqueue(Item item) {
 void Store::add_call(const ab::LlmCall& call) {
   require_writable("add_call");
   ab::LlmCall c = call;
-  if (call_ts(c) == 0) c.end_unix_ns = now_unix_ns();
+  if (call_ts(c) == 0) c.end_unix_ns = util::now_unix_ns();
   c.path = redact_path(c.path);
   // keep only rate-limit headers (defence in depth: nothing else belongs there)
   for (auto it = c.ratelimit.begin(); it != c.ratelimit.end();) {
@@ -530,7 +530,7 @@ void Store::add_call(const ab::LlmCall& call) {
 
 void Store::add_event(const Event& e) {
   require_writable("add_event");
-  EventRec rec{e.ts_unix_ns ? e.ts_unix_ns : now_unix_ns(), e.kind, e.cgroup, e.pid, e.comm,
+  EventRec rec{e.ts_unix_ns ? e.ts_unix_ns : util::now_unix_ns(), e.kind, e.cgroup, e.pid, e.comm,
                e.detail.is_null() ? std::string("{}") : safe_dump(e.detail)};
   enqueue(std::move(rec));
 }
