@@ -36,6 +36,7 @@
 #include "process/lineage.h"
 #include "store/store.h"
 #include "util/duration.h"
+#include "util/redact.h"
 #include "util/timefmt.h"
 
 struct ring_buffer;
