@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "util/duration.h"
+#include "util/money.h"
 #include "util/timefmt.h"
 
 namespace ab::cli {
@@ -60,13 +61,6 @@ std::string esc(std::string_view s) {
   return out;
 }
 
-std::string usd(double v) {
-  if (v == 0) return "$0";
-  if (std::fabs(v) >= 100) return fmt::format("${:.2f}", v);
-  if (std::fabs(v) >= 1) return fmt::format("${:.3f}", v);
-  return fmt::format("${:.4f}", v);
-}
-
 std::string count(int64_t v) {
   std::string digits = std::to_string(v < 0 ? -v : v), out;
   for (size_t i = 0; i < digits.size(); ++i) {
@@ -101,10 +95,10 @@ double nice_step(double max, int ticks) {
 }
 
 std::string axis_usd(double v, double step) {
-  if (step >= 1) return fmt::format("${:.0f}", v);
+  if (step >= 1) return util::format_usd_fixed(v, 0);
   int decimals = static_cast<int>(std::ceil(-std::log10(step) - 1e-9));
   if (step * std::pow(10, decimals) != std::floor(step * std::pow(10, decimals))) ++decimals;
-  return fmt::format("${:.{}f}", v, std::clamp(decimals, 0, 6));
+  return util::format_usd_fixed(v, std::clamp(decimals, 0, 6));
 }
 
 // ---- detail of one event, shortened for the timeline ----
@@ -291,9 +285,9 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     svg += fmt::format(
         "<polyline class=\"series\" data-series=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" "
         "points=\"{}\"><title>{}: {}</title></polyline>\n",
-        esc(s.name), color, pts, esc(s.name), esc(usd(s.total)));
+        esc(s.name), color, pts, esc(s.name), esc(util::format_usd_report(s.total)));
     legend += fmt::format("<li><span class=\"swatch\" style=\"background:{}\"></span>{} <span class=\"num\">{}</span></li>\n",
-                          color, esc(s.name), esc(usd(s.total)));
+                          color, esc(s.name), esc(util::format_usd_report(s.total)));
   }
   legend += "</ul>\n";
   if (series.empty()) {
@@ -317,7 +311,7 @@ std::string usage_table(const std::vector<st::UsageRow>& rows, const std::string
         "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
         "class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
         esc(r.key.empty() ? "(none)" : r.key), count(r.calls), count(r.input_tokens), count(r.output_tokens),
-        count(r.cache_read_tokens), esc(usd(r.cost_usd)),
+        count(r.cache_read_tokens), esc(util::format_usd_report(r.cost_usd)),
         total_cost > 0 ? fmt::format("{:.1f}%", 100.0 * r.cost_usd / total_cost) : std::string("-"));
   }
   if (rows.empty()) h += "<tr><td colspan=\"7\" class=\"empty\">none</td></tr>\n";
@@ -376,7 +370,7 @@ std::string agents_table(const ReportData& d, size_t& shown, size_t& total_agent
         i + 1, esc(cgroup_key(a.cgroup)), a.pid, esc(a.comm), a.tree_root ? std::to_string(a.tree_root) : "-",
         esc(models), count(a.calls),
         a.estimated ? fmt::format(" <span class=\"est\" title=\"estimated\">({} est.)</span>", a.estimated) : "",
-        count(a.in), count(a.out), esc(usd(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
+        count(a.in), count(a.out), esc(util::format_usd_report(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
   }
   if (list.empty()) h += "<tr><td colspan=\"11\" class=\"empty\">no LLM calls in this period</td></tr>\n";
   h += "</tbody>\n</table>\n";
@@ -482,7 +476,7 @@ std::string render_html_report(const ReportData& d) {
   };
   size_t brake_events = d.events.size();
   h += "<div class=\"totals\">\n";
-  h += card(usd(t.cost_usd), "spend");
+  h += card(util::format_usd_report(t.cost_usd), "spend");
   h += card(count(t.calls), "LLM calls");
   h += card(count(t.input_tokens), "input tokens");
   h += card(count(t.output_tokens), "output tokens");
@@ -569,7 +563,7 @@ int run_report(const std::string& db_path, const std::string& html_file, const s
     if (!f) return fail("cannot write " + html_file + ": " + std::strerror(errno), 1);
   }
   std::printf("wrote %s: %s, %lld calls, %zu cgroups, %zu brake events (%s)\n", html_file.c_str(),
-              usd(d.total.cost_usd).c_str(), static_cast<long long>(d.total.calls), d.by_cgroup.size(),
+              util::format_usd_report(d.total.cost_usd).c_str(), static_cast<long long>(d.total.calls), d.by_cgroup.size(),
               d.events.size(), (util::format_rfc3339(d.since_ns, false) + " to " + util::format_rfc3339(d.until_ns, false)).c_str());
   return 0;
 }

@@ -20,7 +20,7 @@ std::string render_table(const std::vector<std::string>& headers,
                          const std::vector<std::vector<std::string>>& rows,
                          const std::vector<size_t>& right = {},
                          const std::vector<std::vector<std::string>>& footer = {});
-std::string format_usd(double usd);     // "$0.0123" below $1, "$12.34" above
+// money: util::format_usd (util/money.h)
 std::string format_count(int64_t n);    // 1234567 -> "1,234,567"
 std::string format_rate(double per_min);  // tokens per minute: "0", "12", "3.4k", "1.2M"
 // A JSON value for a "key=value" summary: strings bare (quoted when they contain spaces),
