@@ -1,8 +1,8 @@
-#include "control/format.h"
+#include "cli/format.h"
 
 #include <gtest/gtest.h>
 
-using namespace ab::control;
+using namespace ab::cli;
 using json = nlohmann::json;
 
 namespace {

@@ -1,4 +1,4 @@
-#include "control/format.h"
+#include "format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "util/duration.h"
 #include "util/money.h"
 
-namespace ab::control {
+namespace ab::cli {
 
 using json = nlohmann::json;
 
@@ -454,7 +454,7 @@ void TopModel::update(const json& agents, double now_s) {
       r.cost_usd = dbl(a, "cost_usd");
       r.tokens_per_min = dbl(a, "tokens_per_min");
       std::string key = r.cgroup + "\n" + std::to_string(r.tree_root_pid);
-      Prev p{r.cost_usd, now_s, 0};
+      Prev p{r.cost_usd, now_s, 0, {}};
       if (a.contains("cost_per_hour") && a["cost_per_hour"].is_number()) {
         p.rate = a["cost_per_hour"].get<double>();
       } else if (a.contains("cost_per_min") && a["cost_per_min"].is_number()) {
@@ -521,4 +521,4 @@ std::string render_top(const std::vector<TopRow>& rows, const std::string& title
   return out;
 }
 
-}  // namespace ab::control
+}  // namespace ab::cli

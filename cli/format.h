@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace ab::control {
+namespace ab::cli {
 
 // ---- primitives ----
 // A plain-text table: columns padded to their widest cell, two spaces apart; `right` lists the
@@ -85,4 +85,4 @@ class TopModel {
 std::string render_top(const std::vector<TopRow>& rows, const std::string& title, size_t width,
                        size_t height);
 
-}  // namespace ab::control
+}  // namespace ab::cli
