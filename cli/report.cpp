@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <map>
 #include <set>
@@ -20,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "format.h"
 #include "util/duration.h"
 #include "util/money.h"
 #include "util/timefmt.h"
@@ -59,15 +59,6 @@ std::string esc(std::string_view s) {
     }
   }
   return out;
-}
-
-std::string count(int64_t v) {
-  std::string digits = std::to_string(v < 0 ? -v : v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
 }
 
 // "15m", "3h", "24h", "7d": the largest unit that divides the duration (days from 2 days on).
@@ -310,8 +301,8 @@ std::string usage_table(const std::vector<st::UsageRow>& rows, const std::string
     h += fmt::format(
         "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
         "class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
-        esc(r.key.empty() ? "(none)" : r.key), count(r.calls), count(r.input_tokens), count(r.output_tokens),
-        count(r.cache_read_tokens), esc(util::format_usd_report(r.cost_usd)),
+        esc(r.key.empty() ? "(none)" : r.key), format_count(r.calls), format_count(r.input_tokens), format_count(r.output_tokens),
+        format_count(r.cache_read_tokens), esc(util::format_usd_report(r.cost_usd)),
         total_cost > 0 ? fmt::format("{:.1f}%", 100.0 * r.cost_usd / total_cost) : std::string("-"));
   }
   if (rows.empty()) h += "<tr><td colspan=\"7\" class=\"empty\">none</td></tr>\n";
@@ -368,9 +359,9 @@ std::string agents_table(const ReportData& d, size_t& shown, size_t& total_agent
         "<td>{}</td><td class=\"num\">{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
         "class=\"num\">{}</td><td>{}</td></tr>\n",
         i + 1, esc(cgroup_key(a.cgroup)), a.pid, esc(a.comm), a.tree_root ? std::to_string(a.tree_root) : "-",
-        esc(models), count(a.calls),
+        esc(models), format_count(a.calls),
         a.estimated ? fmt::format(" <span class=\"est\" title=\"estimated\">({} est.)</span>", a.estimated) : "",
-        count(a.in), count(a.out), esc(util::format_usd_report(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
+        format_count(a.in), format_count(a.out), esc(util::format_usd_report(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
   }
   if (list.empty()) h += "<tr><td colspan=\"11\" class=\"empty\">no LLM calls in this period</td></tr>\n";
   h += "</tbody>\n</table>\n";
@@ -477,14 +468,14 @@ std::string render_html_report(const ReportData& d) {
   size_t brake_events = d.events.size();
   h += "<div class=\"totals\">\n";
   h += card(util::format_usd_report(t.cost_usd), "spend");
-  h += card(count(t.calls), "LLM calls");
-  h += card(count(t.input_tokens), "input tokens");
-  h += card(count(t.output_tokens), "output tokens");
-  h += card(count(t.cache_read_tokens), "cache-read tokens");
-  h += card(count(static_cast<int64_t>(d.by_cgroup.size())), "cgroups");
-  h += card(count(static_cast<int64_t>(agents_total)), "agent processes");
-  h += card(count(static_cast<int64_t>(brake_events)), "brake events");
-  if (t.estimated_calls) h += card(count(t.estimated_calls), "calls with estimated tokens");
+  h += card(format_count(t.calls), "LLM calls");
+  h += card(format_count(t.input_tokens), "input tokens");
+  h += card(format_count(t.output_tokens), "output tokens");
+  h += card(format_count(t.cache_read_tokens), "cache-read tokens");
+  h += card(format_count(static_cast<int64_t>(d.by_cgroup.size())), "cgroups");
+  h += card(format_count(static_cast<int64_t>(agents_total)), "agent processes");
+  h += card(format_count(static_cast<int64_t>(brake_events)), "brake events");
+  if (t.estimated_calls) h += card(format_count(t.estimated_calls), "calls with estimated tokens");
   h += "</div>\n";
 
   h += "<h2>Spend over time per cgroup</h2>\n" + chart + legend;
