@@ -24,11 +24,12 @@
 #include <nlohmann/json.hpp>
 
 #include "control/control.h"
-#include "control/format.h"
+#include "format.h"
 #include "policy/policy.h"
 #include "report.h"
 #include "store/store.h"
-#include "store/timefmt.h"
+#include "util/duration.h"
+#include "util/timefmt.h"
 
 #ifndef AB_VERSION
 #define AB_VERSION "0.0.0"
@@ -39,6 +40,7 @@ namespace {
 using json = nlohmann::json;
 namespace ctl = ab::control;
 namespace st = ab::store;
+namespace util = ab::util;
 
 constexpr int kOk = 0;
 constexpr int kFail = 1;
@@ -96,12 +98,12 @@ std::unique_ptr<st::Store> open_db(const Globals& g, std::string& error) {
 }
 
 std::optional<int64_t> since_ns(const std::string& text, std::string& error) {
-  auto d = st::parse_duration_ns(text);
+  auto d = util::parse_duration_ns(text);
   if (!d) {
     error = "invalid duration '" + text + "' for --since: expected a number and a unit (30s, 10m, 2h, 7d)";
     return std::nullopt;
   }
-  return st::now_unix_ns() - *d;
+  return util::now_unix_ns() - *d;
 }
 
 // ---- commands -------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ std::optional<int64_t> since_ns(const std::string& text, std::string& error) {
 int cmd_status(const Globals& g, bool as_json) {
   return with_daemon(g, [&](ctl::Client& c) {
     json r = c.call("status");
-    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ctl::format_status(r));
+    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ab::cli::format_status(r));
     return kOk;
   });
 }
@@ -117,7 +119,7 @@ int cmd_status(const Globals& g, bool as_json) {
 int cmd_agents(const Globals& g, bool as_json) {
   return with_daemon(g, [&](ctl::Client& c) {
     json r = c.call("agents");
-    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ctl::format_agents(r));
+    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ab::cli::format_agents(r));
     return kOk;
   });
 }
@@ -131,9 +133,9 @@ int cmd_usage(const Globals& g, const std::string& by_text, const std::string& s
   auto db = open_db(g, e);
   if (!db) return err(e, kFail);
   try {
-    auto rep = db->usage(*by, *from, st::now_unix_ns());
+    auto rep = db->usage(*by, *from, util::now_unix_ns());
     auto j = rep.to_json();
-    out(as_json ? j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ctl::format_usage(json(j)));
+    out(as_json ? j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ab::cli::format_usage(json(j)));
   } catch (const std::exception& ex) {
     return err(ex.what(), kFail);
   }
@@ -157,7 +159,7 @@ int cmd_events(const Globals& g, const std::string& since, const std::vector<std
   int64_t last_id = 0;
   auto emit = [&](const st::EventRow& row) {
     auto j = st::event_to_json(row);
-    std::string line = as_json ? j.dump(-1, ' ', false, json::error_handler_t::replace) : ctl::format_event(json(j));
+    std::string line = as_json ? j.dump(-1, ' ', false, json::error_handler_t::replace) : ab::cli::format_event(json(j));
     last_id = std::max(last_id, row.id);
     if (!out(line + "\n")) {
       reader_gone = true;
@@ -195,11 +197,11 @@ int cmd_events(const Globals& g, const std::string& since, const std::vector<std
 
 int cmd_brake(const Globals& g, const std::string& cmd, const std::string& target, bool as_json) {
   std::string e;
-  auto t = ctl::normalize_target(target, e);
+  auto t = ab::cli::normalize_target(target, e);
   if (!t) return err(e, kUsage);
   return with_daemon(g, [&](ctl::Client& c) {
     json r = c.call(cmd, {{"target", *t}}, 15000);
-    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ctl::format_action(cmd, *t, r));
+    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ab::cli::format_action(cmd, *t, r));
     return kOk;
   });
 }
@@ -237,7 +239,7 @@ int cmd_policy_reload(const Globals& g, bool as_json) {
     } else if (r.is_object() && r.contains("message") && r["message"].is_string()) {
       out(r["message"].get<std::string>() + "\n");
     } else if (r.is_object() && r.contains("source")) {
-      out("policy reloaded from " + ctl::format_scalar(r["source"]) + "\n");
+      out("policy reloaded from " + ab::cli::format_scalar(r["source"]) + "\n");
     } else {
       out("policy reloaded\n");
     }
@@ -282,7 +284,7 @@ std::pair<size_t, size_t> term_size() {
 }
 
 int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
-  auto iv = st::parse_duration_ns(interval_text);
+  auto iv = util::parse_duration_ns(interval_text);
   if (!iv || *iv < 100'000'000)
     return err("invalid --interval '" + interval_text + "': expected a duration of at least 100ms (e.g. 1s)", kUsage);
   int interval_ms = static_cast<int>(std::min<int64_t>(*iv / 1'000'000, 3'600'000));
@@ -292,7 +294,7 @@ int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
   } catch (const ctl::UnreachableError& e) {
     return err(e.what(), kFail);
   }
-  ctl::TopModel model;
+  ab::cli::TopModel model;
   auto mono_s = [] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   };
@@ -320,7 +322,7 @@ int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
       return err(e.what(), kFail);
     }
     if (!problem.empty()) return err(problem, kFail);
-    out(ctl::render_top(model.rows(), "agentbrake top", 1000, 100000));
+    out(ab::cli::render_top(model.rows(), "agentbrake top", 1000, 100000));
     return kOk;
   }
 
@@ -336,8 +338,8 @@ int cmd_top(const Globals& g, const std::string& interval_text, bool once) {
       return err(e.what(), kFail);
     }
     auto [w, h] = term_size();
-    std::string title = "agentbrake top (" + st::format_rfc3339(st::now_unix_ns(), false) + ", q quits)";
-    std::string frame = ctl::render_top(model.rows(), title, w, problem.empty() ? h : h - 1);
+    std::string title = "agentbrake top (" + util::format_rfc3339(util::now_unix_ns(), false) + ", q quits)";
+    std::string frame = ab::cli::render_top(model.rows(), title, w, problem.empty() ? h : h - 1);
     if (!problem.empty()) frame = problem.substr(0, w) + "\n" + frame;
     // draw: home, the frame with each line's tail cleared, then clear below
     std::string screen = "\x1b[H";

@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <map>
 #include <set>
@@ -20,7 +19,10 @@
 
 #include <fmt/format.h>
 
-#include "store/timefmt.h"
+#include "format.h"
+#include "util/duration.h"
+#include "util/money.h"
+#include "util/timefmt.h"
 
 namespace ab::cli {
 namespace {
@@ -28,7 +30,7 @@ namespace {
 namespace st = ab::store;
 using json = nlohmann::json;
 
-constexpr int64_t kMin = 60 * st::kNsPerSec;
+constexpr int64_t kMin = 60 * util::kNsPerSec;
 constexpr int64_t kHour = 60 * kMin;
 constexpr int64_t kDay = 24 * kHour;
 
@@ -59,39 +61,14 @@ std::string esc(std::string_view s) {
   return out;
 }
 
-std::string usd(double v) {
-  if (v == 0) return "$0";
-  if (std::fabs(v) >= 100) return fmt::format("${:.2f}", v);
-  if (std::fabs(v) >= 1) return fmt::format("${:.3f}", v);
-  return fmt::format("${:.4f}", v);
-}
-
-std::string count(int64_t v) {
-  std::string digits = std::to_string(v < 0 ? -v : v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return v < 0 ? "-" + out : out;
-}
-
-std::string utc(int64_t ns, const char* format) {
-  time_t t = static_cast<time_t>(ns / st::kNsPerSec);
-  tm tmv{};
-  gmtime_r(&t, &tmv);
-  char buf[64];
-  strftime(buf, sizeof buf, format, &tmv);
-  return buf;
-}
-
 // "15m", "3h", "24h", "7d": the largest unit that divides the duration (days from 2 days on).
 std::string dur_label(int64_t ns) {
-  int64_t s = std::max<int64_t>(ns / st::kNsPerSec, 0);
+  int64_t s = std::max<int64_t>(ns / util::kNsPerSec, 0);
   if (s >= 2 * 86400 && s % 86400 == 0) return std::to_string(s / 86400) + "d";
   if (s >= 3600 && s % 3600 == 0) return std::to_string(s / 3600) + "h";
   if (s >= 60 && s % 60 == 0) return std::to_string(s / 60) + "m";
   if (s < 3600) return std::to_string(s) + "s";
-  return st::format_duration_short(s);
+  return util::format_duration_short(s);
 }
 
 int64_t call_time(const ab::LlmCall& c) { return c.end_unix_ns > 0 ? c.end_unix_ns : c.start_unix_ns; }
@@ -109,10 +86,10 @@ double nice_step(double max, int ticks) {
 }
 
 std::string axis_usd(double v, double step) {
-  if (step >= 1) return fmt::format("${:.0f}", v);
+  if (step >= 1) return util::format_usd_fixed(v, 0);
   int decimals = static_cast<int>(std::ceil(-std::log10(step) - 1e-9));
   if (step * std::pow(10, decimals) != std::floor(step * std::pow(10, decimals))) ++decimals;
-  return fmt::format("${:.{}f}", v, std::clamp(decimals, 0, 6));
+  return util::format_usd_fixed(v, std::clamp(decimals, 0, 6));
 }
 
 // ---- detail of one event, shortened for the timeline ----
@@ -263,7 +240,7 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     double x = x_of(t);
     svg += fmt::format("<line class=\"grid\" x1=\"{:.1f}\" y1=\"{}\" x2=\"{:.1f}\" y2=\"{}\"/>", x, T, x, T + ph);
     svg += fmt::format("<text class=\"tick\" x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x,
-                       T + ph + 16, esc(utc(t, tfmt)));
+                       T + ph + 16, esc(util::format_utc(t, tfmt)));
   }
   svg += fmt::format("<line class=\"axis\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>", L, T + ph, L + pw, T + ph);
   svg += fmt::format("<line class=\"axis\" x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", L, T, L, T + ph);
@@ -280,7 +257,7 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     svg += fmt::format(
         "<line class=\"event-mark\" x1=\"{:.1f}\" y1=\"{}\" x2=\"{:.1f}\" y2=\"{}\" stroke=\"{}\"><title>{} {} "
         "{}</title></line>\n",
-        x, T + ph - 10, x, T + ph, kind_color(e.kind), esc(utc(e.ts_unix_ns, "%Y-%m-%d %H:%M:%S")), esc(e.kind),
+        x, T + ph - 10, x, T + ph, kind_color(e.kind), esc(util::format_utc(e.ts_unix_ns, "%Y-%m-%d %H:%M:%S")), esc(e.kind),
         esc(e.cgroup));
   }
 
@@ -299,9 +276,9 @@ std::string render_chart(const ReportData& d, std::string& legend) {
     svg += fmt::format(
         "<polyline class=\"series\" data-series=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" "
         "points=\"{}\"><title>{}: {}</title></polyline>\n",
-        esc(s.name), color, pts, esc(s.name), esc(usd(s.total)));
+        esc(s.name), color, pts, esc(s.name), esc(util::format_usd_report(s.total)));
     legend += fmt::format("<li><span class=\"swatch\" style=\"background:{}\"></span>{} <span class=\"num\">{}</span></li>\n",
-                          color, esc(s.name), esc(usd(s.total)));
+                          color, esc(s.name), esc(util::format_usd_report(s.total)));
   }
   legend += "</ul>\n";
   if (series.empty()) {
@@ -324,8 +301,8 @@ std::string usage_table(const std::vector<st::UsageRow>& rows, const std::string
     h += fmt::format(
         "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
         "class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
-        esc(r.key.empty() ? "(none)" : r.key), count(r.calls), count(r.input_tokens), count(r.output_tokens),
-        count(r.cache_read_tokens), esc(usd(r.cost_usd)),
+        esc(r.key.empty() ? "(none)" : r.key), format_count(r.calls), format_count(r.input_tokens), format_count(r.output_tokens),
+        format_count(r.cache_read_tokens), esc(util::format_usd_report(r.cost_usd)),
         total_cost > 0 ? fmt::format("{:.1f}%", 100.0 * r.cost_usd / total_cost) : std::string("-"));
   }
   if (rows.empty()) h += "<tr><td colspan=\"7\" class=\"empty\">none</td></tr>\n";
@@ -382,9 +359,9 @@ std::string agents_table(const ReportData& d, size_t& shown, size_t& total_agent
         "<td>{}</td><td class=\"num\">{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
         "class=\"num\">{}</td><td>{}</td></tr>\n",
         i + 1, esc(cgroup_key(a.cgroup)), a.pid, esc(a.comm), a.tree_root ? std::to_string(a.tree_root) : "-",
-        esc(models), count(a.calls),
+        esc(models), format_count(a.calls),
         a.estimated ? fmt::format(" <span class=\"est\" title=\"estimated\">({} est.)</span>", a.estimated) : "",
-        count(a.in), count(a.out), esc(usd(a.cost)), esc(utc(a.last, "%Y-%m-%d %H:%M:%S")));
+        format_count(a.in), format_count(a.out), esc(util::format_usd_report(a.cost)), esc(util::format_utc(a.last, "%Y-%m-%d %H:%M:%S")));
   }
   if (list.empty()) h += "<tr><td colspan=\"11\" class=\"empty\">no LLM calls in this period</td></tr>\n";
   h += "</tbody>\n</table>\n";
@@ -404,7 +381,7 @@ std::string events_table(const ReportData& d, std::map<std::string, size_t>& per
     h += fmt::format(
         "<tr class=\"ev\" data-kind=\"{}\"><td class=\"nowrap\">{}</td><td><span class=\"kind\" "
         "style=\"background:{}\">{}</span></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
-        esc(e.kind), esc(st::format_rfc3339(e.ts_unix_ns)), kind_color(e.kind), esc(e.kind), esc(e.cgroup),
+        esc(e.kind), esc(util::format_rfc3339(e.ts_unix_ns)), kind_color(e.kind), esc(e.kind), esc(e.cgroup),
         e.pid ? std::to_string(e.pid) : "-", esc(e.comm), esc(event_summary(e)));
   }
   if (d.events.empty()) h += "<tr><td colspan=\"6\" class=\"empty\">no brake events in this period</td></tr>\n";
@@ -474,7 +451,7 @@ std::string render_html_report(const ReportData& d) {
   std::map<std::string, size_t> per_kind;
   std::string events = events_table(d, per_kind);
 
-  std::string period = st::format_rfc3339(d.since_ns, false) + " to " + st::format_rfc3339(d.until_ns, false);
+  std::string period = util::format_rfc3339(d.since_ns, false) + " to " + util::format_rfc3339(d.until_ns, false);
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
@@ -490,15 +467,15 @@ std::string render_html_report(const ReportData& d) {
   };
   size_t brake_events = d.events.size();
   h += "<div class=\"totals\">\n";
-  h += card(usd(t.cost_usd), "spend");
-  h += card(count(t.calls), "LLM calls");
-  h += card(count(t.input_tokens), "input tokens");
-  h += card(count(t.output_tokens), "output tokens");
-  h += card(count(t.cache_read_tokens), "cache-read tokens");
-  h += card(count(static_cast<int64_t>(d.by_cgroup.size())), "cgroups");
-  h += card(count(static_cast<int64_t>(agents_total)), "agent processes");
-  h += card(count(static_cast<int64_t>(brake_events)), "brake events");
-  if (t.estimated_calls) h += card(count(t.estimated_calls), "calls with estimated tokens");
+  h += card(util::format_usd_report(t.cost_usd), "spend");
+  h += card(format_count(t.calls), "LLM calls");
+  h += card(format_count(t.input_tokens), "input tokens");
+  h += card(format_count(t.output_tokens), "output tokens");
+  h += card(format_count(t.cache_read_tokens), "cache-read tokens");
+  h += card(format_count(static_cast<int64_t>(d.by_cgroup.size())), "cgroups");
+  h += card(format_count(static_cast<int64_t>(agents_total)), "agent processes");
+  h += card(format_count(static_cast<int64_t>(brake_events)), "brake events");
+  if (t.estimated_calls) h += card(format_count(t.estimated_calls), "calls with estimated tokens");
   h += "</div>\n";
 
   h += "<h2>Spend over time per cgroup</h2>\n" + chart + legend;
@@ -524,7 +501,7 @@ std::string render_html_report(const ReportData& d) {
   }
   h += "</p>\n" + events;
 
-  h += "<footer>generated " + esc(st::format_rfc3339(d.generated_ns, false)) + " by agentbrake report from " +
+  h += "<footer>generated " + esc(util::format_rfc3339(d.generated_ns, false)) + " by agentbrake report from " +
        esc(d.db_path) + ". Costs are the daemon's price-table estimates in USD.</footer>\n";
   h += "</body>\n</html>\n";
   return h;
@@ -535,13 +512,13 @@ int run_report(const std::string& db_path, const std::string& html_file, const s
     std::fprintf(stderr, "agentbrake: %s\n", msg.c_str());
     return rc;
   };
-  auto dur = st::parse_duration_ns(since);
+  auto dur = util::parse_duration_ns(since);
   if (!dur)
     return fail("invalid duration '" + since + "' for --since: expected a number and a unit (30s, 10m, 2h, 7d)", 2);
   if (html_file.empty()) return fail("--html needs a file name (or - for standard output)", 2);
 
   ReportData d;
-  d.generated_ns = st::now_unix_ns();
+  d.generated_ns = util::now_unix_ns();
   d.until_ns = d.generated_ns;
   d.since_ns = d.until_ns - *dur;
   d.db_path = db_path;
@@ -577,8 +554,8 @@ int run_report(const std::string& db_path, const std::string& html_file, const s
     if (!f) return fail("cannot write " + html_file + ": " + std::strerror(errno), 1);
   }
   std::printf("wrote %s: %s, %lld calls, %zu cgroups, %zu brake events (%s)\n", html_file.c_str(),
-              usd(d.total.cost_usd).c_str(), static_cast<long long>(d.total.calls), d.by_cgroup.size(),
-              d.events.size(), (st::format_rfc3339(d.since_ns, false) + " to " + st::format_rfc3339(d.until_ns, false)).c_str());
+              util::format_usd_report(d.total.cost_usd).c_str(), static_cast<long long>(d.total.calls), d.by_cgroup.size(),
+              d.events.size(), (util::format_rfc3339(d.since_ns, false) + " to " + util::format_rfc3339(d.until_ns, false)).c_str());
   return 0;
 }
 

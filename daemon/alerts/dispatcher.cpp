@@ -16,6 +16,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "util/redact.h"
+#include "util/timefmt.h"
+
 namespace ab::alerts {
 
 using SteadyClock = std::chrono::steady_clock;
@@ -28,7 +31,7 @@ struct AlertDispatcher::Job {
   int attempts = 0;
   std::chrono::milliseconds next_delay{0};
 
-  std::string channel() const { return webhook.empty() ? "exec:" + exec : redact_webhook_url(webhook); }
+  std::string channel() const { return webhook.empty() ? "exec:" + exec : util::redact_webhook_url(webhook); }
 };
 
 nlohmann::json AlertResult::to_detail() const {
@@ -44,28 +47,6 @@ struct Outcome {
 };
 
 size_t discard_body(char*, size_t size, size_t n, void*) { return size * n; }
-
-// The part of a URL after scheme://authority: the path, query and fragment (the secret of
-// most webhooks). Empty when there is none worth hiding.
-std::string secret_tail(const std::string& url) {
-  size_t start = url.find("://");
-  start = start == std::string::npos ? 0 : start + 3;
-  size_t p = url.find_first_of("/?#", start);
-  if (p == std::string::npos) return {};
-  std::string tail = url.substr(p);
-  return tail.size() > 1 ? tail : std::string{};
-}
-
-std::string scrub_error(std::string error, const std::string& url) {
-  auto replace_all = [&](const std::string& needle, const std::string& with) {
-    if (needle.empty()) return;
-    for (size_t p = error.find(needle); p != std::string::npos; p = error.find(needle, p + with.size()))
-      error.replace(p, needle.size(), with);
-  };
-  replace_all(url, redact_webhook_url(url));
-  replace_all(secret_tail(url), "/<redacted>");
-  return error;
-}
 
 // One POST. Aborts when `stop` is set (stop_fd becomes readable at the same time).
 Outcome post_webhook(const std::string& url, const std::string& body, const DispatcherOptions& o, int stop_fd,
@@ -128,7 +109,7 @@ Outcome post_webhook(const std::string& url, const std::string& body, const Disp
   if (rc != CURLE_OK) {
     std::string msg = errbuf[0] != '\0' ? std::string(errbuf) : std::string(curl_easy_strerror(rc));
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
-    return {false, true, scrub_error(msg, url)};
+    return {false, true, util::redact_url_in(msg, url)};
   }
   if (status >= 200 && status < 300) return {true, false, {}};
   out.error = fmt::format("HTTP {}", status);
@@ -202,11 +183,6 @@ std::string local_hostname() {
   return buf;
 }
 
-int64_t wall_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 AlertDispatcher::AlertDispatcher(std::vector<policy::AlertRule> rules, DispatcherOptions options)
@@ -248,7 +224,7 @@ void AlertDispatcher::set_rules(std::vector<policy::AlertRule> rules) {
 }
 
 size_t AlertDispatcher::offer(AlertEvent event) {
-  if (event.ts_unix_ns == 0) event.ts_unix_ns = wall_now_ns();
+  if (event.ts_unix_ns == 0) event.ts_unix_ns = util::now_unix_ns();
   const auto now = opts_.now();
   const std::string entity = entity_of(event);
   size_t queued = 0;

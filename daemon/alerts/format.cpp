@@ -1,7 +1,5 @@
 #include "alerts/format.h"
 
-#include <curl/curl.h>
-
 #include <algorithm>
 #include <cctype>
 #include <ctime>
@@ -9,14 +7,12 @@
 
 #include <fmt/format.h>
 
+#include "util/redact.h"
+#include "util/timefmt.h"
+
 namespace ab::alerts {
 
 namespace {
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 // A detail value as a person reads it: strings bare, numbers and the rest as compact JSON.
 std::string as_text(const nlohmann::json& v) {
@@ -59,21 +55,6 @@ std::string one_line(std::string s, size_t max_bytes) {
   return s;
 }
 
-bool is_secret_key(const std::string& key) {
-  static const char* const kSecretKeys[] = {"authorization", "proxy-authorization", "cookie", "set-cookie",
-                                            "api_key", "apikey", "api-key", "x-api-key", "x-goog-api-key",
-                                            "password", "secret", "access_token", "token"};
-  std::string k = lower(key);
-  for (const char* s : kSecretKeys)
-    if (k == s) return true;
-  return false;
-}
-
-std::string cut_query(const std::string& s) {
-  size_t q = s.find_first_of("?#");
-  return q == std::string::npos ? s : s.substr(0, q);
-}
-
 }  // namespace
 
 std::string entity_of(const AlertEvent& e) {
@@ -81,49 +62,6 @@ std::string entity_of(const AlertEvent& e) {
   if (!e.cgroup.empty()) return "cgroup:" + e.cgroup;
   if (e.pid != 0) return fmt::format("pid:{}", e.pid);
   return e.kind;
-}
-
-std::string redact_webhook_url(std::string_view url) {
-  const std::string kInvalid = "(invalid url)";
-  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), &curl_url_cleanup);
-  if (!u) return kInvalid;
-  std::string copy(url);
-  if (curl_url_set(u.get(), CURLUPART_URL, copy.c_str(), 0) != CURLUE_OK) return kInvalid;
-  auto part = [&](CURLUPart which) -> std::string {
-    char* p = nullptr;
-    if (curl_url_get(u.get(), which, &p, 0) != CURLUE_OK || p == nullptr) return {};
-    std::string s(p);
-    curl_free(p);
-    return s;
-  };
-  std::string scheme = lower(part(CURLUPART_SCHEME));
-  std::string host = lower(part(CURLUPART_HOST));
-  if (scheme.empty() || host.empty()) return kInvalid;
-  std::string port = part(CURLUPART_PORT);  // only when written in the URL
-  std::string out = scheme + "://" + host;
-  if (!port.empty()) out += ":" + port;
-  return out;
-}
-
-nlohmann::json scrub_detail(const nlohmann::json& detail) {
-  if (detail.is_object()) {
-    nlohmann::json out = nlohmann::json::object();
-    for (auto it = detail.begin(); it != detail.end(); ++it) {
-      if (is_secret_key(it.key())) continue;
-      std::string k = lower(it.key());
-      if ((k == "path" || k == "url") && it->is_string())
-        out[it.key()] = cut_query(it->get<std::string>());
-      else
-        out[it.key()] = scrub_detail(*it);
-    }
-    return out;
-  }
-  if (detail.is_array()) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& v : detail) out.push_back(scrub_detail(v));
-    return out;
-  }
-  return detail;
 }
 
 std::string summarize(const AlertEvent& e) {
@@ -174,20 +112,6 @@ std::string summarize(const AlertEvent& e) {
   return one_line(std::move(s), 400);
 }
 
-std::string format_utc(int64_t ts_unix_ns) {
-  int64_t secs = ts_unix_ns / 1'000'000'000;
-  int64_t ms = (ts_unix_ns % 1'000'000'000) / 1'000'000;
-  if (ms < 0) {
-    ms += 1000;
-    secs -= 1;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-}
-
 nlohmann::json webhook_body(const std::string& rule_name, const AlertEvent& e, const std::string& hostname) {
   std::string prefix = hostname.empty() ? "[agentbrake]" : "[agentbrake@" + hostname + "]";
   nlohmann::json body;
@@ -199,9 +123,9 @@ nlohmann::json webhook_body(const std::string& rule_name, const AlertEvent& e, c
       {"pid", e.pid},
       {"comm", e.comm},
       {"entity", entity_of(e)},
-      {"ts", format_utc(e.ts_unix_ns)},
+      {"ts", util::format_rfc3339(e.ts_unix_ns)},
       {"host", hostname},
-      {"detail", scrub_detail(e.detail)},
+      {"detail", util::scrub_detail(e.detail)},
   };
   return body;
 }
@@ -217,9 +141,9 @@ std::vector<std::string> exec_environment(const std::string& rule_name, const Al
       "AGENTBRAKE_PID=" + std::to_string(e.pid),
       "AGENTBRAKE_COMM=" + e.comm,
       "AGENTBRAKE_ENTITY=" + entity_of(e),
-      "AGENTBRAKE_TS=" + format_utc(e.ts_unix_ns),
+      "AGENTBRAKE_TS=" + util::format_rfc3339(e.ts_unix_ns),
       "AGENTBRAKE_HOST=" + hostname,
-      "AGENTBRAKE_DETAIL=" + dump(scrub_detail(e.detail)),
+      "AGENTBRAKE_DETAIL=" + dump(util::scrub_detail(e.detail)),
       "AGENTBRAKE_SUMMARY=" + summarize(e),
   };
 }

@@ -5,8 +5,9 @@
 //
 // Secrets: a webhook URL's path and query usually ARE the credential (Slack, Teams, Discord
 // put the token there). Anything shown to a person or written anywhere (logs, events, the
-// database) names a webhook only by `redact_webhook_url`: scheme://host[:port]. Event details
-// pass through `scrub_detail` before they leave the daemon, as a second line of defence.
+// database) names a webhook only by `util::redact_webhook_url`: scheme://host[:port]. Event
+// details pass through `util::scrub_detail` before they leave the daemon, as a second line of
+// defence (both in util/redact.h).
 #pragma once
 
 #include <cstdint>
@@ -37,24 +38,11 @@ struct AlertEvent {
 // the kind alone.
 std::string entity_of(const AlertEvent& e);
 
-// "https://hooks.example.com/T000/B000?x=1" → "https://hooks.example.com";
-// "http://user:pw@127.0.0.1:8080/p" → "http://127.0.0.1:8080"; "http://[::1]:9/x" →
-// "http://[::1]:9". Scheme and host lower-cased; user info, path, query and fragment never
-// appear. Something that does not parse as a URL with a host gives "(invalid url)".
-std::string redact_webhook_url(std::string_view url);
-
-// A copy of an event detail with credential-looking keys removed (authorization, cookie,
-// api_key, ...; at any depth) and the query string cut from every "path"/"url" string.
-nlohmann::json scrub_detail(const nlohmann::json& detail);
-
 // One line for a person, e.g.
 //   "killed /agents/a pid 4242 (python3): reason budget"
 //   "budget 'research' exceeded by cgroup:/agents/a: limit 2 spend_usd per 30m, level 2.31, action throttle"
 // Control characters become spaces; at most 400 bytes.
 std::string summarize(const AlertEvent& e);
-
-// "2026-11-29T10:00:01.250Z"
-std::string format_utc(int64_t ts_unix_ns);
 
 // The webhook body: Slack-compatible (`text` is what chat receivers show) with the structured
 // event alongside, which they ignore:

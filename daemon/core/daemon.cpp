@@ -923,7 +923,7 @@ void Daemon::register_commands() {
     if (j.contains("alerts") && j["alerts"].is_array())
       for (auto& a : j["alerts"])
         if (a.contains("webhook") && a["webhook"].is_string())
-          a["webhook"] = alerts::redact_webhook_url(a["webhook"].get<std::string>());
+          a["webhook"] = util::redact_webhook_url(a["webhook"].get<std::string>());
     return j;
   });
   server_->add_command("policy_reload", Access::Mutating, [this](const json&, const control::Peer&) {

@@ -35,6 +35,9 @@
 #include "process/cgroup.h"
 #include "process/lineage.h"
 #include "store/store.h"
+#include "util/duration.h"
+#include "util/redact.h"
+#include "util/timefmt.h"
 
 struct ring_buffer;
 
@@ -45,8 +48,6 @@ using json = nlohmann::json;
 int64_t clock_ns(clockid_t c);
 // Whether an entity key ("cgroup:/a", "tree:42", "process:42") covers a process.
 bool entity_covers(const std::string& key, const std::string& cgroup, uint32_t tree_root_pid, uint32_t pid);
-int64_t parse_go_duration_ns(const std::string& s);  // "6m0s" → ns, -1 if unreadable
-int64_t parse_rfc3339_ns(const std::string& s);      // → unix ns, -1 if unreadable
 
 class Daemon {
  public:

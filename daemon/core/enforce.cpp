@@ -222,7 +222,7 @@ void Daemon::note_exceeded(const brake::Decision& d, uint32_t pid, bool held) {
       detail["limit"] = x.limit;
       detail["level"] = x.level;
       detail["kind"] = std::string(policy::to_string(x.kind));
-      detail["window"] = policy::format_duration(std::chrono::milliseconds(x.window_ns / 1'000'000));
+      detail["window"] = util::format_policy_duration(std::chrono::milliseconds(x.window_ns / 1'000'000));
     }
     spdlog::warn("budget {} exceeded by {}: {} {}/{} in {} → {}{}", x.bucket.budget, x.bucket.key,
                  detail["kind"].get<std::string>(), x.level, x.limit,

@@ -19,46 +19,6 @@
 
 namespace ab::core {
 
-// "6m0s", "1.5s", "20ms", "1h2m3s", "250us" → ns; -1 when unreadable.
-int64_t parse_go_duration_ns(const std::string& s) {
-  if (s.empty()) return -1;
-  double total = 0;
-  size_t i = 0;
-  while (i < s.size()) {
-    char* end = nullptr;
-    double v = std::strtod(s.c_str() + i, &end);
-    if (end == s.c_str() + i) return -1;
-    i = static_cast<size_t>(end - s.c_str());
-    std::string unit;
-    while (i < s.size() && std::isalpha(static_cast<unsigned char>(s[i]))) unit += s[i++];
-    double mul = unit == "h" ? 3600e9 : unit == "m" ? 60e9 : unit == "s" || unit.empty() ? 1e9
-               : unit == "ms" ? 1e6 : unit == "us" || unit == "µs" ? 1e3 : unit == "ns" ? 1 : -1;
-    if (mul < 0) return -1;
-    total += v * mul;
-  }
-  return static_cast<int64_t>(total);
-}
-
-// "2026-12-01T04:00:00Z" / "...+00:00" / fractional seconds → unix ns; -1 when unreadable.
-int64_t parse_rfc3339_ns(const std::string& s) {
-  std::tm tm{};
-  const char* p = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  if (!p) return -1;
-  double frac = 0;
-  if (*p == '.') {
-    char* end = nullptr;
-    frac = std::strtod(p, &end);
-    p = end;
-  }
-  int64_t offset_s = 0;
-  if (*p == '+' || *p == '-') {
-    int hh = 0, mm = 0;
-    if (std::sscanf(p + 1, "%d:%d", &hh, &mm) >= 1) offset_s = (hh * 3600 + mm * 60) * (*p == '+' ? 1 : -1);
-  }
-  const int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset_s;
-  return secs * 1'000'000'000 + static_cast<int64_t>(frac * 1e9);
-}
-
 namespace {
 
 const std::string* header(const LlmCall& c, const char* name) {
@@ -82,7 +42,7 @@ void Daemon::pace_on_response(const LlmCall& call, uint32_t pid) {
     if (end == r->c_str()) return;
     const bool exhausted = is_tokens ? (used > 0 && left < used) : left <= 0;
     if (!exhausted) return;
-    int64_t ns = rfc3339 ? parse_rfc3339_ns(*t) - now_unix : parse_go_duration_ns(*t);
+    int64_t ns = rfc3339 ? util::parse_rfc3339_ns(*t) - now_unix : util::parse_go_duration_ns(*t);
     if (ns > 0) wait_ns = std::max(wait_ns, ns);
   };
   consider("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", false, false);
@@ -139,7 +99,7 @@ void Daemon::project_spend(const LlmCall& call, uint32_t pid) {
         record_event("spend_projected", pid, who.cgroup, who.comm,
                      {{"budget", ref.id.budget}, {"bucket", ref.id.key}, {"limit", l.limit},
                       {"spent", l.level}, {"rate_usd_per_s", rate},
-                      {"window", policy::format_duration(std::chrono::milliseconds(l.window_ns / 1'000'000))},
+                      {"window", util::format_policy_duration(std::chrono::milliseconds(l.window_ns / 1'000'000))},
                       {"projected_crossing_s", crossing_s},
                       {"action", std::string(policy::to_string(ref.action))}});
         spdlog::warn("budget {} ({}): ${:.4f}/s would cross ${} in {:.0f}s", ref.id.budget, ref.id.key, rate, l.limit,

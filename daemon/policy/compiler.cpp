@@ -176,7 +176,7 @@ class Compiler {
       err(n.where, fmt::format("'{}'{} must be a duration like 30s, 10m, 2h, 7d; got {}", key, ctx, describe(n)));
       return std::nullopt;
     }
-    auto d = parse_duration(n.value);
+    auto d = util::parse_policy_duration(n.value);
     if (!d) {
       err(n.where, fmt::format("'{}'{}: bad duration '{}' (write e.g. 500ms, 30s, 10m, 2h, 7d)", key, ctx, n.value));
       return std::nullopt;

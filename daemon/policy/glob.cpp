@@ -1,6 +1,5 @@
-// glob.cpp — glob matching for names and cgroup paths, bucket selection, durations.
+// glob.cpp — glob matching for names and cgroup paths, bucket selection.
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 
 #include "policy/policy.h"
@@ -221,50 +220,6 @@ std::optional<std::string> bucket_key(const Match& m, Per per, const ProcessFact
     case Per::Process: return "process:" + std::to_string(pid);
   }
   return std::nullopt;
-}
-
-// ---- durations ---------------------------------------------------------------------------
-
-std::optional<Millis> parse_duration(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  int64_t total = 0;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = i;
-    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
-    if (j == i) return std::nullopt;  // a unit without a number, or a sign
-    int64_t n = 0;
-    auto [ptr, ec] = std::from_chars(s.data() + i, s.data() + j, n);
-    if (ec != std::errc() || ptr != s.data() + j) return std::nullopt;
-    size_t k = j;
-    while (k < s.size() && ((s[k] >= 'a' && s[k] <= 'z'))) ++k;
-    std::string_view unit = s.substr(j, k - j);
-    int64_t mult = 0;
-    if (unit == "ms") mult = 1;
-    else if (unit == "s") mult = 1000;
-    else if (unit == "m") mult = 60'000;
-    else if (unit == "h") mult = 3'600'000;
-    else if (unit == "d") mult = 86'400'000;
-    else return std::nullopt;
-    if (n > (int64_t(1) << 53) / mult) return std::nullopt;  // absurdly large
-    total += n * mult;
-    if (total > (int64_t(1) << 53)) return std::nullopt;
-    i = k;
-  }
-  return Millis(total);
-}
-
-std::string format_duration(Millis d) {
-  int64_t ms = d.count();
-  if (ms == 0) return "0s";
-  struct U {
-    int64_t mult;
-    const char* name;
-  };
-  static const U units[] = {{86'400'000, "d"}, {3'600'000, "h"}, {60'000, "m"}, {1000, "s"}, {1, "ms"}};
-  for (const U& u : units)
-    if (ms % u.mult == 0) return std::to_string(ms / u.mult) + u.name;
-  return std::to_string(ms) + "ms";
 }
 
 }  // namespace ab::policy

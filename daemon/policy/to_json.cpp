@@ -33,10 +33,10 @@ void loop_common(nlohmann::json& j, const LoopRule& r) {
 nlohmann::json to_json(const Policy& p) {
   nlohmann::json j = nlohmann::json::object();
   j["mode"] = std::string(to_string(p.mode));
-  j["retention"] = format_duration(p.retention);
+  j["retention"] = util::format_policy_duration(p.retention);
   if (p.metrics) j["metrics"] = {{"listen", p.metrics->listen}};
-  j["max_hold"] = format_duration(p.max_hold);
-  j["cooldown"] = format_duration(p.cooldown);
+  j["max_hold"] = util::format_policy_duration(p.max_hold);
+  j["cooldown"] = util::format_policy_duration(p.cooldown);
 
   j["endpoints"] = nlohmann::json::array();
   for (const Endpoint& e : p.endpoints)
@@ -58,7 +58,7 @@ nlohmann::json to_json(const Policy& p) {
     bj["limits"] = nlohmann::json::array();
     for (const Limit& l : b.limits)
       bj["limits"].push_back({{std::string(to_string(l.kind)), amount_json(l.kind, l.amount)},
-                              {"window", format_duration(l.window)}});
+                              {"window", util::format_policy_duration(l.window)}});
     if (b.max_inflight) bj["max_inflight"] = *b.max_inflight;
     j["budgets"].push_back(bj);
   }
@@ -66,13 +66,13 @@ nlohmann::json to_json(const Policy& p) {
   nlohmann::json loops = nlohmann::json::object();
   if (p.loops.ping_pong.enabled || p.loops.ping_pong.where.line) {
     nlohmann::json d = {{"max_round_trips", p.loops.ping_pong.max_round_trips},
-                        {"window", format_duration(p.loops.ping_pong.window)}};
+                        {"window", util::format_policy_duration(p.loops.ping_pong.window)}};
     loop_common(d, p.loops.ping_pong);
     loops["ping_pong"] = d;
   }
   if (p.loops.repetition.enabled || p.loops.repetition.where.line) {
     nlohmann::json d = {{"max_repeats", p.loops.repetition.max_repeats},
-                        {"window", format_duration(p.loops.repetition.window)},
+                        {"window", util::format_policy_duration(p.loops.repetition.window)},
                         {"hamming", p.loops.repetition.hamming}};
     loop_common(d, p.loops.repetition);
     loops["repetition"] = d;
@@ -84,7 +84,7 @@ nlohmann::json to_json(const Policy& p) {
   }
   if (p.loops.retry_storm.enabled || p.loops.retry_storm.where.line) {
     nlohmann::json d = {{"max_errors", p.loops.retry_storm.max_errors},
-                        {"window", format_duration(p.loops.retry_storm.window)}};
+                        {"window", util::format_policy_duration(p.loops.retry_storm.window)}};
     loop_common(d, p.loops.retry_storm);
     loops["retry_storm"] = d;
   }
@@ -94,7 +94,7 @@ nlohmann::json to_json(const Policy& p) {
 
   j["alerts"] = nlohmann::json::array();
   for (const AlertRule& a : p.alerts) {
-    nlohmann::json aj = {{"name", a.name}, {"on", a.on}, {"min_interval", format_duration(a.min_interval)}};
+    nlohmann::json aj = {{"name", a.name}, {"on", a.on}, {"min_interval", util::format_policy_duration(a.min_interval)}};
     if (!a.webhook.empty()) aj["webhook"] = a.webhook;
     if (!a.exec.empty()) aj["exec"] = a.exec;
     j["alerts"].push_back(aj);

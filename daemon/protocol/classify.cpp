@@ -1,7 +1,5 @@
 #include "protocol/classify.h"
 
-#include <array>
-
 #include "protocol/strutil.h"
 
 namespace ab::protocol {
@@ -98,59 +96,6 @@ std::string provider_for_host(std::string_view host_with_port, ApiKind api) {
     return "google";
   if (port == "11434" || api == ApiKind::OllamaChat || api == ApiKind::OllamaGenerate) return "ollama";
   return normalize_host(host_with_port);
-}
-
-static bool secret_param(std::string_view name) {
-  static constexpr std::array<std::string_view, 5> k{"key", "api_key", "apikey", "api-key",
-                                                      "access_token"};
-  for (auto s : k)
-    if (iequals(name, s)) return true;
-  return false;
-}
-
-std::string redact_target(std::string_view target) {
-  // The query starts at '?'; a malformed target without one may still carry "&key=…".
-  auto q = target.find('?');
-  if (q == std::string_view::npos) q = target.find_first_of("&;");
-  if (q == std::string_view::npos) return std::string(target);
-  const char lead = target[q];
-  std::string out(target.substr(0, q));
-  std::string_view rest = target.substr(q + 1);
-  std::string_view frag;
-  if (auto h = rest.find('#'); h != std::string_view::npos) {
-    frag = rest.substr(h);
-    rest = rest.substr(0, h);
-  }
-  // Parameters are split on '&' and also on ';' and a stray '?', so "?alt=sse?key=…" cannot
-  // smuggle a key through inside another parameter's value.
-  bool first = true;
-  char before = lead;  // separator that preceded the current parameter
-  while (!rest.empty()) {
-    auto sep = rest.find_first_of("&;?");
-    std::string_view param = rest.substr(0, sep);
-    char next = sep == std::string_view::npos ? '&' : rest[sep];
-    rest = sep == std::string_view::npos ? std::string_view{} : rest.substr(sep + 1);
-    char mine = before;
-    before = next;
-    if (param.empty()) continue;
-    std::string_view name = param.substr(0, param.find('='));
-    if (secret_param(name)) continue;
-    out += first ? (lead == '?' ? '?' : mine) : (mine == ';' ? ';' : '&');
-    out += param;
-    first = false;
-  }
-  (void)frag;  // fragments never reach a server; drop them
-  return out;
-}
-
-bool is_secret_header(std::string_view name) {
-  static constexpr std::array<std::string_view, 7> k{"authorization", "proxy-authorization",
-                                                      "x-api-key",     "api-key",
-                                                      "x-goog-api-key", "cookie",
-                                                      "set-cookie"};
-  for (auto s : k)
-    if (iequals(name, s)) return true;
-  return false;
 }
 
 std::string gemini_model_from_path(std::string_view target) {

@@ -36,13 +36,8 @@ std::string provider_for_host(std::string_view host_with_port, ApiKind api);
 // Host header value without a default port (":443" / ":80"), lower-cased.
 std::string normalize_host(std::string_view host_with_port);
 
-// The request target with secret query parameters (key=, api_key=, apikey=, api-key=,
-// access_token=) removed; "?" dropped when nothing is left.
-std::string redact_target(std::string_view target);
-
-// True for header names that carry credentials and are never kept: Authorization,
-// Proxy-Authorization, x-api-key, api-key, x-goog-api-key, Cookie, Set-Cookie (any case).
-bool is_secret_header(std::string_view name);
+// Secret query parameters and headers: util::redact_target, util::is_secret_header
+// (util/redact.h).
 
 // For Gemini paths: the model named in the path ("…/models/gemini-2.0-flash:generateContent").
 std::string gemini_model_from_path(std::string_view path);

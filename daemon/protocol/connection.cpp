@@ -9,6 +9,7 @@
 #include "protocol/http_util.h"
 #include "protocol/json_scan.h"
 #include "protocol/strutil.h"
+#include "util/redact.h"
 
 namespace ab::protocol {
 
@@ -475,7 +476,7 @@ struct Connection::Impl {
     std::string_view method = line.substr(0, sp1);
     std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
     c.method = std::string(method);
-    p->target = redact_target(target);
+    p->target = util::redact_target(target);
     c.path = p->target;
     p->head_method = method == "HEAD";
 
@@ -504,7 +505,7 @@ struct Connection::Impl {
       p->adapter = make_adapter(*kind, c);
     }
     for (auto& h : hs)
-      if (!is_secret_header(h.first)) ex.request_headers.push_back(std::move(h));
+      if (!util::is_secret_header(h.first)) ex.request_headers.push_back(std::move(h));
     ex.request_start_ns = r_start_ns ? r_start_ns : t;
     c.request_bytes = r_head.size();
 
@@ -765,7 +766,7 @@ struct Connection::Impl {
         if (auto r = parse_retry_after(retry_ms, {}, 0)) c.retry_after_s = *r / 1000.0;
       }
       for (auto& h : hs)
-        if (!is_secret_header(h.first)) ex.response_headers.push_back(std::move(h));
+        if (!util::is_secret_header(h.first)) ex.response_headers.push_back(std::move(h));
       if (p->adapter) {
         p->dec = std::make_unique<ContentDecoder>(ContentDecoder::kind_from_header(ce));
         if (p->dec->failed()) p->body_unparsed = true;

@@ -14,7 +14,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "store/timefmt.h"
+#include "util/redact.h"
+#include "util/timefmt.h"
 
 namespace ab::store {
 
@@ -210,16 +211,6 @@ std::string safe_dump(const J& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-bool is_secret_param(std::string_view name) {
-  std::string n(name);
-  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char ch) { return std::tolower(ch); });
-  static const char* const kWords[] = {"key", "token", "secret", "auth", "sig", "password",
-                                       "passwd", "credential", "session", "cookie"};
-  for (const char* w : kWords)
-    if (n.find(w) != std::string::npos) return true;
-  return false;
-}
-
 }  // namespace
 
 // ---- By ---------------------------------------------------------------------------------------
@@ -260,8 +251,8 @@ UsageRow UsageReport::total() const {
 nlohmann::ordered_json UsageReport::to_json() const {
   nlohmann::ordered_json j;
   j["by"] = to_string(by);
-  j["since"] = format_rfc3339(since_ns, false);
-  j["until"] = format_rfc3339(until_ns, false);
+  j["since"] = util::format_rfc3339(since_ns, false);
+  j["until"] = util::format_rfc3339(until_ns, false);
   auto arr = nlohmann::ordered_json::array();
   for (const auto& r : rows) {
     nlohmann::ordered_json o;
@@ -281,7 +272,7 @@ nlohmann::ordered_json UsageReport::to_json() const {
 
 nlohmann::ordered_json event_to_json(const EventRow& r) {
   nlohmann::ordered_json j;
-  j["ts"] = format_rfc3339(r.ts_unix_ns, true);
+  j["ts"] = util::format_rfc3339(r.ts_unix_ns, true);
   j["kind"] = r.kind;
   j["cgroup"] = r.cgroup;
   j["pid"] = r.pid;
@@ -442,37 +433,12 @@ void Store::require_writable(const char* what) const {
 
 // ---- writes ---------------------------------------------------------------------------------
 
-std::string Store::redact_path(std::string_view path) {
-  size_t q = path.find('?');
-  if (q == std::string_view::npos) return std::string(path);
-  std::string out(path.substr(0, q + 1));
-  std::string_view rest = path.substr(q + 1);
-  bool first = true;
-  while (true) {
-    size_t amp = rest.find('&');
-    std::string_view param = rest.substr(0, amp);
-    size_t eq = param.find('=');
-    std::string_view name = param.substr(0, eq);
-    if (!first) out += '&';
-    first = false;
-    if (eq != std::string_view::npos && is_secret_param(name)) {
-      out += name;
-      out += "=REDACTED";
-    } else {
-      out += param;
-    }
-    if (amp == std::string_view::npos) break;
-    rest = rest.substr(amp + 1);
-  }
-  return out;
-}
-
 nlohmann::ordered_json Store::llm_call_detail(const ab::LlmCall& c) {
   nlohmann::ordered_json d;
   d["provider"] = c.provider;
   d["api"] = c.api;
   d["host"] = c.host;
-  d["path"] = redact_path(c.path);
+  d["path"] = util::redact_path(c.path);
   d["model"] = c.model;
   d["stream"] = c.stream;
   d["status"] = c.status;
@@ -506,8 +472,8 @@ void Store::enqueue(Item item) {
 void Store::add_call(const ab::LlmCall& call) {
   require_writable("add_call");
   ab::LlmCall c = call;
-  if (call_ts(c) == 0) c.end_unix_ns = now_unix_ns();
-  c.path = redact_path(c.path);
+  if (call_ts(c) == 0) c.end_unix_ns = util::now_unix_ns();
+  c.path = util::redact_path(c.path);
   // keep only rate-limit headers (defence in depth: nothing else belongs there)
   for (auto it = c.ratelimit.begin(); it != c.ratelimit.end();) {
     std::string k = it->first;
@@ -530,7 +496,7 @@ void Store::add_call(const ab::LlmCall& call) {
 
 void Store::add_event(const Event& e) {
   require_writable("add_event");
-  EventRec rec{e.ts_unix_ns ? e.ts_unix_ns : now_unix_ns(), e.kind, e.cgroup, e.pid, e.comm,
+  EventRec rec{e.ts_unix_ns ? e.ts_unix_ns : util::now_unix_ns(), e.kind, e.cgroup, e.pid, e.comm,
                e.detail.is_null() ? std::string("{}") : safe_dump(e.detail)};
   enqueue(std::move(rec));
 }

@@ -153,8 +153,6 @@ class Store {
 
   // The detail object of an `llm_call` event: exactly the docs/interface.md fields, in that order.
   static nlohmann::ordered_json llm_call_detail(const ab::LlmCall& call);
-  // `path` with the values of credential-looking query parameters replaced by "REDACTED".
-  static std::string redact_path(std::string_view path);
 
  private:
   struct EventRec {

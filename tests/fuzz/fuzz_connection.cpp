@@ -6,8 +6,10 @@
 #include <string_view>
 
 #include "protocol/connection.h"
+#include "util/redact.h"
 
 using namespace ab::protocol;
+using ab::util::is_secret_header;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Connection::Options opt;

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include "protocol_test_util.h"
+#include "util/redact.h"
 
 using namespace ab::protocol;
 using namespace ab::protocol::test;
+using ab::util::is_secret_header;
 
 namespace {
 

@@ -27,9 +27,12 @@
 
 #include "../control/cli_runner.h"
 #include "store/store.h"
-#include "store/timefmt.h"
+#include "util/timefmt.h"
 
 using namespace ab::store;
+using ab::util::format_rfc3339;
+using ab::util::kNsPerSec;
+using ab::util::now_unix_ns;
 using ab::testing::run_cli;
 namespace fs = std::filesystem;
 

@@ -1,8 +1,8 @@
-#include "control/format.h"
+#include "cli/format.h"
 
 #include <gtest/gtest.h>
 
-using namespace ab::control;
+using namespace ab::cli;
 using json = nlohmann::json;
 
 namespace {
@@ -15,9 +15,6 @@ TEST(Format, Numbers) {
   EXPECT_EQ(format_count(1000), "1,000");
   EXPECT_EQ(format_count(1234567), "1,234,567");
   EXPECT_EQ(format_count(-1234), "-1,234");
-  EXPECT_EQ(format_usd(0.0123), "$0.0123");
-  EXPECT_EQ(format_usd(12.345), "$12.35");
-  EXPECT_EQ(format_usd(0), "$0.0000");
   EXPECT_EQ(format_rate(12), "12");
   EXPECT_EQ(format_rate(1520), "1.5k");
   EXPECT_EQ(format_rate(2'500'000), "2.5M");

@@ -1,4 +1,4 @@
-#include "control/format.h"
+#include "format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,10 @@
 #include <functional>
 #include <set>
 
-namespace ab::control {
+#include "util/duration.h"
+#include "util/money.h"
+
+namespace ab::cli {
 
 using json = nlohmann::json;
 
@@ -142,15 +145,6 @@ std::string render_table(const std::vector<std::string>& headers, const std::vec
   return out;
 }
 
-std::string format_usd(double usd) {
-  char buf[64];
-  if (std::fabs(usd) < 1.0)
-    std::snprintf(buf, sizeof buf, "$%.4f", usd);
-  else
-    std::snprintf(buf, sizeof buf, "$%.2f", usd);
-  return buf;
-}
-
 std::string format_count(int64_t n) {
   bool neg = n < 0;
   uint64_t u = neg ? 0 - static_cast<uint64_t>(n) : static_cast<uint64_t>(n);
@@ -203,20 +197,7 @@ std::string format_status(const json& s) {
   std::string head = "agentbraked";
   if (s.contains("version")) head += " " + str(s, "version");
   if (s.contains("uptime_s"))
-    head += ", up " + [&] {
-      int64_t u = i64(s, "uptime_s");
-      int64_t d = u / 86400, h = (u % 86400) / 3600, m = (u % 3600) / 60, sec = u % 60;
-      char buf[64];
-      if (d)
-        std::snprintf(buf, sizeof buf, "%lldd %lldh %lldm", (long long)d, (long long)h, (long long)m);
-      else if (h)
-        std::snprintf(buf, sizeof buf, "%lldh %lldm", (long long)h, (long long)m);
-      else if (m)
-        std::snprintf(buf, sizeof buf, "%lldm %llds", (long long)m, (long long)sec);
-      else
-        std::snprintf(buf, sizeof buf, "%llds", (long long)sec);
-      return std::string(buf);
-    }();
+    head += ", up " + util::format_uptime(i64(s, "uptime_s"));
   shown.insert("version");
   shown.insert("uptime_s");
 
@@ -279,7 +260,7 @@ std::string format_agents(const json& agents) {
     rows.push_back({str(a, "cgroup", "-"), str(a, "tree_root_pid", "-"), short_pids(a.value("pids", json::array())),
                     str(a, "comm", "-"), str(a, "provider", "-"), str(a, "model", "-"),
                     format_count(i64(a, "calls")), format_count(i64(a, "input_tokens")),
-                    format_count(i64(a, "output_tokens")), format_usd(dbl(a, "cost_usd")),
+                    format_count(i64(a, "output_tokens")), util::format_usd(dbl(a, "cost_usd")),
                     format_rate(dbl(a, "tokens_per_min")), reason.empty() ? state : state + " (" + reason + ")"});
   }
   return render_table({"CGROUP", "ROOT", "PIDS", "COMM", "PROVIDER", "MODEL", "CALLS", "INPUT", "OUTPUT", "COST",
@@ -301,7 +282,7 @@ std::string format_usage(const json& u) {
     std::string key = str(r, "key");
     out.push_back({key.empty() ? "(unknown)" : key, format_count(i64(r, "calls")), format_count(i64(r, "input_tokens")),
                    format_count(i64(r, "output_tokens")), format_count(i64(r, "cache_read_tokens")),
-                   format_count(i64(r, "cache_write_tokens")), format_usd(dbl(r, "cost_usd")),
+                   format_count(i64(r, "cache_write_tokens")), util::format_usd(dbl(r, "cost_usd")),
                    format_count(i64(r, "estimated_calls"))});
     calls += i64(r, "calls");
     in += i64(r, "input_tokens");
@@ -316,7 +297,7 @@ std::string format_usage(const json& u) {
       {key_header, "CALLS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE", "COST", "ESTIMATED"}, out,
       {1, 2, 3, 4, 5, 6, 7},
       {{"TOTAL", format_count(calls), format_count(in), format_count(outt), format_count(cr), format_count(cw),
-        format_usd(cost), format_count(est)}});
+        util::format_usd(cost), format_count(est)}});
   std::string note;
   if (est > 0)
     note = "ESTIMATED: calls whose tokens were estimated (no usage on the wire, or cut off)\n";
@@ -343,7 +324,7 @@ std::string format_event(const json& e) {
     summary += " in=" + std::to_string(i64(d, "input_tokens")) + " out=" + std::to_string(i64(d, "output_tokens"));
     if (i64(d, "cache_read_tokens")) summary += " cache_read=" + std::to_string(i64(d, "cache_read_tokens"));
     if (i64(d, "cache_write_tokens")) summary += " cache_write=" + std::to_string(i64(d, "cache_write_tokens"));
-    summary += " " + format_usd(dbl(d, "cost_usd"));
+    summary += " " + util::format_usd(dbl(d, "cost_usd"));
     char buf[32];
     std::snprintf(buf, sizeof buf, " %.0fms", dbl(d, "latency_ms"));
     summary += buf;
@@ -473,7 +454,7 @@ void TopModel::update(const json& agents, double now_s) {
       r.cost_usd = dbl(a, "cost_usd");
       r.tokens_per_min = dbl(a, "tokens_per_min");
       std::string key = r.cgroup + "\n" + std::to_string(r.tree_root_pid);
-      Prev p{r.cost_usd, now_s, 0};
+      Prev p{r.cost_usd, now_s, 0, {}};
       if (a.contains("cost_per_hour") && a["cost_per_hour"].is_number()) {
         p.rate = a["cost_per_hour"].get<double>();
       } else if (a.contains("cost_per_min") && a["cost_per_min"].is_number()) {
@@ -516,14 +497,14 @@ std::string render_top(const std::vector<TopRow>& rows, const std::string& title
   size_t max_rows = height > 3 ? height - 3 : 0;
   for (size_t i = 0; i < rows.size() && i < max_rows; ++i) {
     const auto& r = rows[i];
-    cells.push_back({format_usd(r.cost_per_hour) + "/h", "[" + r.trend + std::string(kTrendLen - std::min(kTrendLen, r.trend.size()), ' ') + "]",
-                     format_rate(r.tokens_per_min), format_usd(r.cost_usd),
+    cells.push_back({util::format_usd(r.cost_per_hour) + "/h", "[" + r.trend + std::string(kTrendLen - std::min(kTrendLen, r.trend.size()), ' ') + "]",
+                     format_rate(r.tokens_per_min), util::format_usd(r.cost_usd),
                      format_count(r.calls), r.state + (r.reason.empty() ? "" : "(" + r.reason + ")"),
                      r.tree_root_pid ? std::to_string(r.tree_root_pid) : "-", std::to_string(r.pids), r.comm,
                      r.model, r.cgroup});
   }
   std::string head = title + " — " + std::to_string(rows.size()) + " agent" + (rows.size() == 1 ? "" : "s") +
-                     ", " + format_usd(total_cost) + " spent, " + format_usd(total_rate) + "/h now";
+                     ", " + util::format_usd(total_cost) + " spent, " + util::format_usd(total_rate) + "/h now";
   std::string table = render_table(
       {"COST/H", "TREND", "TOK/MIN", "COST", "CALLS", "STATE", "ROOT", "PIDS", "COMM", "MODEL", "CGROUP"}, cells,
       {0, 2, 3, 4, 6, 7});
@@ -540,4 +521,4 @@ std::string render_top(const std::vector<TopRow>& rows, const std::string& title
   return out;
 }
 
-}  // namespace ab::control
+}  // namespace ab::cli

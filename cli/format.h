@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace ab::control {
+namespace ab::cli {
 
 // ---- primitives ----
 // A plain-text table: columns padded to their widest cell, two spaces apart; `right` lists the
@@ -20,7 +20,7 @@ std::string render_table(const std::vector<std::string>& headers,
                          const std::vector<std::vector<std::string>>& rows,
                          const std::vector<size_t>& right = {},
                          const std::vector<std::vector<std::string>>& footer = {});
-std::string format_usd(double usd);     // "$0.0123" below $1, "$12.34" above
+// money: util::format_usd (util/money.h)
 std::string format_count(int64_t n);    // 1234567 -> "1,234,567"
 std::string format_rate(double per_min);  // tokens per minute: "0", "12", "3.4k", "1.2M"
 // A JSON value for a "key=value" summary: strings bare (quoted when they contain spaces),
@@ -85,4 +85,4 @@ class TopModel {
 std::string render_top(const std::vector<TopRow>& rows, const std::string& title, size_t width,
                        size_t height);
 
-}  // namespace ab::control
+}  // namespace ab::cli
