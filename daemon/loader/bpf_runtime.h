@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agentbrake_events.h"
+#include "loader/typed_map.h"
 
 struct ab_proc;
 struct ab_net;
@@ -59,6 +60,16 @@ class BpfRuntime {
   int gate_fd() const;            // pid -> struct ab_gate (Brake admission credits)
   int denied_cgroups_fd() const;  // cgroup id -> 1: new connects to endpoints fail (deny)
   int denied_pids_fd() const;     // pid -> 1: the same per process
+
+  // The same maps with their key and value types (typed_map.h).
+  TypedMap<uint32_t, ab_watch_value> watch() const { return TypedMap<uint32_t, ab_watch_value>(watch_fd()); }
+  TypedMap<uint32_t, ab_hold_value> holds() const { return TypedMap<uint32_t, ab_hold_value>(holds_fd()); }
+  TypedMap<uint32_t, uint8_t> matched_pids() const { return TypedMap<uint32_t, uint8_t>(matched_pids_fd()); }
+  TypedMap<uint64_t, uint8_t> matched_cgroups() const { return TypedMap<uint64_t, uint8_t>(matched_cgroups_fd()); }
+  TypedMap<ab_endpoint_key, uint32_t> endpoints() const { return TypedMap<ab_endpoint_key, uint32_t>(endpoints_fd()); }
+  TypedMap<uint32_t, ab_gate> gate() const { return TypedMap<uint32_t, ab_gate>(gate_fd()); }
+  TypedMap<uint64_t, uint32_t> denied_cgroups() const { return TypedMap<uint64_t, uint32_t>(denied_cgroups_fd()); }
+  TypedMap<uint32_t, uint32_t> denied_pids() const { return TypedMap<uint32_t, uint32_t>(denied_pids_fd()); }
 
   // The deny action's cgroup/connect4 and connect6 programs, attached at the cgroup2 root.
   // Returns 0 or negative errno (deny then falls back to holding requests).
