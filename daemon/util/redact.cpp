@@ -71,9 +71,9 @@ bool is_secret_header(std::string_view name) {
 }
 
 std::string redact_target(std::string_view target) {
-  // The query starts at '?'; a malformed target without one may still carry "&key=…".
-  auto q = target.find('?');
-  if (q == std::string_view::npos) q = target.find_first_of("&;");
+  // The query starts at '?'; a malformed target may carry "&key=…" before its first '?' (or
+  // have none), so parameters start at the first of '?', '&' and ';'.
+  auto q = target.find_first_of("?&;");
   if (q == std::string_view::npos) return std::string(target);
   const char lead = target[q];
   std::string out(target.substr(0, q));

@@ -27,6 +27,11 @@ TEST(Redact, Target) {
   EXPECT_EQ(redact_target("/x&key=S"), "/x");          // malformed: no '?'
   EXPECT_EQ(redact_target("/x;v=1&key=S"), "/x;v=1");
   EXPECT_EQ(redact_target("/x?a=1#key=S"), "/x?a=1");  // fragments dropped
+  // malformed: a key before the first '?' (found by fuzz_connection: a cut Gemini path)
+  EXPECT_EQ(redact_target("/m/g:streamGenerateC&key=AIzaS?alt=sse&key=AIzaT"), "/m/g:streamGenerateC?alt=sse");
+  static constexpr char kCut[] = "/m/g\0\0qlt=sse&key=AIzaS?e&key=T";
+  static constexpr char kCutRedacted[] = "/m/g\0\0qlt=sse?e";
+  EXPECT_EQ(redact_target(std::string_view(kCut, sizeof kCut - 1)), std::string(kCutRedacted, sizeof kCutRedacted - 1));
 }
 
 TEST(Redact, Path) {
