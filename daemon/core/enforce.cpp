@@ -131,6 +131,15 @@ void Daemon::refresh_gates() {
   std::vector<uint32_t> pids;
   for (const auto& [pid, w] : watched_)
     if (w.attached) pids.push_back(pid);
+  // Processes holding a credit are probed first, in a fixed order: the room they were dealt is
+  // dealt to them again. In watched_'s hash order a newly attached process could be probed
+  // first, take that room, and the credit of one that had just used it (request not yet seen)
+  // would be taken back too late: one call over max_inflight (CI: 3 in flight under 2).
+  std::sort(pids.begin(), pids.end(), [&](uint32_t a, uint32_t b) {
+    auto ca = gate_credits_.find(a), cb = gate_credits_.find(b);
+    const bool ha = ca != gate_credits_.end() && ca->second > 0, hb = cb != gate_credits_.end() && cb->second > 0;
+    return ha != hb ? ha : a < b;
+  });
   // fan_out: an entity (tree by default) gets at most max_concurrent calls in flight; its
   // members share what is left as credits, so new calls past the limit are held at their start.
   // A credit once written is kept until it is seen used: taking it back could race the kernel
