@@ -511,9 +511,12 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       }
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
       if (freezer_) freezer_->release(pid);
+      hold_ended(HoldKind::Capture, pid, "exited");
+      capture_recorded_at_.erase(pid);
       brake_forget(pid);
       loops_.on_exit(pid);
       loop_paced_until_.erase(pid);
+      paced_by_.erase(pid);
       storm_until_.erase(pid);
       for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
         it = call_ids_.erase(it);
@@ -543,7 +546,10 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (procs_.find(static_cast<int>(pid)) == nullptr) {
     if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
   }
-  if (e.hdr.type == AB_EV_HOLD) stats_["capture_holds"]++;
+  if (e.hdr.type == AB_EV_HOLD) {  // stopped by the kernel (AB_SOCK_HELD)
+    stats_["capture_holds"]++;
+    hold_started(HoldKind::Capture, pid, "capture", "sigstop", int64_t(e.hdr.ts_ns));
+  }
   // A terminal's foreground job is not stopped by the kernel (its shell would notice): its
   // cgroup is frozen instead, when that is safe, until the probes are attached.
   if ((e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching && freezer_) {
@@ -551,6 +557,7 @@ void Daemon::on_connect(const ab_hold_event& e) {
     if (cgroups_) cg = cgroups_->path_for_id(e.hdr.cgroup_id).value_or("");
     int rc = freezer_->freeze_for(pid, cg, static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)));
     stats_[rc == 0 ? "capture_freezes" : "capture_freezes_skipped"]++;
+    if (rc == 0) hold_started(HoldKind::Capture, pid, "capture", "freeze", 0);
     if (rc != 0) spdlog::debug("pid {}: foreground job, cgroup {} not frozen ({})", pid, cg, strerror(-rc));
   }
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
@@ -587,7 +594,8 @@ void Daemon::set_watch(uint32_t pid, uint32_t state) {
   bpf_map_update_elem(rt_->watch_fd(), &pid, &v, BPF_ANY);
 }
 
-void Daemon::release_capture_hold(uint32_t pid) {
+void Daemon::release_capture_hold(uint32_t pid, const char* why) {
+  hold_ended(HoldKind::Capture, pid, why);
   if (freezer_) freezer_->release(pid);
   ab_hold_value hv{};
   if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
@@ -608,7 +616,7 @@ void Daemon::on_attach_done() {
     if (it == watched_.end()) {
       // The process exited or exec'd while we attached: undo.
       if (r.err == 0) worker_->request_detach(r.pid);
-      release_capture_hold(pid);
+      release_capture_hold(pid, "gone");
       continue;
     }
     auto& w = it->second;
@@ -637,7 +645,7 @@ void Daemon::on_attach_done() {
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
     }
-    release_capture_hold(pid);
+    release_capture_hold(pid, r.err == 0 ? "attached" : r.err == -ENOENT ? "not_watched" : "attach_failed");
   }
 }
 
@@ -805,7 +813,7 @@ void Daemon::sweep_stale_holds() {
   for (uint32_t pid : stale) {
     stats_["stale_capture_holds_released"]++;
     spdlog::warn("capture hold of pid {} outlived {} s: released", pid, kStaleCaptureHoldNs / 1'000'000'000);
-    release_capture_hold(pid);
+    release_capture_hold(pid, "stale");
   }
 }
 
@@ -854,6 +862,7 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
 
 void Daemon::shutdown() {
   if (freezer_) freezer_->release_all();
+  end_all_holds(HoldKind::Capture, "daemon stopping", "release_all");  // released just below
   if (rt_) release_all_brakes("release_all");
   if (rt_) {
     std::vector<int> released;
@@ -866,6 +875,10 @@ void Daemon::shutdown() {
   for (auto& [target, p] : paused_) {
     if (p.cgroup) (void)process::cgroup_freeze(cg_mount_, p.target, false);
     else process::signal_same_process(std::stoi(p.target), p.start_ns, SIGCONT);
+    record_event("resumed", p.cgroup ? 0 : static_cast<uint32_t>(std::stoul(p.target)), p.cgroup ? p.target : "", "",
+                 {{"target", p.target}, {"reason", "release_all"}, {"dry_run", false}, {"hold_reason", "manual"},
+                  {"held_ms", double((clock_ns(CLOCK_MONOTONIC) - p.since_mono_ns) / 1000) / 1000.0},
+                  {"released", "daemon stopping"}});
   }
   paused_.clear();
   save_manual_pauses();
@@ -1029,6 +1042,12 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
   const std::string target = args["target"].get<std::string>();
   const bool dry = opts_.dry_run || policy_->dry_run();
   json detail{{"target", target}, {"reason", "manual"}, {"dry_run", dry}};
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  auto note_held_ms = [&] {  // a resume: how long the pause in force lasted
+    auto it = paused_.find(target);
+    if (what == "resume" && it != paused_.end())
+      detail["held_ms"] = double((now - it->second.since_mono_ns) / 1000) / 1000.0;
+  };
   std::string cgroup;
   uint32_t pid = 0;
   std::string comm;
@@ -1049,7 +1068,8 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
       }
       if (!r) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(r.err));
     }
-    if (what == "pause") paused_[target] = {target, "manual", true, 0};
+    note_held_ms();
+    if (what == "pause") paused_[target] = {target, "manual", true, 0, now};
     else paused_.erase(target);
     save_manual_pauses();
   } else {
@@ -1068,11 +1088,13 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
       int rc = process::signal_same_process(static_cast<int>(pid), start_ns, sig);
       if (rc < 0) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(-rc));
     }
-    if (what == "pause") paused_[target] = {target, "manual", false, start_ns};
+    note_held_ms();
+    if (what == "pause") paused_[target] = {target, "manual", false, start_ns, now};
     else paused_.erase(target);
     save_manual_pauses();
   }
   const std::string kind = what == "pause" ? "paused" : what == "resume" ? "resumed" : "killed";
+  if (kind == "paused" && !dry) count_hold(cgroup, "manual");
   record_event(kind, pid, cgroup, comm, detail);
   spdlog::info("{} {} (manual{})", kind, target, dry ? ", dry run" : "");
   return json{{"ok", true}, {"target", target}, {"action", kind}, {"dry_run", dry}};

@@ -35,12 +35,12 @@ void Daemon::operate_policy_changed() {
   }
 }
 
-// Every recorded event: counted for /metrics, offered to the alert rules.
+// Every recorded event: counted for /metrics, offered to the alert rules. Holds are counted
+// where they are taken (count_hold), also those whose events are not recorded.
 void Daemon::on_event_recorded(const store::Event& e) {
   const std::string cg = e.cgroup.empty() ? "/" : e.cgroup;
   if (e.kind == "killed") metric_actions_[cg].kills++;
   else if (e.kind == "denied") metric_actions_[cg].denials++;
-  else if (e.kind == "paused") metric_actions_[cg].holds++;
   else if (e.kind == "loop_detected" && e.detail.contains("detector") && e.detail["detector"].is_string())
     detector_firings_[e.detail["detector"].get<std::string>()]++;
   if (!alerts_ || e.kind == "llm_call") return;
@@ -83,7 +83,8 @@ void Daemon::publish_metrics() {
   }
   for (const auto& [cg, a] : metric_actions_) {
     auto& m = s.cgroups[cg];
-    m.holds = a.holds;
+    m.holds = 0;
+    for (const auto& [reason, n] : a.holds) m.holds += n;
     m.denials = a.denials;
     m.kills = a.kills;
   }
