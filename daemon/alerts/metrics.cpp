@@ -110,8 +110,11 @@ std::string render_prometheus(const MetricsSnapshot& s) {
              [](const CgroupMetrics& m) { return static_cast<double>(m.output_tokens); }, true);
   per_cgroup("agentbrake_cost_usd_total", "counter", "Spend on LLM calls in US dollars, by cgroup.",
              [](const CgroupMetrics& m) { return m.cost_usd; }, false);
-  per_cgroup("agentbrake_holds_total", "counter", "LLM requests held (throttled), by cgroup.",
-             [](const CgroupMetrics& m) { return static_cast<double>(m.holds); }, true);
+  w.family("agentbrake_holds_total", "counter",
+           "Holds taken (a process stopped or frozen), by cgroup and reason: budget, fan_out, loop, pacing, "
+           "capture, manual.");
+  for (const auto& [cgroup, m] : s.cgroups)
+    for (const auto& [reason, n] : m.holds) w.sample({{"cgroup", cgroup}, {"reason", reason}}, n);
   per_cgroup("agentbrake_denials_total", "counter", "Deny actions taken, by cgroup.",
              [](const CgroupMetrics& m) { return static_cast<double>(m.denials); }, true);
   per_cgroup("agentbrake_kills_total", "counter", "Kill actions taken, by cgroup.",

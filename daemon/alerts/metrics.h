@@ -9,7 +9,8 @@
 //   agentbrake_input_tokens_total{cgroup}       counter  billed input tokens (cache included)
 //   agentbrake_output_tokens_total{cgroup}      counter  output tokens (reasoning included)
 //   agentbrake_cost_usd_total{cgroup}           counter  spend in USD
-//   agentbrake_holds_total{cgroup}              counter  requests held (throttle)
+//   agentbrake_holds_total{cgroup,reason}       counter  every hold taken, by reason (budget, fan_out,
+//                                                        loop, pacing, capture, manual)
 //   agentbrake_denials_total{cgroup}            counter  deny actions
 //   agentbrake_kills_total{cgroup}              counter  kill actions
 //   agentbrake_held_processes{cgroup}           gauge    processes held right now
@@ -42,7 +43,7 @@ struct CgroupMetrics {
   uint64_t input_tokens = 0;
   uint64_t output_tokens = 0;
   double cost_usd = 0;
-  uint64_t holds = 0;
+  std::map<std::string, uint64_t> holds;  // by reason (a bounded set: budget, loop, ..., manual)
   uint64_t denials = 0;
   uint64_t kills = 0;
   uint64_t held_now = 0;

@@ -83,8 +83,7 @@ void Daemon::publish_metrics() {
   }
   for (const auto& [cg, a] : metric_actions_) {
     auto& m = s.cgroups[cg];
-    m.holds = 0;
-    for (const auto& [reason, n] : a.holds) m.holds += n;
+    m.holds = a.holds;
     m.denials = a.denials;
     m.kills = a.kills;
   }

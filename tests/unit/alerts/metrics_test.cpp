@@ -18,7 +18,7 @@ MetricsSnapshot sample_snapshot() {
   a.input_tokens = 5400;
   a.output_tokens = 880;
   a.cost_usd = 0.0123;
-  a.holds = 3;
+  a.holds = {{"budget", 2}, {"capture", 1}};  // every hold, by reason
   a.kills = 1;
   a.held_now = 1;
   s.cgroups["/agents/a"] = a;
@@ -55,7 +55,8 @@ TEST(RenderPrometheus, FamiliesWithHelpTypeAndSamples) {
   EXPECT_TRUE(contains(text, "agentbrake_input_tokens_total{cgroup=\"/agents/a\"} 5400\n"));
   EXPECT_TRUE(contains(text, "agentbrake_output_tokens_total{cgroup=\"/agents/a\"} 880\n"));
   EXPECT_TRUE(contains(text, "agentbrake_cost_usd_total{cgroup=\"/agents/a\"} 0.0123\n"));
-  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\"} 3\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\",reason=\"budget\"} 2\n")) << text;
+  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\",reason=\"capture\"} 1\n")) << text;
   EXPECT_TRUE(contains(text, "agentbrake_kills_total{cgroup=\"/agents/a\"} 1\n"));
   EXPECT_TRUE(contains(text, "# TYPE agentbrake_held_processes gauge\n"));
   EXPECT_TRUE(contains(text, "agentbrake_loop_detections_total{detector=\"ping_pong\"} 2\n"));
