@@ -15,8 +15,11 @@
 //   agentbrake_kills_total{cgroup}              counter  kill actions
 //   agentbrake_held_processes{cgroup}           gauge    processes held right now
 //   agentbrake_loop_detections_total{detector}  counter  loop detector firings
-//   agentbrake_losses_total{counter}            counter  every loss counter (ring_buffer_lost,
-//                                                        tls_truncated, lost_bytes, unparsed, ...)
+//   agentbrake_losses_total{counter}            counter  loss counters only (ring_buffer_lost,
+//                                                        tls_truncated_calls, capture_gaps, unparsed_*,
+//                                                        alerts_dropped, ...: is_loss_counter)
+//   agentbrake_activity_total{counter}          counter  the daemon's other counters, normal work
+//                                                        (tls_records, calls, attaches, holds_taken, ...)
 //   agentbrake_alerts_total{outcome}            counter  sent, failed, suppressed, dropped
 //   agentbrake_probes_attached                  gauge
 //   agentbrake_watched_processes                gauge
@@ -30,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace httplib {
@@ -52,7 +56,8 @@ struct CgroupMetrics {
 struct MetricsSnapshot {
   std::map<std::string, CgroupMetrics> cgroups;       // by cgroup path
   std::map<std::string, uint64_t> detector_firings;   // ping_pong, repetition, fan_out, retry_storm
-  std::map<std::string, uint64_t> losses;             // loss counter name → count
+  std::map<std::string, uint64_t> losses;             // loss counter name → count (is_loss_counter)
+  std::map<std::string, uint64_t> activity;           // every other daemon counter → count
   std::map<std::string, uint64_t> alerts;             // outcome (sent, failed, suppressed, dropped) → count
   uint64_t probes_attached = 0;
   uint64_t watched_processes = 0;
@@ -60,6 +65,13 @@ struct MetricsSnapshot {
   std::string version;
   std::string policy_digest;
 };
+
+// Whether a counter of `status --json` `counters` counts something lost: an event, bytes or a
+// call the daemon could not see or keep, a hold it could not take or had to cut short, an
+// alert it could not deliver. Those go to agentbrake_losses_total (the shipped
+// AgentbrakeCaptureLoss rule fires when one grows); every other counter is normal work and
+// goes to agentbrake_activity_total. A new loss counter must be added to the list here.
+bool is_loss_counter(std::string_view name);
 
 // Label value escaping of the text format: backslash, double quote and newline.
 std::string escape_label_value(const std::string& v);

@@ -95,7 +95,8 @@ void Daemon::publish_metrics() {
   for (const char* d : {"ping_pong", "repetition", "fan_out", "retry_storm"}) s.detector_firings.emplace(d, 0);
   const json st = cmd_status();
   for (const auto& [name, v] : st["counters"].items())
-    if (v.is_number_unsigned() || v.is_number_integer()) s.losses[name] = v.get<uint64_t>();
+    if (v.is_number_unsigned() || v.is_number_integer())
+      (alerts::is_loss_counter(name) ? s.losses : s.activity)[name] = v.get<uint64_t>();
   if (alerts_) {
     auto c = alerts_->counters();
     s.alerts = {{"sent", c.sent}, {"failed", c.failed}, {"suppressed", c.suppressed}, {"dropped", c.dropped}};
