@@ -113,8 +113,14 @@ bool Daemon::load_initial_policy() {
 void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   policy_ = std::move(p);
   prices_ = accounting::PriceTable::for_policy(*policy_);
-  for (const auto& err : endpoints_.set_policy(policy_->endpoints))
-    spdlog::warn("endpoint not resolved now (learned from DNS later): {}", err);
+  // Names are resolved by a worker (getaddrinfo can block for seconds: CI has no DNS); their
+  // addresses join the endpoints when on_resolved() takes them, and are learned from DNS too.
+  const std::vector<std::string> names = endpoints_.set_policy(policy_->endpoints);
+  if (!names.empty()) {
+    if (!resolver_) resolver_ = std::make_unique<Resolver>();
+    spdlog::info("resolving {} endpoint name(s) off the event loop: {}", names.size(), fmt::join(names, ", "));
+    resolver_->submit(names);
+  }
   sync_endpoints_map();
   refresh_matches();
   if (rt_) brake_policy_changed();
@@ -213,11 +219,22 @@ void Daemon::refresh_matches() {
 
 // Processes that connected before we started: attach to them now (no hold; their next
 // request is parsed from its request line on).
-void Daemon::scan_existing() {
+void Daemon::scan_existing(const std::vector<ab_endpoint_key>* only) {
+  auto among = [only](const ab_endpoint_key& k) {
+    if (!only) return true;
+    for (const auto& o : *only)
+      if (o.family == k.family && (o.port == 0 || o.port == k.port) && std::memcmp(o.addr, k.addr, sizeof o.addr) == 0)
+        return true;
+    return false;
+  };
   auto found = capture::processes_connected_to(
-      [this](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr; });
+      [this, &among](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr && among(k); });
   for (const auto& c : found) {
     if (static_cast<pid_t>(c.pid) == getpid()) continue;
+    if (only) {
+      auto it = watched_.find(c.pid);
+      if (it != watched_.end() && (it->second.attached || it->second.attaching)) continue;
+    }
     auto& w = watched_[c.pid];
     if (const auto* info = endpoints_.find(c.remote)) {
       w.endpoint_host = info->host;
@@ -230,11 +247,13 @@ void Daemon::scan_existing() {
     set_watch(c.pid, AB_WATCH_PENDING);
     request_attach(c.pid, "connected before start");
   }
-  spdlog::info("start-up scan: {} process(es) already connected to LLM endpoints", found.size());
+  if (only) spdlog::info("{} process(es) already connected to endpoint addresses just resolved", found.size());
+  else spdlog::info("start-up scan: {} process(es) already connected to LLM endpoints", found.size());
 }
 
 int Daemon::start() {
   started_mono_ = clock_ns(CLOCK_MONOTONIC);
+  resolver_ = std::make_unique<Resolver>();
   unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - started_mono_;
   if (!load_initial_policy()) return 1;
   if (opts_.dry_run) spdlog::info("dry run: decisions are recorded, nothing is enforced");
@@ -353,6 +372,7 @@ int Daemon::start() {
   add(timerfd_, 3);
   add(server_->fd(), 4);
   add(worker_->notify_fd(), 5);
+  add(resolver_->notify_fd(), 7);
   if (alerts_) add(alerts_->notify_fd(), 6);
   start_pruner();
 
@@ -393,6 +413,7 @@ int Daemon::loop() {
         case 4: server_->on_readable(); break;
         case 5: on_attach_done(); break;
         case 6: on_alert_results(); break;
+        case 7: on_resolved(); break;
       }
     }
   }
@@ -577,6 +598,24 @@ void Daemon::on_dns(const ab_dns_event& e) {
     spdlog::debug("learned {} address(es) of {} from DNS", added.size(), name);
     sync_endpoints_map();
   }
+}
+
+void Daemon::on_resolved() {
+  if (!resolver_) return;
+  std::vector<ab_endpoint_key> added;
+  for (const auto& r : resolver_->take_results()) {
+    if (!r.error.empty()) {
+      stats_["endpoint_names_unresolved"]++;
+      spdlog::warn("endpoint not resolved now (learned from DNS later): {}", r.error);
+      continue;
+    }
+    auto keys = endpoints_.on_resolved(r.name, r.addrs);
+    spdlog::info("endpoint {} resolved: {} address(es), {} new", r.name, r.addrs.size(), keys.size());
+    added.insert(added.end(), keys.begin(), keys.end());
+  }
+  if (added.empty()) return;
+  sync_endpoints_map();
+  scan_existing(&added);  // processes that connected before their addresses were known
 }
 
 void Daemon::request_attach(uint32_t pid, const char* why) {
@@ -883,6 +922,7 @@ void Daemon::shutdown() {
   paused_.clear();
   save_manual_pauses();
   server_.reset();  // no more commands
+  resolver_.reset();  // a look-up in progress is let go (see resolver.h)
   stop_pruner();
   metrics_.reset();
   if (alerts_) {
@@ -984,6 +1024,7 @@ json Daemon::cmd_status() {
       {"deny_programs", deny_available_},
       {"uprobe_multi", rt_->uprobe_multi()},
       {"endpoints_known", endpoints_.size()},
+      {"endpoints_resolving", resolver_ ? resolver_->pending() : 0},
       {"open_streams", streams_->open_streams()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},

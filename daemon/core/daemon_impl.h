@@ -28,6 +28,7 @@
 #include "core/capture_freeze.h"
 #include "core/daemon.h"
 #include "core/endpoints.h"
+#include "core/resolver.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
 #include "loops/loop_detectors.h"
@@ -63,7 +64,9 @@ class Daemon {
   void refresh_matches();
   std::vector<const policy::Match*> selecting_rules() const;  // budget and loop rules with a match
   bool selected_as_process(const std::vector<const policy::Match*>& rules, policy::ProcessFacts f) const;
-  void scan_existing();
+  // Processes already connected to an endpoint get probes; `only`: to one of these keys (just
+  // learned), and not watched yet.
+  void scan_existing(const std::vector<ab_endpoint_key>* only = nullptr);
 
   // ---- events
   void drain_ring();
@@ -72,6 +75,7 @@ class Daemon {
   void on_proc_event(const ab_proc_event& e);
   void on_connect(const ab_hold_event& e);
   void on_dns(const ab_dns_event& e);
+  void on_resolved();  // endpoint names resolved by resolver_
   void on_attach_done();
   void request_attach(uint32_t pid, const char* why);
   void process_exchanges();
@@ -194,6 +198,7 @@ class Daemon {
   std::unique_ptr<capture::StreamTable> streams_;
   std::unique_ptr<CaptureFreezer> freezer_;
   EndpointSet endpoints_;
+  std::unique_ptr<Resolver> resolver_;  // endpoint names, resolved off the loop
   std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
   std::set<uint64_t> matched_cgroups_;
   std::set<uint32_t> matched_pids_;

@@ -303,6 +303,21 @@ def rules_test_series(before, after, labels, steps, raise_loss=None):
     return out
 
 
+@contextlib.contextmanager
+def env_var(name, value):
+    """`name`=`value` in this process's environment (so in the daemons and CLIs it starts) for the
+    block's duration."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def fetch(url, timeout=5):
     """(status, content_type, text) or (None, None, error text)."""
     try:
@@ -1099,6 +1114,48 @@ class Lifecycle(unittest.TestCase):
             r = self.release_all(d)
             self.assertEqual(r.returncode, 0, "--release-all with nothing held exited %d:\n%s" % (r.returncode,
                                                                                                   r.stdout[-2000:]))
+
+    def test_reload_with_an_unresolvable_endpoint_name_does_not_block(self):
+        """Endpoint names are resolved off the event loop (CI has no DNS). The daemon's look-ups
+        are held pending (test hook AGENTBRAKE_TEST_RESOLVE_GATE: each waits until a file
+        exists): `policy reload` of a policy naming an endpoint under .invalid returns, the new
+        policy is in force, and while the look-up is still pending `status` answers (saying so)
+        and a call is captured. Once the look-up may go it ends (a failure: .invalid) and the
+        daemon carries on."""
+        gate_dir = tempfile.mkdtemp(prefix="ab-e2e-resolve-gate-")
+        gate = os.path.join(gate_dir, "open")
+        endpoints = abtest.policy_for(SIM)
+        named = endpoints + "  - {host: slow-endpoint.invalid, port: 443, api: openai, tls: true}\n" + PRICES
+        try:
+            with env_var("AGENTBRAKE_TEST_RESOLVE_GATE", gate), Cgroup("resolve") as cg, \
+                    Daemon(endpoints + PRICES) as d:
+                try:
+                    loaded_before = len(d.events("policy_loaded"))
+                    d.write_policy(named)
+                    r = d.cli("policy", "reload", check=False, timeout=20)
+                    self.assertEqual(r.returncode, 0, "`policy reload` while slow-endpoint.invalid is being resolved "
+                                     "(124: no answer in 20 s, the look-up blocks the event loop): %s\n%s"
+                                     % (r.stderr[-500:], d.log_tail(20)))
+                    st = d.status()
+                    self.assertEqual(st["policy"]["endpoints"], 3, "the reloaded policy is in force: %s" % st["policy"])
+                    d.wait_for(lambda: len(d.events("policy_loaded")) > loaded_before, 5,
+                               what="policy_loaded after the reload")
+                    self.assertGreaterEqual(st.get("endpoints_resolving", 0), 1,
+                                            "status while the look-up is held pending: %s" % st)
+                    # the loop goes on with its work meanwhile
+                    a = abtest.run_agent(cg, "py_httpclient", SIM, "--tag", "resolve", "-n", "1")
+                    abtest.wait_visible(d, cg.path, 1, a.calls()[0]["t_end"], what="a call while a look-up is pending")
+                    self.assertGreaterEqual(d.status().get("endpoints_resolving", 0), 1, "the look-up still pending")
+                finally:
+                    open(gate, "w").close()
+                d.wait_for(lambda: d.status().get("endpoints_resolving") == 0, 60,
+                           what="the look-up of slow-endpoint.invalid to end once allowed")
+                self.assertTrue(d.alive())
+                failed = [ln for ln in d.log_text().splitlines() if "slow-endpoint.invalid" in ln and "not resolved" in ln]
+                self.assertTrue(failed, "the failed look-up is logged:\n" + d.log_tail(20))
+                self.assertEqual(d.status()["policy"]["endpoints"], 3)
+        finally:
+            shutil.rmtree(gate_dir, ignore_errors=True)
 
     def crash(self, d):
         """SIGKILL the daemon we started (a crash: no release on the way out)."""
