@@ -1063,5 +1063,46 @@ class Interactive(BrakeBase):
             self.assertTrue(d.alive())
 
 
+# A process that connects to an endpoint again and again without a TLS library the daemon can
+# hook (plain TCP, no OpenSSL mapped): each connect is a first LLM connect again.
+RECONNECT = r"""
+import socket, sys, time
+for _ in range(int(sys.argv[2])):
+    socket.create_connection(("127.0.0.1", int(sys.argv[1]))).close()
+    time.sleep(0.005)
+"""
+
+
+class CaptureHoldEvents(BrakeBase):
+    def test_15_capture_holds_recorded_without_flooding(self):
+        """A capture hold (first LLM connect, until the probes are attached) is a paused event
+        with reason capture and its end a resumed with held_ms. A process whose TLS cannot be
+        hooked is held again at every connect to an endpoint: 200 connects record one pair (at
+        most one a minute per process), and every hold is still counted."""
+        cg = Cgroup("capev")
+        with Daemon(abtest.policy_for(self.sim)) as d, cg:
+            a = self.agent(cg, "capev", 1)
+            a.wait(timeout=30)
+            paused, resumed = self.check_holds_recorded(d, "capture", pid=a.pid, at_least=1)
+            self.assertEqual(len(paused), 1, "one first connect, one capture hold: " + short(paused))
+            self.assertEqual(detail(resumed[0]).get("released"), "attached", short(resumed))
+            before = d.status()["counters"]
+            p = cg.run([sys.executable, "-c", RECONNECT, str(self.sim.port), "200"])
+            self.assertEqual(p.wait(timeout=60), 0, "the reconnecting process")
+            counters = d.wait_for(lambda: (lambda c: c if c.get("capture_hold_events_unrecorded", 0) > 0 else None)(
+                d.status()["counters"]), 5, what="capture holds counted but not recorded")
+            held = counters.get("capture_holds", 0) - before.get("capture_holds", 0)
+            self.assertGreater(held, 1, "held again at its later connects: %s" % counters)
+            # a barrier: a call made after the process exited is recorded after all of its events
+            b = self.agent(cg, "capev-after", 1)
+            b.wait(timeout=30)
+            abtest.wait_visible(d, cg.path, 2, max(c["t_end"] for c in b.calls()), what="a call after it")
+            mine = [e for k in ("paused", "resumed") for e in d.events(k) if e.get("pid") == p.pid]
+            self.assertEqual(sorted(e["kind"] for e in mine), ["paused", "resumed"],
+                             "%d capture holds of one process within a minute: one pair recorded: %s"
+                             % (held, short(mine)))
+            self.assertGreaterEqual(counters["capture_hold_events_unrecorded"], held - 1, counters)
+
+
 if __name__ == "__main__":
     unittest.main()
