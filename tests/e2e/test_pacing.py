@@ -101,6 +101,8 @@ class Pacing(unittest.TestCase):
         elapsed = time.monotonic() - t0
         rc = a.p.returncode
         calls = sorted(a.calls(), key=lambda c: c["call"])
+        if rc == 0:
+            SIM.wait_quiet(tag)   # the simulator logs a call after answering it: records() complete
         served = sorted(SIM.records(tag), key=lambda r: r["ts_start"])
         self.assertEqual(rc, 0, "the agent exited %s (a paced call must be slow, never an error); stderr:\n%s"
                          % (rc, a.stderr_text()))
