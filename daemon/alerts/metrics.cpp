@@ -67,6 +67,25 @@ class Writer {
 
 }  // namespace
 
+bool is_loss_counter(std::string_view name) {
+  static constexpr std::string_view kLosses[] = {
+      // kernel (bpf/agentbrake_events.h AB_CNT_*)
+      "ring_buffer_lost", "tls_truncated_calls", "tls_truncated_lost_bytes", "holds_skipped_ring_full",
+      "tls_read_errors", "dns_parse_errors",
+      // capture and parsing (capture/stream_table.h)
+      "capture_gaps", "capture_gap_bytes", "malformed_tls_records", "unparsed_http_errors", "unparsed_bytes",
+      "streams_evicted",
+      // database, alerts
+      "store_dropped_writes", "store_write_errors", "alerts_dropped", "alerts_failed",
+      // the daemon's own
+      "malformed_records", "ring_buffer_consume_errors", "connects_recovered_from_map", "attach_failures",
+      "stale_capture_holds_released", "stale_capture_freezes_thawed", "capture_freezes_skipped",
+      "budget_holds_not_taken_foreground", "incomplete_calls"};
+  for (auto l : kLosses)
+    if (name == l) return true;
+  return false;
+}
+
 std::string escape_label_value(const std::string& v) {
   std::string out;
   out.reserve(v.size());
@@ -110,8 +129,11 @@ std::string render_prometheus(const MetricsSnapshot& s) {
              [](const CgroupMetrics& m) { return static_cast<double>(m.output_tokens); }, true);
   per_cgroup("agentbrake_cost_usd_total", "counter", "Spend on LLM calls in US dollars, by cgroup.",
              [](const CgroupMetrics& m) { return m.cost_usd; }, false);
-  per_cgroup("agentbrake_holds_total", "counter", "LLM requests held (throttled), by cgroup.",
-             [](const CgroupMetrics& m) { return static_cast<double>(m.holds); }, true);
+  w.family("agentbrake_holds_total", "counter",
+           "Holds taken (a process stopped or frozen), by cgroup and reason: budget, fan_out, loop, pacing, "
+           "capture, manual.");
+  for (const auto& [cgroup, m] : s.cgroups)
+    for (const auto& [reason, n] : m.holds) w.sample({{"cgroup", cgroup}, {"reason", reason}}, n);
   per_cgroup("agentbrake_denials_total", "counter", "Deny actions taken, by cgroup.",
              [](const CgroupMetrics& m) { return static_cast<double>(m.denials); }, true);
   per_cgroup("agentbrake_kills_total", "counter", "Kill actions taken, by cgroup.",
@@ -123,6 +145,10 @@ std::string render_prometheus(const MetricsSnapshot& s) {
            "Loss counters: ring buffer records lost, truncated captures, lost bytes, unparsed responses, "
            "dropped alerts, ...",
            "counter", s.losses);
+  by_label("agentbrake_activity_total",
+           "The daemon's counters of normal work (not losses): TLS records read, calls, attaches, holds taken, "
+           "gate passes, alerts sent, ...",
+           "counter", s.activity);
   by_label("agentbrake_alerts_total", "Alerts by outcome: sent, failed, suppressed (min_interval), dropped (queue full).",
            "outcome", s.alerts);
   w.family("agentbrake_probes_attached", "gauge", "TLS/uprobe attachments in place.");

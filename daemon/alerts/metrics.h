@@ -9,13 +9,17 @@
 //   agentbrake_input_tokens_total{cgroup}       counter  billed input tokens (cache included)
 //   agentbrake_output_tokens_total{cgroup}      counter  output tokens (reasoning included)
 //   agentbrake_cost_usd_total{cgroup}           counter  spend in USD
-//   agentbrake_holds_total{cgroup}              counter  requests held (throttle)
+//   agentbrake_holds_total{cgroup,reason}       counter  every hold taken, by reason (budget, fan_out,
+//                                                        loop, pacing, capture, manual)
 //   agentbrake_denials_total{cgroup}            counter  deny actions
 //   agentbrake_kills_total{cgroup}              counter  kill actions
 //   agentbrake_held_processes{cgroup}           gauge    processes held right now
 //   agentbrake_loop_detections_total{detector}  counter  loop detector firings
-//   agentbrake_losses_total{counter}            counter  every loss counter (ring_buffer_lost,
-//                                                        tls_truncated, lost_bytes, unparsed, ...)
+//   agentbrake_losses_total{counter}            counter  loss counters only (ring_buffer_lost,
+//                                                        tls_truncated_calls, capture_gaps, unparsed_*,
+//                                                        alerts_dropped, ...: is_loss_counter)
+//   agentbrake_activity_total{counter}          counter  the daemon's other counters, normal work
+//                                                        (tls_records, calls, attaches, holds_taken, ...)
 //   agentbrake_alerts_total{outcome}            counter  sent, failed, suppressed, dropped
 //   agentbrake_probes_attached                  gauge
 //   agentbrake_watched_processes                gauge
@@ -29,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace httplib {
@@ -42,7 +47,7 @@ struct CgroupMetrics {
   uint64_t input_tokens = 0;
   uint64_t output_tokens = 0;
   double cost_usd = 0;
-  uint64_t holds = 0;
+  std::map<std::string, uint64_t> holds;  // by reason (a bounded set: budget, loop, ..., manual)
   uint64_t denials = 0;
   uint64_t kills = 0;
   uint64_t held_now = 0;
@@ -51,7 +56,8 @@ struct CgroupMetrics {
 struct MetricsSnapshot {
   std::map<std::string, CgroupMetrics> cgroups;       // by cgroup path
   std::map<std::string, uint64_t> detector_firings;   // ping_pong, repetition, fan_out, retry_storm
-  std::map<std::string, uint64_t> losses;             // loss counter name → count
+  std::map<std::string, uint64_t> losses;             // loss counter name → count (is_loss_counter)
+  std::map<std::string, uint64_t> activity;           // every other daemon counter → count
   std::map<std::string, uint64_t> alerts;             // outcome (sent, failed, suppressed, dropped) → count
   uint64_t probes_attached = 0;
   uint64_t watched_processes = 0;
@@ -59,6 +65,13 @@ struct MetricsSnapshot {
   std::string version;
   std::string policy_digest;
 };
+
+// Whether a counter of `status --json` `counters` counts something lost: an event, bytes or a
+// call the daemon could not see or keep, a hold it could not take or had to cut short, an
+// alert it could not deliver. Those go to agentbrake_losses_total (the shipped
+// AgentbrakeCaptureLoss rule fires when one grows); every other counter is normal work and
+// goes to agentbrake_activity_total. A new loss counter must be added to the list here.
+bool is_loss_counter(std::string_view name);
 
 // Label value escaping of the text format: backslash, double quote and newline.
 std::string escape_label_value(const std::string& v);

@@ -114,8 +114,14 @@ bool Daemon::load_initial_policy() {
 void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   policy_ = std::move(p);
   prices_ = accounting::PriceTable::for_policy(*policy_);
-  for (const auto& err : endpoints_.set_policy(policy_->endpoints))
-    spdlog::warn("endpoint not resolved now (learned from DNS later): {}", err);
+  // Names are resolved by a worker (getaddrinfo can block for seconds: CI has no DNS); their
+  // addresses join the endpoints when on_resolved() takes them, and are learned from DNS too.
+  const std::vector<std::string> names = endpoints_.set_policy(policy_->endpoints);
+  if (!names.empty()) {
+    if (!resolver_) resolver_ = std::make_unique<Resolver>();
+    spdlog::info("resolving {} endpoint name(s) off the event loop: {}", names.size(), fmt::join(names, ", "));
+    resolver_->submit(names);
+  }
   sync_endpoints_map();
   refresh_matches();
   if (rt_) brake_policy_changed();
@@ -214,11 +220,22 @@ void Daemon::refresh_matches() {
 
 // Processes that connected before we started: attach to them now (no hold; their next
 // request is parsed from its request line on).
-void Daemon::scan_existing() {
+void Daemon::scan_existing(const std::vector<ab_endpoint_key>* only) {
+  auto among = [only](const ab_endpoint_key& k) {
+    if (!only) return true;
+    for (const auto& o : *only)
+      if (o.family == k.family && (o.port == 0 || o.port == k.port) && std::memcmp(o.addr, k.addr, sizeof o.addr) == 0)
+        return true;
+    return false;
+  };
   auto found = capture::processes_connected_to(
-      [this](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr; });
+      [this, &among](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr && among(k); });
   for (const auto& c : found) {
     if (static_cast<pid_t>(c.pid) == getpid()) continue;
+    if (only) {
+      auto it = watched_.find(c.pid);
+      if (it != watched_.end() && (it->second.attached || it->second.attaching)) continue;
+    }
     auto& w = watched_[c.pid];
     if (const auto* info = endpoints_.find(c.remote)) {
       w.endpoint_host = info->host;
@@ -231,11 +248,13 @@ void Daemon::scan_existing() {
     set_watch(c.pid, AB_WATCH_PENDING);
     request_attach(c.pid, "connected before start");
   }
-  spdlog::info("start-up scan: {} process(es) already connected to LLM endpoints", found.size());
+  if (only) spdlog::info("{} process(es) already connected to endpoint addresses just resolved", found.size());
+  else spdlog::info("start-up scan: {} process(es) already connected to LLM endpoints", found.size());
 }
 
 int Daemon::start() {
   started_mono_ = clock_ns(CLOCK_MONOTONIC);
+  resolver_ = std::make_unique<Resolver>();
   unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - started_mono_;
   {
     std::string why;
@@ -365,6 +384,7 @@ int Daemon::start() {
   add(timerfd_, 3);
   add(server_->fd(), 4);
   add(worker_->notify_fd(), 5);
+  add(resolver_->notify_fd(), 7);
   if (alerts_) add(alerts_->notify_fd(), 6);
   start_pruner();
 
@@ -405,6 +425,7 @@ int Daemon::loop() {
         case 4: server_->on_readable(); break;
         case 5: on_attach_done(); break;
         case 6: on_alert_results(); break;
+        case 7: on_resolved(); break;
       }
     }
   }
@@ -523,9 +544,12 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       }
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
       if (freezer_) freezer_->release(pid);
+      hold_ended(HoldKind::Capture, pid, "exited");
+      capture_recorded_at_.erase(pid);
       brake_forget(pid);
       loops_.on_exit(pid);
       loop_paced_until_.erase(pid);
+      paced_by_.erase(pid);
       storm_until_.erase(pid);
       for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
         it = call_ids_.erase(it);
@@ -555,7 +579,10 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (procs_.find(static_cast<int>(pid)) == nullptr) {
     if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
   }
-  if (e.hdr.type == AB_EV_HOLD) stats_["capture_holds"]++;
+  if (e.hdr.type == AB_EV_HOLD) {  // stopped by the kernel (AB_SOCK_HELD)
+    stats_["capture_holds"]++;
+    hold_started(HoldKind::Capture, pid, "capture", "sigstop", int64_t(e.hdr.ts_ns));
+  }
   // A terminal's foreground job is not stopped by the kernel (its shell would notice): its
   // cgroup is frozen instead, when that is safe, until the probes are attached.
   if ((e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching && freezer_) {
@@ -563,6 +590,7 @@ void Daemon::on_connect(const ab_hold_event& e) {
     if (cgroups_) cg = cgroups_->path_for_id(e.hdr.cgroup_id).value_or("");
     int rc = freezer_->freeze_for(pid, cg, static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)));
     stats_[rc == 0 ? "capture_freezes" : "capture_freezes_skipped"]++;
+    if (rc == 0) hold_started(HoldKind::Capture, pid, "capture", "freeze", 0);
     if (rc != 0) spdlog::debug("pid {}: foreground job, cgroup {} not frozen ({})", pid, cg, strerror(-rc));
   }
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
@@ -584,6 +612,24 @@ void Daemon::on_dns(const ab_dns_event& e) {
   }
 }
 
+void Daemon::on_resolved() {
+  if (!resolver_) return;
+  std::vector<ab_endpoint_key> added;
+  for (const auto& r : resolver_->take_results()) {
+    if (!r.error.empty()) {
+      stats_["endpoint_names_unresolved"]++;
+      spdlog::warn("endpoint not resolved now (learned from DNS later): {}", r.error);
+      continue;
+    }
+    auto keys = endpoints_.on_resolved(r.name, r.addrs);
+    spdlog::info("endpoint {} resolved: {} address(es), {} new", r.name, r.addrs.size(), keys.size());
+    added.insert(added.end(), keys.begin(), keys.end());
+  }
+  if (added.empty()) return;
+  sync_endpoints_map();
+  scan_existing(&added);  // processes that connected before their addresses were known
+}
+
 void Daemon::request_attach(uint32_t pid, const char* why) {
   auto& w = watched_[pid];
   if (w.attaching || w.attached) return;
@@ -599,7 +645,8 @@ void Daemon::set_watch(uint32_t pid, uint32_t state) {
   bpf_map_update_elem(rt_->watch_fd(), &pid, &v, BPF_ANY);
 }
 
-void Daemon::release_capture_hold(uint32_t pid) {
+void Daemon::release_capture_hold(uint32_t pid, const char* why) {
+  hold_ended(HoldKind::Capture, pid, why);
   if (freezer_) freezer_->release(pid);
   ab_hold_value hv{};
   if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
@@ -620,7 +667,7 @@ void Daemon::on_attach_done() {
     if (it == watched_.end()) {
       // The process exited or exec'd while we attached: undo.
       if (r.err == 0) worker_->request_detach(r.pid);
-      release_capture_hold(pid);
+      release_capture_hold(pid, "gone");
       continue;
     }
     auto& w = it->second;
@@ -649,7 +696,7 @@ void Daemon::on_attach_done() {
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
     }
-    release_capture_hold(pid);
+    release_capture_hold(pid, r.err == 0 ? "attached" : r.err == -ENOENT ? "not_watched" : "attach_failed");
   }
 }
 
@@ -817,7 +864,7 @@ void Daemon::sweep_stale_holds() {
   for (uint32_t pid : stale) {
     stats_["stale_capture_holds_released"]++;
     spdlog::warn("capture hold of pid {} outlived {} s: released", pid, kStaleCaptureHoldNs / 1'000'000'000);
-    release_capture_hold(pid);
+    release_capture_hold(pid, "stale");
   }
 }
 
@@ -866,6 +913,7 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
 
 void Daemon::shutdown() {
   if (freezer_) freezer_->release_all();
+  end_all_holds(HoldKind::Capture, "daemon stopping", "release_all");  // released just below
   if (rt_) release_all_brakes("release_all");
   if (rt_) {
     std::vector<int> released;
@@ -878,10 +926,15 @@ void Daemon::shutdown() {
   for (auto& [target, p] : paused_) {
     if (p.cgroup) (void)process::cgroup_freeze(cg_mount_, p.target, false);
     else process::signal_same_process(std::stoi(p.target), p.start_ns, SIGCONT);
+    record_event("resumed", p.cgroup ? 0 : static_cast<uint32_t>(std::stoul(p.target)), p.cgroup ? p.target : "", "",
+                 {{"target", p.target}, {"reason", "release_all"}, {"dry_run", false}, {"hold_reason", "manual"},
+                  {"held_ms", double((clock_ns(CLOCK_MONOTONIC) - p.since_mono_ns) / 1000) / 1000.0},
+                  {"released", "daemon stopping"}});
   }
   paused_.clear();
   save_manual_pauses();
   server_.reset();  // no more commands
+  resolver_.reset();  // a look-up in progress is let go (see resolver.h)
   stop_pruner();
   metrics_.reset();
   if (alerts_) {
@@ -983,6 +1036,7 @@ json Daemon::cmd_status() {
       {"deny_programs", deny_available_},
       {"uprobe_multi", rt_->uprobe_multi()},
       {"endpoints_known", endpoints_.size()},
+      {"endpoints_resolving", resolver_ ? resolver_->pending() : 0},
       {"open_streams", streams_->open_streams()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
@@ -1041,6 +1095,12 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
   const std::string target = args["target"].get<std::string>();
   const bool dry = opts_.dry_run || policy_->dry_run();
   json detail{{"target", target}, {"reason", "manual"}, {"dry_run", dry}};
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  auto note_held_ms = [&] {  // a resume: how long the pause in force lasted
+    auto it = paused_.find(target);
+    if (what == "resume" && it != paused_.end())
+      detail["held_ms"] = double((now - it->second.since_mono_ns) / 1000) / 1000.0;
+  };
   std::string cgroup;
   uint32_t pid = 0;
   std::string comm;
@@ -1061,7 +1121,8 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
       }
       if (!r) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(r.err));
     }
-    if (what == "pause") paused_[target] = {target, "manual", true, 0};
+    note_held_ms();
+    if (what == "pause") paused_[target] = {target, "manual", true, 0, now};
     else paused_.erase(target);
     save_manual_pauses();
   } else {
@@ -1080,11 +1141,13 @@ json Daemon::cmd_brake(const std::string& what, const json& args) {
       int rc = process::signal_same_process(static_cast<int>(pid), start_ns, sig);
       if (rc < 0) throw control::ControlError(control::codes::kInternal, what + " " + target + ": " + strerror(-rc));
     }
-    if (what == "pause") paused_[target] = {target, "manual", false, start_ns};
+    note_held_ms();
+    if (what == "pause") paused_[target] = {target, "manual", false, start_ns, now};
     else paused_.erase(target);
     save_manual_pauses();
   }
   const std::string kind = what == "pause" ? "paused" : what == "resume" ? "resumed" : "killed";
+  if (kind == "paused" && !dry) count_hold(cgroup, "manual");
   record_event(kind, pid, cgroup, comm, detail);
   spdlog::info("{} {} (manual{})", kind, target, dry ? ", dry run" : "");
   return json{{"ok", true}, {"target", target}, {"action", kind}, {"dry_run", dry}};

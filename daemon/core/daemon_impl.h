@@ -28,6 +28,7 @@
 #include "core/capture_freeze.h"
 #include "core/daemon.h"
 #include "core/endpoints.h"
+#include "core/resolver.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
 #include "loops/loop_detectors.h"
@@ -64,7 +65,9 @@ class Daemon {
   void refresh_matches();
   std::vector<const policy::Match*> selecting_rules() const;  // budget and loop rules with a match
   bool selected_as_process(const std::vector<const policy::Match*>& rules, policy::ProcessFacts f) const;
-  void scan_existing();
+  // Processes already connected to an endpoint get probes; `only`: to one of these keys (just
+  // learned), and not watched yet.
+  void scan_existing(const std::vector<ab_endpoint_key>* only = nullptr);
 
   // ---- events
   void drain_ring();
@@ -73,6 +76,7 @@ class Daemon {
   void on_proc_event(const ab_proc_event& e);
   void on_connect(const ab_hold_event& e);
   void on_dns(const ab_dns_event& e);
+  void on_resolved();  // endpoint names resolved by resolver_
   void on_attach_done();
   void request_attach(uint32_t pid, const char* why);
   void process_exchanges();
@@ -86,11 +90,37 @@ class Daemon {
 
   // ---- helpers
   Attribution attribute(uint32_t pid);
-  void release_capture_hold(uint32_t pid);
+  void release_capture_hold(uint32_t pid, const char* why);
   int64_t mono_to_unix(uint64_t mono_ns) const { return int64_t(mono_ns) + unix_minus_mono_; }
   void record_event(const std::string& kind, uint32_t pid, const std::string& cgroup, const std::string& comm,
                     json detail);
   void set_watch(uint32_t pid, uint32_t state);
+
+  // ---- holds as events (holds.cpp): every hold a `paused`, its end a `resumed`
+  enum class HoldKind { Capture, Brake };  // a process may be in one of each at once
+  struct ActiveHold {
+    std::string reason;     // budget, loop, fan_out, pacing, capture
+    int64_t since_ns = 0;   // CLOCK_MONOTONIC
+    std::string cgroup, comm;
+    bool recorded = false;  // its `paused` was recorded, so its `resumed` will be
+    json context;           // detail fields both events carry (budgets, detector, entity, via)
+  };
+  // A hold was taken (the process is stopped or its cgroup frozen). `via`: sigstop | freeze;
+  // since_ns: when it was taken (the kernel's record, CLOCK_MONOTONIC), 0 = now.
+  void hold_started(HoldKind kind, uint32_t pid, const std::string& reason, const char* via, int64_t since_ns,
+                    json context = json::object());
+  // The hold of `pid` (if any) ended; `released` says how (room, attached, exited, ...);
+  // `end_reason` replaces the reason when the end is itself the news (max_hold, release_all).
+  // Returns whether a `resumed` was recorded.
+  bool hold_ended(HoldKind kind, uint32_t pid, const std::string& released, const char* end_reason = nullptr,
+                  json extra = json::object());
+  void end_all_holds(HoldKind kind, const std::string& released, const char* end_reason);
+  // Dry run: a request that would have been held (nothing waits: no `resumed` follows).
+  void record_dry_run_hold(uint32_t pid, const std::string& reason, json context);
+  void count_hold(const std::string& cgroup, const std::string& reason);
+  bool capture_event_allowed(uint32_t pid, int64_t now);
+  // What holds a loop-paced process: {reason (loop | pacing), detector}.
+  std::pair<std::string, std::string> pace_reason(uint32_t pid, int64_t now);
 
   // ---- budgets (enforce.cpp)
   static policy::ProcessFacts facts_of(const Attribution& who);
@@ -105,7 +135,9 @@ class Daemon {
   void on_request_seen(const capture::CapturedRequest& cr);
   void settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl);
   void on_budget_hold(const ab_hold_event& e);
-  void release_pid(uint32_t pid, uint64_t start_time, const char* why);
+  // Returns whether a `resumed` was recorded for it.
+  bool release_pid(uint32_t pid, uint64_t start_time, const char* why, const char* end_reason = nullptr,
+                   json extra = json::object());
   void release_ready_holds();
   void brake_tick();
   void brake_forget(uint32_t pid);
@@ -167,6 +199,7 @@ class Daemon {
   std::unique_ptr<capture::StreamTable> streams_;
   std::unique_ptr<CaptureFreezer> freezer_;
   EndpointSet endpoints_;
+  std::unique_ptr<Resolver> resolver_;  // endpoint names, resolved off the loop
   std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
   std::set<uint64_t> matched_cgroups_;
   std::set<uint32_t> matched_pids_;
@@ -198,6 +231,7 @@ class Daemon {
     std::string target, reason;
     bool cgroup = false;
     uint64_t start_ns = 0;
+    int64_t since_mono_ns = 0;  // when the pause was taken (held_ms of its `resumed`)
   };
   std::map<std::string, Paused> paused_;  // manual brakes in force, by target
 
@@ -232,6 +266,7 @@ class Daemon {
   // loops
   loops::LoopDetectors loops_;
   std::unordered_map<uint32_t, int64_t> loop_paced_until_;  // pid → mono ns
+  std::unordered_map<uint32_t, std::string> paced_by_;  // pid → the detector (or "pacing") that set it
   std::set<uint32_t> loop_held_;  // held at a request start by a loop rule
   std::map<std::string, int64_t> fan_out_room_;  // scratch of refresh_gates()
   std::map<std::string, int64_t> fan_out_reported_;  // entity → last held (episode tracking)
@@ -248,10 +283,15 @@ class Daemon {
   std::unique_ptr<alerts::MetricsServer> metrics_;
   std::string metrics_listen_;
   struct ActionCounts {
-    uint64_t holds = 0, denials = 0, kills = 0;
+    std::map<std::string, uint64_t> holds;  // by reason
+    uint64_t denials = 0, kills = 0;
   };
   std::map<std::string, ActionCounts> metric_actions_;
   std::map<std::string, uint64_t> detector_firings_;
+  std::unordered_map<uint32_t, ActiveHold> capture_holds_, brake_holds_;
+  std::unordered_map<uint32_t, int64_t> capture_recorded_at_;  // pid → its last recorded capture hold
+  double capture_event_tokens_ = -1;  // capture holds recorded: a token bucket (-1: full, unset)
+  int64_t capture_event_tokens_at_ = 0;
   std::thread pruner_;
   std::mutex pruner_mu_;
   std::condition_variable pruner_cv_;

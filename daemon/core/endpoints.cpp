@@ -1,7 +1,6 @@
 #include "core/endpoints.h"
 
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -56,69 +55,57 @@ const std::vector<EndpointInfo>& builtin_providers() {
   return v;
 }
 
-std::vector<ab_endpoint_key> resolve(const std::string& host, uint16_t port, std::string* error) {
-  std::vector<ab_endpoint_key> out;
+// Numeric addresses and "localhost" need no look-up: their keys, else nullopt.
+std::optional<std::vector<ab_endpoint_key>> literal_keys(const std::string& host, uint16_t port) {
   ab_endpoint_key k;
-  if (endpoint_key_for(host, port, &k)) return {k};
-  if (host == "localhost") {
-    if (endpoint_key_for("127.0.0.1", port, &k)) out.push_back(k);
-    if (endpoint_key_for("::1", port, &k)) out.push_back(k);
-    return out;
-  }
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  if (rc != 0) {
-    *error = host + ": " + gai_strerror(rc);
-    return out;
-  }
-  for (auto* ai = res; ai; ai = ai->ai_next) {
-    ab_endpoint_key e{};
-    e.port = port;
-    if (ai->ai_family == AF_INET) {
-      e.family = AF_INET;
-      std::memcpy(e.addr, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, 4);
-    } else if (ai->ai_family == AF_INET6) {
-      e.family = AF_INET6;
-      std::memcpy(e.addr, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, 16);
-    } else {
-      continue;
-    }
-    if (std::find_if(out.begin(), out.end(), [&](const ab_endpoint_key& x) {
-          return !EndpointKeyLess{}(x, e) && !EndpointKeyLess{}(e, x);
-        }) == out.end())
-      out.push_back(e);
-  }
-  freeaddrinfo(res);
+  if (endpoint_key_for(host, port, &k)) return std::vector<ab_endpoint_key>{k};
+  if (host != "localhost") return std::nullopt;
+  std::vector<ab_endpoint_key> out;
+  if (endpoint_key_for("127.0.0.1", port, &k)) out.push_back(k);
+  if (endpoint_key_for("::1", port, &k)) out.push_back(k);
   return out;
 }
 
 }  // namespace
 
-std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::Endpoint>& eps, bool do_resolve) {
-  std::vector<std::string> errors;
-  // Keys learned from DNS for names that stay endpoints survive; policy keys are rebuilt.
+std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::Endpoint>& eps) {
+  std::vector<std::string> to_resolve;
+  // Keys learned (from DNS or a look-up) for names that stay endpoints survive; policy keys
+  // are rebuilt.
   std::map<std::string, EndpointInfo> names;
   for (const auto& b : builtin_providers()) names[b.host] = b;
   decltype(by_key_) keys;
+  std::vector<EndpointInfo> named;
   for (const auto& e : eps) {
     EndpointInfo info{lower(e.host), e.port, e.api, e.tls};
     ab_endpoint_key k;
     if (!endpoint_key_for(info.host, info.port, &k)) names[info.host] = info;
-    if (!do_resolve) {
-      if (endpoint_key_for(info.host, info.port, &k)) keys[k] = info;
+    if (auto lit = literal_keys(info.host, info.port)) {
+      for (const auto& key : *lit) keys[key] = info;
       continue;
     }
-    std::string err;
-    for (const auto& key : resolve(info.host, info.port, &err)) keys[key] = info;
-    if (!err.empty()) errors.push_back(err);
+    named.push_back(info);
+    if (std::find(to_resolve.begin(), to_resolve.end(), info.host) == to_resolve.end()) to_resolve.push_back(info.host);
   }
   for (const auto& [k, info] : by_key_)
     if (names.count(info.host) && !keys.count(k) && names[info.host].port == info.port) keys[k] = info;
   by_key_ = std::move(keys);
   by_name_ = std::move(names);
-  return errors;
+  named_ = std::move(named);
+  return to_resolve;
+}
+
+std::vector<ab_endpoint_key> EndpointSet::on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs) {
+  std::vector<ab_endpoint_key> added;
+  const std::string n = lower(name);
+  for (const auto& info : named_) {
+    if (info.host != n) continue;
+    for (auto k : addrs) {
+      k.port = info.port;
+      if (by_key_.emplace(k, info).second) added.push_back(k);
+    }
+  }
+  return added;
 }
 
 std::vector<ab_endpoint_key> EndpointSet::on_dns(const std::string& name,

@@ -1,7 +1,7 @@
 // endpoints.h — which addresses are LLM endpoints, and what they speak.
 //
-// Sources: the policy's `endpoints:` (addresses resolved when the policy is loaded; names are
-// also matched against DNS look-ups later) and the built-in providers (api.openai.com,
+// Sources: the policy's `endpoints:` (names resolved off the event loop after the policy is
+// loaded, see resolver.h; names are also matched against DNS look-ups later) and the built-in providers (api.openai.com,
 // api.anthropic.com, generativelanguage.googleapis.com), whose addresses are learned from the
 // getaddrinfo probes as processes resolve them. The kernel's endpoints map is a mirror of
 // keys(); the daemon writes it.
@@ -38,10 +38,15 @@ bool endpoint_key_for(const std::string& addr, uint16_t port, ab_endpoint_key* o
 
 class EndpointSet {
  public:
-  // Replaces the policy part (built-ins stay). Resolves names with getaddrinfo (blocking:
-  // call at load time only); "localhost" means 127.0.0.1 and ::1. Names that do not resolve
-  // are still learned from DNS events. Returns the messages of names that failed.
-  std::vector<std::string> set_policy(const std::vector<ab::policy::Endpoint>& eps, bool resolve = true);
+  // Replaces the policy part (built-ins stay). Numeric addresses become keys now, "localhost"
+  // means 127.0.0.1 and ::1; never blocks. Returns the other names, to be resolved off the
+  // event loop (Resolver) and handed to on_resolved(); they are also learned from DNS events.
+  std::vector<std::string> set_policy(const std::vector<ab::policy::Endpoint>& eps);
+
+  // The addresses of a policy endpoint name, resolved: keys for every endpoint of the policy
+  // in force with that name (each with its port). A name the policy no longer has (a result
+  // that outlived a reload) adds nothing. Returns the keys added.
+  std::vector<ab_endpoint_key> on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs);
 
   // A getaddrinfo result seen by the kernel: when `name` is an endpoint name, its addresses
   // become endpoint keys. Returns the keys added (to mirror into the kernel map).
@@ -55,6 +60,7 @@ class EndpointSet {
  private:
   std::map<ab_endpoint_key, EndpointInfo, EndpointKeyLess> by_key_;
   std::map<std::string, EndpointInfo> by_name_;  // lower-case names to learn from DNS
+  std::vector<EndpointInfo> named_;              // the policy's endpoints given by name
 };
 
 }  // namespace ab::core

@@ -39,6 +39,16 @@ std::string entity_target(const std::string& key) {
   return colon == std::string::npos ? key : key.substr(colon + 1);
 }
 
+// The budgets and buckets that hold a call, for its paused/resumed events.
+json hold_context(const brake::Decision& d) {
+  json budgets = json::array(), buckets = json::array();
+  for (const auto& x : d.blocking()) {
+    if (std::find(budgets.begin(), budgets.end(), x.bucket.budget) == budgets.end()) budgets.push_back(x.bucket.budget);
+    if (std::find(buckets.begin(), buckets.end(), x.bucket.key) == buckets.end()) buckets.push_back(x.bucket.key);
+  }
+  return json{{"budgets", budgets}, {"buckets", buckets}};
+}
+
 }  // namespace
 
 bool entity_covers(const std::string& key, const std::string& cgroup, uint32_t tree_root_pid, uint32_t pid) {
@@ -291,6 +301,11 @@ void Daemon::on_request_seen(const capture::CapturedRequest& cr) {
     brake::CallFacts facts = request_facts(cr.pid, cr.request);
     brake::Decision d = engine_->admit(facts, now);
     note_exceeded(d, cr.pid);
+    if (d.dry_run) {  // what a real run would have done: hold this request (kill: killed, in note_exceeded's place)
+      const auto a = d.strongest_action();
+      if (a && (*a == policy::Action::Throttle || *a == policy::Action::Deny))
+        record_dry_run_hold(cr.pid, "budget", hold_context(d));
+    }
     if (!d.admitted) {
       // It is on the wire already (not gated, or passed on a credit alongside another).
       d = engine_->force_admit(facts, now);
@@ -319,8 +334,13 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   const uint32_t pid = e.hdr.pid;
   const bool stopped = e.sock.flags & AB_SOCK_HELD;
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  // A request start stopped only to be let go at once (no engine yet, room found, killed) is
+  // an admission round trip, not a hold: counted, not recorded as paused/resumed.
   if (!engine_) {
-    if (stopped) release_pid(pid, e.start_time_ns, "no engine");
+    if (stopped) {
+      stats_["holds_released_at_once"]++;
+      release_pid(pid, e.start_time_ns, "no engine");
+    }
     return;
   }
   // The kernel found no credit; one written since is taken back (the process is stopped).
@@ -340,10 +360,21 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   }
   const bool fan_out_held = fan_out_full(pid, now);
   if (fan_out_held || loop_holds(pid, now)) {  // released by the tick when the pause ends / room is back
-    if (fan_out_held) report_fan_out_hold(pid, *fan_out_entity(pid), now);
+    std::string reason = "fan_out";
+    json ctx = json::object();
+    if (fan_out_held) {
+      const std::string entity = *fan_out_entity(pid);
+      report_fan_out_hold(pid, entity, now);
+      ctx["entity"] = entity;
+    } else {
+      auto [why, detector] = pace_reason(pid, now);
+      reason = why;
+      if (!detector.empty()) ctx["detector"] = detector;
+    }
     held_pids_[pid] = e.start_time_ns;
     loop_held_.insert(pid);
     stats_["loop_holds"]++;
+    if (stopped) hold_started(HoldKind::Brake, pid, reason, "sigstop", int64_t(e.hdr.ts_ns), std::move(ctx));
     return;
   }
   brake::CallFacts facts = typical_call(pid);
@@ -351,7 +382,10 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   note_exceeded(d, pid, /*held=*/!d.admitted);
   if (d.admitted) {  // room came back since the credit was written
     prereserved_[pid] = d.reservation_id;
-    if (stopped) release_pid(pid, e.start_time_ns, "room");
+    if (stopped) {  // its credit had not been written yet (e.g. its last response was seen just now)
+      stats_["holds_released_at_once"]++;
+      release_pid(pid, e.start_time_ns, "room");
+    }
     refresh_gates();
     return;
   }
@@ -370,15 +404,18 @@ void Daemon::on_budget_hold(const ab_hold_event& e) {
   engine_->hold(pid, e.start_time_ns, facts, now);
   held_pids_[pid] = e.start_time_ns;
   stats_["budget_holds"]++;
+  if (stopped) hold_started(HoldKind::Brake, pid, "budget", "sigstop", int64_t(e.hdr.ts_ns), hold_context(d));
   if (!stopped && (e.sock.flags & AB_SOCK_FOREGROUND) && budget_freezer_) {
     std::string cg = who.cgroup;
     int rc = budget_freezer_->freeze_for(pid, cg, static_cast<uint64_t>(now));
     stats_[rc == 0 ? "budget_freezes" : "budget_holds_not_taken_foreground"]++;
+    if (rc == 0) hold_started(HoldKind::Brake, pid, "budget", "freeze", 0, hold_context(d));
   }
   write_gate(pid, 0);
 }
 
-void Daemon::release_pid(uint32_t pid, uint64_t start_time, const char* why) {
+bool Daemon::release_pid(uint32_t pid, uint64_t start_time, const char* why, const char* end_reason, json extra) {
+  const bool recorded = hold_ended(HoldKind::Brake, pid, why, end_reason, std::move(extra));
   held_pids_.erase(pid);
   if (budget_freezer_) budget_freezer_->release(pid);
   ab_hold_value hv{};
@@ -389,6 +426,7 @@ void Daemon::release_pid(uint32_t pid, uint64_t start_time, const char* why) {
     if (rc == 0) released_unseen_[pid]++;  // the held request goes now: a place until it is seen
   }
   spdlog::debug("released pid {} ({})", pid, why);
+  return recorded;
 }
 
 void Daemon::release_ready_holds() {
@@ -400,10 +438,11 @@ void Daemon::release_ready_holds() {
     const double held_s = double(ex.held_ns) / 1e9;
     json detail{{"target", std::to_string(pid)}, {"reason", "max_hold"}, {"dry_run", engine_->dry_run()},
                 {"held_s", held_s}, {"escalation", std::string(policy::to_string(ex.action))}};
+    const json escalation{{"held_s", held_s}, {"escalation", detail["escalation"]}};
     if (ex.action == policy::Action::Kill) {
       for (const auto& b : ex.gating)
         if (b.action == policy::Action::Kill) kill_entity(b.id.key, pid, "max_hold", b.id.budget);
-      release_pid(pid, ex.held.start_time, "max_hold kill");
+      release_pid(pid, ex.held.start_time, "max_hold kill", "max_hold", escalation);
       continue;
     }
     // throttle/deny held past max_hold: let the call go, and say so.
@@ -411,8 +450,10 @@ void Daemon::release_ready_holds() {
     if (d.reservation_id) prereserved_[pid] = d.reservation_id;
     spdlog::warn("pid {} held {:.1f}s ≥ max_hold: released ({} escalation recorded)", pid, held_s,
                  detail["escalation"].get<std::string>());
-    record_event("resumed", pid, who.cgroup, who.comm, detail);
-    release_pid(pid, ex.held.start_time, "max_hold");
+    // the hold's `resumed` says max_hold; a hold that was never a `paused` (a foreground job not
+    // frozen) still has its escalation recorded
+    if (!release_pid(pid, ex.held.start_time, "max_hold", "max_hold", escalation))
+      record_event("resumed", pid, who.cgroup, who.comm, detail);
     undeny_for(pid);
   }
   for (auto& r : engine_->release_ready(now)) {
@@ -443,6 +484,7 @@ void Daemon::brake_tick() {
 }
 
 void Daemon::brake_forget(uint32_t pid) {
+  hold_ended(HoldKind::Brake, pid, "exited");
   if (!engine_) return;
   engine_->drop_held(pid);
   engine_->forget_process(pid);  // its cached budget matches
@@ -558,11 +600,13 @@ void Daemon::undeny_for(uint32_t pid) {
 
 void Daemon::release_all_brakes(const char* reason) {
   for (auto& [pid, start] : std::map<uint32_t, uint64_t>(held_pids_.begin(), held_pids_.end())) {
-    const Attribution who = attribute(pid);
-    record_event("resumed", pid, who.cgroup, who.comm,
-                 {{"target", std::to_string(pid)}, {"reason", reason}, {"dry_run", false}});
-    release_pid(pid, start, reason);
+    if (!release_pid(pid, start, reason, reason)) {  // held, but never a `paused`: its release is still news
+      const Attribution who = attribute(pid);
+      record_event("resumed", pid, who.cgroup, who.comm,
+                   {{"target", std::to_string(pid)}, {"reason", reason}, {"dry_run", false}});
+    }
   }
+  end_all_holds(HoldKind::Brake, reason, reason);
   if (budget_freezer_) budget_freezer_->release_all();
   for (auto& [key, d] : denied_entities_) {
     for (auto id : d.cgroups) bpf_map_delete_elem(rt_->denied_cgroups_fd(), &id);

@@ -144,7 +144,13 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
     spdlog::warn("loop detected ({}) in {}: {} member(s) → {}", f.detector, f.entity, f.members.size(),
                  detail["action"].get<std::string>());
     record_event("loop_detected", pid, cgroup, comm, detail);
-    if (dry) continue;
+    if (dry) {
+      // what a real run would have done: hold the members at their next request start
+      if (f.action == policy::Action::Throttle || f.action == policy::Action::Deny)
+        for (const auto& m : f.members) record_dry_run_hold(m.pid, f.detector == loops::kFanOut ? "fan_out" : "loop",
+                                                            {{"detector", f.detector}});
+      continue;
+    }
     switch (f.action) {
       case policy::Action::Alert:
         break;
@@ -167,6 +173,7 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
         if (f.detector == loops::kFanOut) break;  // held by its concurrency credits, not paused
         for (const auto& m : f.members) {
           loop_paced_until_[m.pid] = now + pause_ns;
+          paced_by_[m.pid] = f.detector;
           if (f.detector == loops::kRetryStorm)
             storm_until_[m.pid] = now + policy_->loops.retry_storm.window.count() * 1'000'000;
           if (watched_.count(m.pid) && watched_[m.pid].attached) write_gate(m.pid, 0);
@@ -183,6 +190,7 @@ bool Daemon::loop_holds(uint32_t pid, int64_t now) {
   if (it != loop_paced_until_.end()) {
     if (now < it->second) return true;
     loop_paced_until_.erase(it);
+    paced_by_.erase(pid);
   }
   if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
     if (now >= st->second) storm_until_.erase(st);

@@ -35,12 +35,12 @@ void Daemon::operate_policy_changed() {
   }
 }
 
-// Every recorded event: counted for /metrics, offered to the alert rules.
+// Every recorded event: counted for /metrics, offered to the alert rules. Holds are counted
+// where they are taken (count_hold), also those whose events are not recorded.
 void Daemon::on_event_recorded(const store::Event& e) {
   const std::string cg = e.cgroup.empty() ? "/" : e.cgroup;
   if (e.kind == "killed") metric_actions_[cg].kills++;
   else if (e.kind == "denied") metric_actions_[cg].denials++;
-  else if (e.kind == "paused") metric_actions_[cg].holds++;
   else if (e.kind == "loop_detected" && e.detail.contains("detector") && e.detail["detector"].is_string())
     detector_firings_[e.detail["detector"].get<std::string>()]++;
   if (!alerts_ || e.kind == "llm_call") return;
@@ -95,7 +95,8 @@ void Daemon::publish_metrics() {
   for (const char* d : {"ping_pong", "repetition", "fan_out", "retry_storm"}) s.detector_firings.emplace(d, 0);
   const json st = cmd_status();
   for (const auto& [name, v] : st["counters"].items())
-    if (v.is_number_unsigned() || v.is_number_integer()) s.losses[name] = v.get<uint64_t>();
+    if (v.is_number_unsigned() || v.is_number_integer())
+      (alerts::is_loss_counter(name) ? s.losses : s.activity)[name] = v.get<uint64_t>();
   if (alerts_) {
     auto c = alerts_->counters();
     s.alerts = {{"sent", c.sent}, {"failed", c.failed}, {"suppressed", c.suppressed}, {"dropped", c.dropped}};

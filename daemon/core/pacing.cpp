@@ -53,7 +53,9 @@ void Daemon::pace_on_response(const LlmCall& call, uint32_t pid) {
   consider("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset", true, true);
   if (wait_ns <= 0) return;
   wait_ns = std::min<int64_t>(wait_ns, policy_->max_hold.count() * 1'000'000);
-  loop_paced_until_[pid] = std::max(loop_paced_until_[pid], now + wait_ns);
+  auto& until = loop_paced_until_[pid];
+  if (now + wait_ns >= until) paced_by_[pid] = "pacing";  // what holds it longest names the hold
+  until = std::max(until, now + wait_ns);
   stats_["pacing_holds"]++;
   spdlog::info("pid {}: provider quota exhausted, next request held {:.1f}s (pacing)", pid, double(wait_ns) / 1e9);
   if (watched_.count(pid) && watched_[pid].attached) write_gate(pid, 0);

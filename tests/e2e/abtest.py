@@ -127,6 +127,24 @@ def wait_for(pred, timeout, interval=0.1, what="condition", on_fail=None):
         time.sleep(interval)
 
 
+def assert_stays(pred, seconds, what, interval=0.1, on_fail=None):
+    """An observation window: pred() must stay truthy for `seconds` s (fails at the first poll
+    where it is not). Absence needs a window, so this is not a hope that something happened by
+    then; start it from a well-defined state (nothing in flight, the daemon has seen everything
+    it should: e.g. after wait_visible), so that only what the window is about can change."""
+    deadline = time.monotonic() + seconds
+    while True:
+        last = time.monotonic() >= deadline   # the last look starts after the window's end
+        if not pred():
+            msg = "during a %.1fs observation window: %s" % (seconds, what)
+            if on_fail:
+                msg += "\n" + on_fail()
+            raise AssertionError(msg)
+        if last:
+            return
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+
+
 def _die_with_parent(sig):
     """preexec_fn part: the child gets `sig` when this test process dies (even by SIGKILL)."""
     import ctypes
@@ -350,6 +368,7 @@ class Simulator:
         self.port = info["port"]
         self.cafile = info["cafile"]
         self.tls = info["tls"]
+        self._listen_fds = self._socket_fds()   # ready, no client yet: its listening socket
         return self
 
     def __exit__(self, *exc):
@@ -395,6 +414,42 @@ class Simulator:
         """Waits until no request of `tag` is being answered; fails after `timeout` s."""
         wait_for(lambda: self.in_flight(tag) == 0, timeout,
                  what="the simulator to finish the requests in flight (%s)" % (tag or "any client"))
+
+    def _socket_fds(self):
+        n = 0
+        fd_dir = "/proc/%d/fd" % self.proc.pid
+        for fd in os.listdir(fd_dir):
+            try:
+                n += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+            except OSError:
+                pass   # closed meanwhile
+        return n
+
+    def open_connections(self):
+        """Client connections the simulator has not closed yet (0 = none): the sockets it
+        accepted and still holds (its socket fds besides the listener; a connection the client
+        reset still counts while a handler holds it), plus those still waiting in its accept
+        queue (ESTABLISHED, SYN_RECV or CLOSE_WAIT on its port in /proc/net/tcp; some of them
+        are counted twice). A request sent on one of them may not have reached records() yet."""
+        n = self._socket_fds() - self._listen_fds
+        port = ":%04X" % self.port
+        with open("/proc/net/tcp") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[1].endswith(port) and fields[3] in ("01", "03", "08"):
+                    n += 1
+        return n
+
+    def wait_idle(self, timeout=10.0):
+        """Once every client is gone (exited or killed): waits until the simulator has answered and
+        logged every request it was sent — none in flight, no client connection left open on its
+        side (a killed client's last request may still be unread in its socket). Fails after
+        `timeout` s."""
+        wait_for(lambda: self.in_flight() == 0 and self.open_connections() == 0, timeout,
+                 what="the simulator to answer every request it was sent",
+                 on_fail=lambda: "requests in flight: %d, connections open: %d"
+                                 % (self.in_flight(), self.open_connections()))
 
     def client_args(self):
         a = ["--port", str(self.port)]

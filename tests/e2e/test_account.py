@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
 from abtest import Cgroup, detail  # noqa: E402
 
+DUP_WINDOW_S = 0.5   # observation window: a call seen once is not counted again
+
 PRICES = {
     "acct-gpt": {"input": 2.5, "output": 10.0, "cache_read": 1.25},
     "acct-mini": {"input": 0.15, "output": 0.6, "cache_read": 0.075},
@@ -71,6 +73,7 @@ class Accounting(abtest.SimulatorCase):
     # ---- helpers ----------------------------------------------------------------------------
     def run_in(self, cg, kind, tag, *args):
         a = abtest.run_agent(cg, kind, self.sim, "--tag", tag, *args, timeout=90)
+        self.sim.wait_quiet(tag)   # the simulator logs a call after answering it: records() complete
         self.last_end = max([c["t_end"] for c in a.calls()] + [getattr(self, "last_end", 0)])
         return a
 
@@ -96,6 +99,13 @@ class Accounting(abtest.SimulatorCase):
                           % (by, want_calls, t_q - self.last_end, {k: rows.get(k) for k in want_calls},
                              self.daemon.log_tail(30)))
             time.sleep(0.1)
+
+    def no_more_calls(self, by, want_calls):
+        """Observation window: once the rows have every call (all of them served and seen), none
+        gets more (a call counted twice) for DUP_WINDOW_S."""
+        abtest.assert_stays(lambda: all(self.rows(by).get(k, {}).get("calls", 0) <= n for k, n in want_calls.items()),
+                            DUP_WINDOW_S, "usage --by %s: more calls than served %s" % (by, want_calls),
+                            on_fail=lambda: str({k: self.rows(by).get(k) for k in want_calls}))
 
     def assert_row_exact(self, row, want, key):
         for k in ("calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -148,7 +158,7 @@ class Accounting(abtest.SimulatorCase):
                     cg["claude"].path: expected(self.sim.records("a-claude")),
                     cg["mixed"].path: expected(self.sim.records("a-mixed"))}
             rows = self.wait_rows("cgroup", {k: v["calls"] for k, v in want.items()})
-            time.sleep(0.5)
+            self.no_more_calls("cgroup", {k: v["calls"] for k, v in want.items()})
             rows = self.rows("cgroup")
             for key, w in want.items():
                 self.assertIn(key, rows, "no usage row for %s: %s" % (key, list(rows)))
@@ -170,7 +180,7 @@ class Accounting(abtest.SimulatorCase):
             self.assertTrue(served and not any(r["usage_sent"] for r in served))
             truth = expected([dict(r, usage_sent=True) for r in served])
             rows = self.wait_rows("cgroup", {cg.path: len(served)})
-            time.sleep(0.5)
+            self.no_more_calls("cgroup", {cg.path: len(served)})
             row = self.rows("cgroup")[cg.path]
             self.assertEqual(row["calls"], len(served))
             self.assertEqual(row["estimated_calls"], len(served), row)
@@ -195,7 +205,7 @@ class Accounting(abtest.SimulatorCase):
             served = self.sim.records("a-dims")
             by_model = {m: expected([r for r in served if r["model"] == m]) for m in ("acct-mx1", "acct-mx2")}
             rows = self.wait_rows("model", {m: w["calls"] for m, w in by_model.items()})
-            time.sleep(0.3)
+            self.no_more_calls("model", {m: w["calls"] for m, w in by_model.items()})
             rows = self.rows("model")
             for m, w in by_model.items():
                 self.assertIn(m, rows)

@@ -160,6 +160,44 @@ class BrakeBase(abtest.SimulatorCase):
         except AssertionError as e:
             raise AssertionError("%s\nbrake events so far: %s" % (e, short(self.brake_events(d)))) from None
 
+    def check_holds_recorded(self, d, reason, pid=None, cgroup=None, at_least=1, stopped_s=0.0, timeout=5.0):
+        """Every hold, of every kind, is a `paused` event and its end a `resumed` (INTERFACE.md
+        event table). The holds with `reason` of the agent (its pid, or any process of `cgroup`),
+        which has finished (so every hold has ended): at least `at_least` paused, each with
+        target and dry_run false, and as many resumed with the same reason and a numeric
+        held_ms; the held_ms add up to at least `stopped_s` (the time the agent's calls were
+        seen to wait). Returns (paused, resumed)."""
+        def mine(e):
+            return (detail(e).get("reason") == reason and (pid is None or e.get("pid") == pid)
+                    and (cgroup is None or e.get("cgroup") == cgroup))
+
+        def both():
+            p = [e for e in d.events("paused") if mine(e)]
+            r = [e for e in d.events("resumed") if mine(e)]
+            return (p, r) if len(p) >= at_least and len(r) == len(p) else None
+        try:
+            paused, resumed = d.wait_for(both, timeout, what="%d+ paused and as many resumed events with reason %s"
+                                         % (at_least, reason), interval=0.25)
+        except AssertionError as e:
+            raise AssertionError("%s\nbrake events: %s" % (e, short(self.brake_events(d)))) from None
+        for e in paused:
+            dd = detail(e)
+            self.assertIsInstance(dd.get("target"), str, short([e]))
+            self.assertTrue(dd["target"], short([e]))
+            self.assertIs(dd.get("dry_run"), False, short([e]))
+        held_ms = []
+        for e in resumed:
+            dd = detail(e)
+            self.assertIsInstance(dd.get("held_ms"), (int, float), "resumed without held_ms: " + short([e]))
+            self.assertNotIsInstance(dd["held_ms"], bool, short([e]))
+            self.assertGreaterEqual(dd["held_ms"], 0, short([e]))
+            self.assertIs(dd.get("dry_run"), False, short([e]))
+            held_ms.append(dd["held_ms"])
+        self.assertGreaterEqual(sum(held_ms) / 1000.0, stopped_s,
+                                "the %s holds add up to %.2f s, but the agent's calls waited %.2f s: %s"
+                                % (reason, sum(held_ms) / 1000.0, stopped_s, short(resumed)))
+        return paused, resumed
+
     def exceeded(self, d, budget):
         return [e for e in d.events("budget_exceeded") if detail(e).get("budget") == budget]
 
@@ -257,6 +295,9 @@ class Throttle(BrakeBase):
                                  "(latencies %s): %s" % (lat, short(ex)))
             abtest.wait_visible(d, cg.path, K, max(c["t_end"] for c in calls), what="throttled calls")
             self.assertEqual(len(d.calls(cg.path)), K, "every throttled call captured once")
+            # every hold a paused (reason budget), every release a resumed with held_ms
+            self.check_holds_recorded(d, "budget", pid=a.pid, at_least=len(held),
+                                      stopped_s=sum(x - FAST_S for x in held))
 
     def test_02_requests_limit_and_max_inflight(self):
         """Four processes in one cgroup, 3 calls each, every call 600 ms at the provider, under
@@ -354,8 +395,8 @@ class Throttle(BrakeBase):
             self.assertTrue(held, "the matched agent was not held while the other ran (%.2f-%.2f): %s"
                             % (t0, t1, latencies(a.calls())))
             self.assert_sliding(served(self.sim, "held"), W, L)
-            about_b = [e for e in self.brake_events(d) if e.get("cgroup") == cb.path
-                       or cb.path in json.dumps(detail(e))]
+            about_b = [e for e in self.brake_events(d) if (e.get("cgroup") == cb.path
+                       or cb.path in json.dumps(detail(e))) and detail(e).get("reason") != "capture"]
             self.assertEqual(about_b, [], "brake events about the unrelated cgroup")
 
 
@@ -664,8 +705,9 @@ class ManualBrake(BrakeBase):
             self.assert_no_progress(a, "manual", "paused pid", quiet=1.5)
             d.cli("resume", str(a.pid))
             self.assertTrue(self.progress("manual", timeout=5), "no progress after resume of the pid")
-            for kind in ("paused", "resumed"):
-                ev = self.wait_event(d, kind, lambda e: detail(e).get("target") == str(a.pid), timeout=5)
+            for kind in ("paused", "resumed"):   # (its capture hold at its first connect is one too)
+                ev = self.wait_event(d, kind, lambda e: detail(e).get("target") == str(a.pid)
+                                     and detail(e).get("reason") != "capture", timeout=5)
                 self.assertEqual(detail(ev[0]).get("reason"), "manual", short(ev))
 
             # ---- root: kill the pid ---------------------------------------------------------
@@ -914,7 +956,12 @@ class Modes(BrakeBase):
             ex = self.wait_event(d, "budget_exceeded", lambda e: detail(e).get("budget") == "dry", timeout=5)
             self.check_exceeded(ex[0], "dry", cg.path, L, W, "throttle")
             self.assertIs(detail(ex[0]).get("dry_run"), True, "budget_exceeded in a dry run: " + short(ex))
+            # the requests a real run would have held: paused, dry_run true (nothing was held)
+            would = self.wait_event(d, "paused", lambda e: detail(e).get("reason") == "budget", timeout=5)
+            self.assertEqual({e.get("pid") for e in would}, {a.pid}, short(would))
             for e in self.brake_events(d, ("paused", "denied", "killed")):
+                if detail(e).get("reason") == "capture":
+                    continue   # the capture hold at its first connect is real in a dry run too
                 self.assertIs(detail(e).get("dry_run"), True, "an action in a dry run: " + short([e]))
 
     def test_11_policy_reload(self):
@@ -984,6 +1031,8 @@ class Interactive(BrakeBase):
             self.assertTrue(any(x >= HELD_S for x in lat), "the interactive agent was never held: %s\n%s"
                             % (lat, short(self.brake_events(d))))
             self.assert_sliding(served(self.sim, "tmux-a"), W, L)
+            # held by freezing its cgroup, never stopped: every hold a paused, its end a resumed
+            self.check_holds_recorded(d, "budget", cgroup=ag.path, at_least=1)
 
     def test_12b_interactive_agent_in_the_shells_cgroup(self):
         """The budget selects the cgroup of the terminal's shell and tmux, the agent is its
@@ -1000,6 +1049,47 @@ class Interactive(BrakeBase):
             self.assertEqual(len(calls), K)
             self.assertTrue(all(c["status"] == 200 for c in calls))
             self.assertTrue(d.alive())
+
+
+# A process that connects to an endpoint again and again without a TLS library the daemon can
+# hook (plain TCP, no OpenSSL mapped): each connect is a first LLM connect again.
+RECONNECT = r"""
+import socket, sys, time
+for _ in range(int(sys.argv[2])):
+    socket.create_connection(("127.0.0.1", int(sys.argv[1]))).close()
+    time.sleep(0.005)
+"""
+
+
+class CaptureHoldEvents(BrakeBase):
+    def test_15_capture_holds_recorded_without_flooding(self):
+        """A capture hold (first LLM connect, until the probes are attached) is a paused event
+        with reason capture and its end a resumed with held_ms. A process whose TLS cannot be
+        hooked is held again at every connect to an endpoint: 200 connects record one pair (at
+        most one a minute per process), and every hold is still counted."""
+        cg = Cgroup("capev")
+        with Daemon(abtest.policy_for(self.sim)) as d, cg:
+            a = self.agent(cg, "capev", 1)
+            a.wait(timeout=30)
+            paused, resumed = self.check_holds_recorded(d, "capture", pid=a.pid, at_least=1)
+            self.assertEqual(len(paused), 1, "one first connect, one capture hold: " + short(paused))
+            self.assertEqual(detail(resumed[0]).get("released"), "attached", short(resumed))
+            before = d.status()["counters"]
+            p = cg.run([sys.executable, "-c", RECONNECT, str(self.sim.port), "200"])
+            self.assertEqual(p.wait(timeout=60), 0, "the reconnecting process")
+            counters = d.wait_for(lambda: (lambda c: c if c.get("capture_hold_events_unrecorded", 0) > 0 else None)(
+                d.status()["counters"]), 5, what="capture holds counted but not recorded")
+            held = counters.get("capture_holds", 0) - before.get("capture_holds", 0)
+            self.assertGreater(held, 1, "held again at its later connects: %s" % counters)
+            # a barrier: a call made after the process exited is recorded after all of its events
+            b = self.agent(cg, "capev-after", 1)
+            b.wait(timeout=30)
+            abtest.wait_visible(d, cg.path, 2, max(c["t_end"] for c in b.calls()), what="a call after it")
+            mine = [e for k in ("paused", "resumed") for e in d.events(k) if e.get("pid") == p.pid]
+            self.assertEqual(sorted(e["kind"] for e in mine), ["paused", "resumed"],
+                             "%d capture holds of one process within a minute: one pair recorded: %s"
+                             % (held, short(mine)))
+            self.assertGreaterEqual(counters["capture_hold_events_unrecorded"], held - 1, counters)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
 from abtest import Cgroup, detail, host_of  # noqa: E402
 
+DUP_WINDOW_S = 0.5   # observation window: a call seen once is not recorded a second time
+
 API_OF_PATH = {"/v1/chat/completions": "openai", "/v1/responses": "openai", "/v1/messages": "anthropic"}
 
 PRICES = """prices:
@@ -89,6 +91,8 @@ class CaptureBase(abtest.SimulatorCase):
             self.assertTrue(isinstance(e.get("ts"), str) and e["ts"].endswith("Z"), where)
         if check_tokens:
             tag = served_tag
+            if tag:
+                self.sim.wait_quiet(tag)   # the simulator logs a call after answering it
             served = self.sim.records(tag) if tag else None
             if served is not None:
                 self.assertEqual(len(served), calls_expected, served)
@@ -208,6 +212,7 @@ class Capture(CaptureBase):
                 for e in mine:
                     want = roots({"pid": e["pid"]}) if callable(roots) else roots
                     self.assertIn(detail(e).get("tree_root_pid"), want, self.describe([e]))
+                self.sim.wait_quiet("par%d" % i)
                 served = self.sim.records("par%d" % i)
                 self.assertEqual(sorted(detail(e).get("input_tokens") for e in mine),
                                  sorted(s["input_tokens"] for s in served))
@@ -227,14 +232,16 @@ class Capture(CaptureBase):
             a = abtest.start_agent(cg, "py_httpclient", self.sim, "--tag", "killed", "--stream",
                                    "--include-usage", "--max-tokens", "60", "--progress",
                                    "--header", "x-sim-chunk-ms: 400", "--header", "x-sim-chunks: 30")
+            # mid-response: the first data is in, 29 more chunks 400 ms apart to come (what the
+            # client read, the daemon's probes put in its ring before the exit event)
             a.wait_line(lambda x: x.get("progress") == "first_data", timeout=20)
-            time.sleep(0.3)
             os.kill(a.pid, signal.SIGKILL)
             t_kill = time.time()
             a.wait(timeout=10, check=False)
             # the call ends when the process dies: visible within 2 s of that (+ poll slack)
             abtest.wait_visible(self.daemon, cg.path, 1, t_kill, what="the cut-off call of the killed client")
-            time.sleep(0.5)
+            abtest.assert_stays(lambda: len(self.daemon.calls(cg.path)) == 1, DUP_WINDOW_S,
+                                "the cut-off call recorded once", on_fail=lambda: self.describe(self.daemon.calls(cg.path)))
             ev = self.daemon.calls(cg.path)
         self.assertEqual(len(ev), 1, self.describe(ev))
         e = ev[0]
@@ -274,7 +281,8 @@ class Capture(CaptureBase):
             screen = abtest.wait_for(lambda: (lambda s: s if "AB-JOBS=42" in s else None)(tm.screen()),
                                      10, interval=0.2, what="jobs output")
             self.assertNotIn("Stopped", screen)
-            time.sleep(0.3)
+            abtest.assert_stays(lambda: len(self.daemon.calls(cg.path)) == 2, DUP_WINDOW_S,
+                                "each call recorded once", on_fail=lambda: self.describe(self.daemon.calls(cg.path)))
             ev = self.daemon.calls(cg.path)
             self.assertEqual(len(ev), 2, self.describe(ev))
             for e in ev:
@@ -309,9 +317,12 @@ class Capture(CaptureBase):
                 abtest.wait_visible(self.daemon, cg.path, rnd + 1, a.calls()[rnd]["t_end"],
                                     what="round %d (after the daemon restart)" % rnd)
             a.wait(timeout=30)
-            time.sleep(0.5)
+            abtest.assert_stays(lambda: len(self.daemon.calls(cg.path)) == 3, DUP_WINDOW_S,
+                                "3 calls, each recorded once, also after the agent's exit",
+                                on_fail=lambda: self.describe(self.daemon.calls(cg.path)))
             ev = self.daemon.calls(cg.path)
         self.assertEqual(len(ev), 3, self.describe(ev))
+        self.sim.wait_quiet("restart")
         self.assertEqual(len({s["peer_port"] for s in self.sim.records("restart")}), 1, "one connection")
         for e in ev:
             self.assertEqual(e["pid"], a.pid)
@@ -387,6 +398,7 @@ class Capture(CaptureBase):
                 self.assertEqual(row["calls"], 2)
                 self.assertEqual(row["state"], "ok")
                 self.assertEqual(row["model"], "e2e-gpt")
+                self.sim.wait_quiet("agents")
                 served = self.sim.records("agents")
                 self.assertEqual(row["input_tokens"], sum(s["input_tokens"] for s in served))
                 self.assertEqual(row["output_tokens"], sum(s["output_tokens"] for s in served))

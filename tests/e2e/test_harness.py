@@ -37,6 +37,7 @@ class SimulatorWithClients(unittest.TestCase):
     def run_client(self, kind, *args, tag):
         a = abtest.run_agent(_NoCgroup(), kind, self.sim, "--tag", tag, *args, timeout=60)
         calls = a.calls()
+        self.sim.wait_quiet(tag)   # the simulator logs a call after answering it: records() complete
         served = self.sim.records(tag)
         return calls, served
 
@@ -154,6 +155,7 @@ class PlainSimulator(unittest.TestCase):
         with Simulator(plain=True) as sim:
             a = abtest.run_agent(_NoCgroup(), "py_httpclient", sim, "--tag", "p", "-n", "2")
             self.assertEqual([c["status"] for c in a.calls()], [200, 200])
+            sim.wait_quiet("p")
             self.assertEqual(len(sim.records("p")), 2)
 
 
@@ -169,8 +171,9 @@ class CgroupHelper(unittest.TestCase):
             with open("/proc/%d/cgroup" % p.pid) as f:
                 self.assertIn("0::%s\n" % cg.path, f.read())
             child = cg.run(["bash", "-c", "sleep 300 & sleep 300 & wait"])
-            time.sleep(0.3)
-            self.assertGreaterEqual(len(cg.pids()), 4)
+            abtest.wait_for(lambda: len(cg.pids()) >= 4, 10, interval=0.05,
+                            what="the shell's two children in the cgroup",
+                            on_fail=lambda: "pids in it: %s" % cg.pids())
             fs = cg.fs
         self.assertFalse(os.path.exists(fs))
         self.assertIsNotNone(p.poll())

@@ -18,7 +18,7 @@ MetricsSnapshot sample_snapshot() {
   a.input_tokens = 5400;
   a.output_tokens = 880;
   a.cost_usd = 0.0123;
-  a.holds = 3;
+  a.holds = {{"budget", 2}, {"capture", 1}};  // every hold, by reason
   a.kills = 1;
   a.held_now = 1;
   s.cgroups["/agents/a"] = a;
@@ -55,7 +55,8 @@ TEST(RenderPrometheus, FamiliesWithHelpTypeAndSamples) {
   EXPECT_TRUE(contains(text, "agentbrake_input_tokens_total{cgroup=\"/agents/a\"} 5400\n"));
   EXPECT_TRUE(contains(text, "agentbrake_output_tokens_total{cgroup=\"/agents/a\"} 880\n"));
   EXPECT_TRUE(contains(text, "agentbrake_cost_usd_total{cgroup=\"/agents/a\"} 0.0123\n"));
-  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\"} 3\n"));
+  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\",reason=\"budget\"} 2\n")) << text;
+  EXPECT_TRUE(contains(text, "agentbrake_holds_total{cgroup=\"/agents/a\",reason=\"capture\"} 1\n")) << text;
   EXPECT_TRUE(contains(text, "agentbrake_kills_total{cgroup=\"/agents/a\"} 1\n"));
   EXPECT_TRUE(contains(text, "# TYPE agentbrake_held_processes gauge\n"));
   EXPECT_TRUE(contains(text, "agentbrake_loop_detections_total{detector=\"ping_pong\"} 2\n"));
@@ -163,4 +164,31 @@ TEST(MetricsServer, BusyPortIsAnError) {
   std::string error;
   EXPECT_FALSE(second.start("127.0.0.1", first.bound_port(), &error));
   EXPECT_NE(error.find("cannot listen"), std::string::npos);
+}
+
+// agentbrake_losses_total carries loss counters only: the shipped AgentbrakeCaptureLoss rule
+// fires on any of them growing, so a counter of normal work there fires it under normal traffic.
+TEST(LossCounters, LossesAreLossesAndNormalWorkIsNot) {
+  for (const char* loss : {"ring_buffer_lost", "tls_truncated_calls", "tls_truncated_lost_bytes",
+                           "holds_skipped_ring_full", "tls_read_errors", "dns_parse_errors", "capture_gaps",
+                           "capture_gap_bytes", "malformed_tls_records", "unparsed_http_errors", "unparsed_bytes",
+                           "streams_evicted", "store_dropped_writes", "store_write_errors", "alerts_dropped",
+                           "alerts_failed", "malformed_records", "ring_buffer_consume_errors",
+                           "connects_recovered_from_map", "attach_failures", "stale_capture_holds_released"})
+    EXPECT_TRUE(is_loss_counter(loss)) << loss;
+  for (const char* work : {"tls_records", "calls", "attaches", "alerts_sent", "alerts_suppressed", "holds_taken",
+                           "gate_requests_passed", "gate_requests_held", "capture_holds", "budget_holds",
+                           "loop_holds", "pacing_holds", "estimated_calls", "unpriced_calls",
+                           "processes_without_openssl", "holds_released_at_once", "capture_hold_events_unrecorded"})
+    EXPECT_FALSE(is_loss_counter(work)) << work;
+}
+
+TEST(RenderPrometheus, ActivityCountersHaveTheirOwnFamily) {
+  MetricsSnapshot s = sample_snapshot();
+  s.activity = {{"tls_records", 120}, {"calls", 12}};
+  std::string text = render_prometheus(s);
+  EXPECT_TRUE(contains(text, "# TYPE agentbrake_activity_total counter\n")) << text;
+  EXPECT_TRUE(contains(text, "agentbrake_activity_total{counter=\"tls_records\"} 120\n")) << text;
+  EXPECT_FALSE(contains(text, "agentbrake_losses_total{counter=\"tls_records\"}")) << text;
+  EXPECT_TRUE(contains(render_prometheus(MetricsSnapshot{}), "# TYPE agentbrake_activity_total counter\n"));
 }
