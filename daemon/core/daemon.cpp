@@ -1053,7 +1053,11 @@ json Daemon::cmd_agents() {
     for (uint32_t p : a.pids) pids.push_back(p);
     std::string state = "ok", reason;
     for (uint32_t p : a.pids)
-      if (held_pids_.count(p)) state = "held", reason = loop_held_.count(p) ? "loop" : "budget";
+      if (held_pids_.count(p)) {
+        state = "held";
+        auto h = brake_holds_.find(p);  // the hold's own reason (budget, fan_out, loop, pacing)
+        reason = h != brake_holds_.end() ? h->second.reason : loop_held_.count(p) ? "loop" : "budget";
+      }
     // process entities are left out: an agent (a tree) is not denied or killed by one member
     auto covers = [&](const std::string& key) {
       return key.rfind("process:", 0) != 0 && entity_covers(key, a.cgroup, root, 0);

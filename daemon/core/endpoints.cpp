@@ -95,7 +95,8 @@ std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::E
   return to_resolve;
 }
 
-std::vector<ab_endpoint_key> EndpointSet::on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs) {
+std::vector<ab_endpoint_key> EndpointSet::on_resolved(const std::string& name,
+                                                      const std::vector<ab_endpoint_key>& addrs) {
   std::vector<ab_endpoint_key> added;
   const std::string n = lower(name);
   for (const auto& info : named_) {

@@ -19,8 +19,10 @@
 // kCaptureEventBurst); the others are counted (capture_hold_events_unrecorded) and, like every
 // hold, in agentbrake_holds_total. A capture hold whose `paused` was not recorded records no
 // `resumed` either: the events always pair.
-#include <spdlog/spdlog.h>
-
+//
+// Not a hold: a request start the kernel stopped only for the daemon to let it go at once
+// (its credit was not written yet, no engine, killed): an admission round trip, counted as
+// holds_released_at_once (enforce.cpp, on_budget_hold).
 #include <algorithm>
 
 #include "core/daemon_impl.h"
@@ -40,13 +42,14 @@ void Daemon::count_hold(const std::string& cgroup, const std::string& reason) {
 }
 
 bool Daemon::capture_event_allowed(uint32_t pid, int64_t now) {
-  if (auto it = capture_recorded_at_.find(pid); it != capture_recorded_at_.end() && now - it->second < kCaptureRecordEveryNs)
-    return false;
+  auto last = capture_recorded_at_.find(pid);
+  if (last != capture_recorded_at_.end() && now - last->second < kCaptureRecordEveryNs) return false;
   if (capture_event_tokens_ < 0) {
     capture_event_tokens_ = kCaptureEventBurst;
     capture_event_tokens_at_ = now;
   }
-  capture_event_tokens_ = std::min(kCaptureEventBurst, capture_event_tokens_ + double(now - capture_event_tokens_at_) / 1e9 * kCaptureEventsPerS);
+  capture_event_tokens_ = std::min(
+      kCaptureEventBurst, capture_event_tokens_ + double(now - capture_event_tokens_at_) / 1e9 * kCaptureEventsPerS);
   capture_event_tokens_at_ = now;
   if (capture_event_tokens_ < 1) return false;
   capture_event_tokens_ -= 1;
