@@ -66,12 +66,18 @@ EventKind Event::kind() const {
   return std::visit(Kind{}, what);
 }
 
+bool brakes(const Effect& e) {
+  if (const auto* h = std::get_if<Hold>(&e)) return h->reason != HoldReason::Capture;
+  if (const auto* r = std::get_if<Release>(&e)) return r->reason != HoldReason::Capture;
+  return acts(e);
+}
+
 void DryRunEffects::apply(const Effect& e) {
-  if (acts(e)) {
+  if (brakes(e)) {
     withheld_++;
     return;
   }
-  records_.apply(e);
+  inner_.apply(e);
 }
 
 }  // namespace ab::gate

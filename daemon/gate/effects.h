@@ -166,6 +166,10 @@ using EffectList = std::vector<Effect>;
 // Whether an effect acts on the host (everything but Record).
 inline bool acts(const Effect& e) { return !std::holds_alternative<Record>(e); }
 
+// Whether it brakes: acts, and not on a capture hold (watching a process is not braking it:
+// its capture hold is taken, and must be let go, in a dry run too).
+bool brakes(const Effect& e);
+
 class Effects {
  public:
   virtual ~Effects() = default;
@@ -175,16 +179,17 @@ class Effects {
   }
 };
 
-// Dry run: records are passed on to `records`, actions are withheld and counted. The ledger in
-// a dry run asks for no action anyway; this makes sure nothing slips through.
+// Dry run: records and capture holds are passed on to `inner`, every brake is withheld and
+// counted. The ledger in a dry run asks for no brake anyway; this makes sure none slips
+// through.
 class DryRunEffects : public Effects {
  public:
-  explicit DryRunEffects(Effects& records) : records_(records) {}
+  explicit DryRunEffects(Effects& inner) : inner_(inner) {}
   void apply(const Effect& e) override;
-  uint64_t withheld() const { return withheld_; }  // actions not taken
+  uint64_t withheld() const { return withheld_; }  // brakes not applied
 
  private:
-  Effects& records_;
+  Effects& inner_;
   uint64_t withheld_ = 0;
 };
 

@@ -164,18 +164,6 @@ int64_t Ledger::places_needed(const BrakeHold& h) const {
   return std::clamp<int64_t>(h.waiting, 1, std::max<int64_t>(1, policy_->loops.fan_out.max_concurrent));
 }
 
-// Places the entity's calls held for want of one wait for (not those paced or in the budget
-// queue: their places are not what holds them).
-int64_t Ledger::places_awaited(const EntityKey& entity, int64_t now) const {
-  int64_t n = 0;
-  for (const auto& [pid, h] : holds_) {
-    auto p = procs_.find(pid);
-    if (h.queued || p == procs_.end() || p->second.fan_out != entity || paced(p->second, now)) continue;
-    n += places_needed(h);
-  }
-  return n;
-}
-
 std::optional<EntityKey> Ledger::fan_out_entity(uint32_t pid) const {
   auto it = procs_.find(pid);
   if (it == procs_.end() || dry_run()) return std::nullopt;
@@ -251,13 +239,18 @@ void Ledger::deal_credits(int64_t now, EffectList& out) {
     return;
   }
   // Per fan-out entity, every place counted, and the places its held calls wait for set
-  // aside: a new credit never overtakes a held call.
+  // aside: a new credit never overtakes a held call. (One pass over processes and holds, not
+  // one per entity: with a tree per agent there are as many entities as processes.)
   std::map<EntityKey, int64_t> room;
-  auto room_of = [&](const EntityKey& e) -> int64_t& {
-    auto it = room.find(e);
-    if (it == room.end()) it = room.emplace(e, fan_out_room(e, now) - places_awaited(e, now)).first;
-    return it->second;
-  };
+  for (const auto& [pid, p] : procs_)
+    if (p.fan_out) room[*p.fan_out] -= places(p, now);
+  for (const auto& [pid, h] : holds_) {
+    auto p = procs_.find(pid);
+    if (!h.queued && p != procs_.end() && p->second.fan_out && !paced(p->second, now))
+      room[*p->second.fan_out] -= places_needed(h);
+  }
+  for (auto& [e, r] : room) r += policy_->loops.fan_out.max_concurrent;
+  auto room_of = [&](const EntityKey& e) -> int64_t& { return room[e]; };
   std::vector<uint64_t> probes;
   for (auto& [pid, p] : procs_) {
     if (!gates(p, now)) {

@@ -269,7 +269,6 @@ class Ledger {
   int64_t places(const Proc& p, int64_t now) const;
   bool busy(const Proc& p, int64_t now) const { return in_flight(p, now) > 0 || live_unseen(p, now) > 0; }
   int64_t places_needed(const BrakeHold& h) const;
-  int64_t places_awaited(const EntityKey& entity, int64_t now) const;
   brake::CallFacts typical(const Proc& p) const;
   brake::CallFacts request_facts(const Proc& p, const RequestStart& r) const;
 

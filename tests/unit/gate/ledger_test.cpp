@@ -577,6 +577,7 @@ loops:
   b.tick();
   for (const auto& e : b.effects.applied) {
     ASSERT_FALSE(acts(e)) << "an action in a dry run (effect #" << e.index() << ")";
+    ASSERT_FALSE(brakes(e));
     EXPECT_TRUE(std::get<Record>(e).event.dry_run);
   }
   auto paused = records_of<Paused>(b.effects.applied);
@@ -597,7 +598,8 @@ TEST(Ledger, PolicyInObserveModeIsADryRun) {
   EXPECT_TRUE(all_of<WriteCredit>(b.effects.applied).empty());
 }
 
-TEST(DryRunEffects, PassesRecordsOnAndWithholdsEveryAction) {
+// Watching is not braking: a capture hold is taken and let go in a dry run too.
+TEST(DryRunEffects, PassesRecordsAndCaptureHoldsOnAndWithholdsEveryBrake) {
   RecordingEffects sink;
   DryRunEffects dry(sink);
   EffectList list;
@@ -605,8 +607,12 @@ TEST(DryRunEffects, PassesRecordsOnAndWithholdsEveryAction) {
   list.push_back(Record{Event{1, true, Paused{}}});
   list.push_back(Kill{EntityKey::of_tree(1)});
   list.push_back(Release{1, 0, HoldReason::Budget, HoldVia::Stop});
+  list.push_back(Hold{2, 0, HoldReason::Capture, HoldVia::Freeze});
+  list.push_back(Release{2, 0, HoldReason::Capture, HoldVia::Freeze});
   dry.apply_all(list);
-  ASSERT_EQ(sink.applied.size(), 1u);
+  ASSERT_EQ(sink.applied.size(), 3u);
   EXPECT_TRUE(std::holds_alternative<Record>(sink.applied[0]));
+  EXPECT_TRUE(std::holds_alternative<Hold>(sink.applied[1]));
+  EXPECT_TRUE(std::holds_alternative<Release>(sink.applied[2]));
   EXPECT_EQ(dry.withheld(), 3u);
 }
