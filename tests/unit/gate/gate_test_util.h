@@ -116,13 +116,15 @@ struct Bench {
     r.output_tokens = 10;
     return apply(ledger.response_ended(r, clock.now));
   }
-  EffectList held(uint32_t pid, HoldReport::Taken taken = HoldReport::Taken::Stopped, bool capture = false) {
+  // A hold the kernel took at `kernel_at` (0: now), reported now.
+  EffectList held(uint32_t pid, HoldReport::Taken taken = HoldReport::Taken::Stopped, bool capture = false,
+                  int64_t kernel_at = 0) {
     HoldReport h;
     h.pid = pid;
     h.start_time = 1000 + pid;
     h.capture = capture;
     h.taken = taken;
-    h.at_ns = clock.now;
+    h.at_ns = kernel_at ? kernel_at : clock.now;
     return apply(ledger.hold_reported(h, clock.now));
   }
   EffectList tick() { return apply(ledger.tick(clock.now)); }

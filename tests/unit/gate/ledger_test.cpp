@@ -184,6 +184,30 @@ loops:
   EXPECT_EQ(b.credits(103), 0) << "102's released request has the second place";
 }
 
+// Six workers under max_concurrent 8, each starting its next request right after its last
+// response, before the daemon dealt it a credit for it: fed in the order the ring delivers
+// them (the response end before the hold), no hold ever finds the entity full, and the credit
+// dealt at the response end is not mistaken for one the kernel took.
+TEST(Ledger, HonestBatchUnderTheLimitIsNeverFull) {
+  Bench b(fan_out(8, "kill"));
+  const std::vector<uint32_t> workers{101, 102, 103, 104, 105, 106};
+  for (uint32_t w : workers) b.attach(w, 100);
+  for (uint32_t w : workers) b.seen(w, 1);
+  for (int round = 2; round < 6; round++) {
+    for (uint32_t w : workers) {
+      const int64_t held_at = b.clock.now;  // in the kernel: response read, next start held
+      b.clock.advance(kMs);                 // the daemon reads both: the response end first
+      b.ended(w, round - 1);
+      b.held(w, Taken::Stopped, false, held_at);
+    }
+    for (uint32_t w : workers) b.seen(w, round);
+    EXPECT_LE(8 - b.ledger.fan_out_room(kTree100, b.clock.now), 6) << round;
+  }
+  EXPECT_TRUE(records_of<FanOutHeld>(b.effects.applied).empty());
+  EXPECT_TRUE(all_of<Kill>(b.effects.applied).empty());
+  EXPECT_EQ(b.ledger.holds(), 0u);
+}
+
 // ee699dd: the kernel turns a capture hold being let go (SIGCONT sent, record not yet deleted)
 // into the budget hold of a request start without credit. The gate is written before the
 // capture hold is let go, and the hold that follows is a gate hold like any other.
