@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "util/duration.h"
+
 namespace ab::gate {
 
 namespace {
@@ -21,7 +23,7 @@ struct Detail {
       d["window"] = nullptr;
     } else {
       d["kind"] = std::string(policy::to_string(x.kind));
-      d["window"] = policy::format_duration(std::chrono::milliseconds(x.window_ns / 1'000'000));
+      d["window"] = util::format_policy_duration(std::chrono::milliseconds(x.window_ns / 1'000'000));
     }
     return d;
   }
