@@ -563,6 +563,10 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
 void Daemon::on_connect(const ab_hold_event& e) {
   const uint32_t pid = e.hdr.pid;
   if (e.hdr.type == AB_EV_HOLD && e.reason == AB_HOLD_BUDGET) {
+    // Decide on everything the ring carried before this hold: a response of the held process
+    // that ended just before it (same consume batch) is still counted in flight otherwise, and
+    // its place would be taken twice (CI: another tree of 3 held under max_concurrent 4).
+    process_exchanges();
     on_budget_hold(e);
     return;
   }
