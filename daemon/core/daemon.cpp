@@ -755,6 +755,7 @@ void Daemon::process_exchanges() {
     if (!call.price_known) stats_["unpriced_calls"]++;
     if (call.estimated) stats_["estimated_calls"]++;
     if (!call.complete) stats_["incomplete_calls"]++;
+    if (call.usage_malformed) stats_["malformed_usage"]++;
     stats_["calls"]++;
     const int64_t now = clock_ns(CLOCK_MONOTONIC);
     live_.record(call, now);
