@@ -308,3 +308,122 @@ int BPF_KPROBE(ab_ssl_free_enter, void *ssl)
 		emit_meta(AB_EV_SSL_FREE, (__u64)ssl, 0, 0, 0);
 	return 0;
 }
+
+/* ======================================================================================
+ * Go crypto/tls — a separate family: crypto/tls.(*Conn).Write / Read / Close in Go binaries
+ * (daemon/loader/go_symbols.cpp finds them through .gopclntab, stripped or not).
+ *
+ * Go 1.17+ register ABI on amd64: receiver (*Conn) in RAX, the []byte in RBX (ptr), RCX (len),
+ * RDI (cap); the results in RAX (n), RBX:RCX (error); the current goroutine g in R14.
+ * Never a uretprobe on a Go function (goroutine stacks move; the return trampoline corrupts
+ * them): results are read by uprobes on each RET of the function. A goroutine can move to
+ * another thread between entry and return, so the entry state is keyed by (pid, g), not tid.
+ * The entry probes sit after the stack check, so a stack growth (which re-runs the function
+ * from its entry) does not see one call twice.
+ * Same events as the OpenSSL programs, with the *Conn pointer as the stream's "ssl".
+ * ====================================================================================== */
+
+struct go_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 g;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_write_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_read_scratch SEC(".maps");
+
+#if defined(__TARGET_ARCH_x86)
+#define AB_GO_RECV(ctx) ((ctx)->ax)
+#define AB_GO_BUF(ctx) ((ctx)->bx)
+#define AB_GO_LEN(ctx) ((ctx)->cx)
+#define AB_GO_RET0(ctx) ((ctx)->ax)
+#define AB_GO_G(ctx) ((ctx)->r14)
+#else /* the loader attaches these on amd64 only */
+#define AB_GO_RECV(ctx) 0
+#define AB_GO_BUF(ctx) 0
+#define AB_GO_LEN(ctx) 0
+#define AB_GO_RET0(ctx) 0
+#define AB_GO_G(ctx) 0
+#endif
+
+static __always_inline struct go_key go_key_of(struct pt_regs *ctx)
+{
+	struct go_key k = {};
+	k.pid = bpf_get_current_pid_tgid() >> 32;
+	k.g = AB_GO_G(ctx);
+	return k;
+}
+
+static __always_inline int go_save(void *map, struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args a = {.ssl = AB_GO_RECV(ctx), .buf = AB_GO_BUF(ctx), .len_ptr = AB_GO_LEN(ctx)};
+	if (!k.g)
+		return 0;
+	bpf_map_update_elem(map, &k, &a, BPF_ANY);
+	return 0;
+}
+
+/* At a RET: n in RAX. len_ptr holds the buffer's length here (no pointer in Go's form). */
+static __always_inline int go_finish(void *map, __u32 dir, struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args *p = bpf_map_lookup_elem(map, &k);
+	if (!p)
+		return 0;
+	struct ssl_args a = *p;
+	bpf_map_delete_elem(map, &k);
+	long n = (long)AB_GO_RET0(ctx);
+	if (n <= 0 || (__u64)n > a.len_ptr || n > 0x7fffffff)
+		return 0;
+	emit_data(a.ssl, dir, a.buf, (__u32)n);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_write_enter(struct pt_regs *ctx)
+{
+	__u64 len = AB_GO_LEN(ctx);
+	if (len > 0)
+		gate_request((const void *)AB_GO_BUF(ctx), len);
+	return go_save(&go_write_scratch, ctx);
+}
+
+SEC("uprobe")
+int ab_go_write_ret(struct pt_regs *ctx)
+{
+	return go_finish(&go_write_scratch, AB_DIR_WRITE, ctx);
+}
+
+SEC("uprobe")
+int ab_go_read_enter(struct pt_regs *ctx)
+{
+	return go_save(&go_read_scratch, ctx);
+}
+
+SEC("uprobe")
+int ab_go_read_ret(struct pt_regs *ctx)
+{
+	return go_finish(&go_read_scratch, AB_DIR_READ, ctx);
+}
+
+/* (*Conn).Close: the stream ends (a *Conn's memory is reused by later connections). */
+SEC("uprobe")
+int ab_go_close_enter(struct pt_regs *ctx)
+{
+	__u64 conn = AB_GO_RECV(ctx);
+	if (conn)
+		emit_meta(AB_EV_SSL_FREE, conn, 0, 0, 0);
+	return 0;
+}
