@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <spdlog/spdlog.h>
 
 namespace ab::loader {
 
@@ -340,6 +341,14 @@ std::optional<GoTlsSymbols> GoTlsCache::get(const std::string& path) {
     if (it != cache_.end()) return it->second;
   }
   auto r = locate_go_tls(path);
+  if (r && r->is_go) {
+    if (r->usable())
+      spdlog::info("Go {} crypto/tls located in {} in {:.2f} ms: Write ({} RETs), Read ({} RETs){}",
+                   r->go_version.empty() ? "(version unknown)" : r->go_version, path, r->locate_ms,
+                   r->write_rets.size(), r->read_rets.size(), r->close ? ", Close" : "");
+    else
+      spdlog::info("Go binary {} cannot be watched: {}", path, r->problem);
+  }
   std::lock_guard lk(mu_);
   cache_[key] = r;
   return r;
