@@ -693,7 +693,7 @@ void Daemon::on_attach_done() {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
         stats_["processes_without_openssl"]++;
-        spdlog::info("pid {} ({}) maps no OpenSSL: not watched", pid, who.comm);
+        spdlog::info("pid {} ({}) maps no TLS library agentbrake reads ({}): not watched", pid, who.comm, r.error);
       } else {
         stats_["attach_failures"]++;
         spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "loader/go_attach.h"
 #include "util/faults.h"
 
 namespace ab::loader {
@@ -130,9 +131,16 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
     if (error) *error = "process has no mapped files (exited?)";
     return -ESRCH;
   }
+  std::string go_problem;  // a Go binary that cannot be watched says why
   for (const auto& path : files) {
     auto syms = symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
-    if (!syms || !syms->usable()) continue;
+    if (!syms || !syms->usable()) {
+      if (int err = attach_go(pid, path, out, &go_problem, error)) {
+        detach(*out);
+        return err;
+      }
+      continue;
+    }
     int err = attach_object(pid, path, *syms, out, error);
     if (err) {
       detach(*out);
@@ -140,10 +148,24 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
     }
   }
   if (out->objects.empty()) {
-    if (error) *error = "no OpenSSL (SSL_write/SSL_read) in any mapped object";
+    if (error)
+      *error = go_problem.empty() ? "no OpenSSL (SSL_write/SSL_read) or Go crypto/tls in any mapped object"
+                                  : go_problem;
     return -ENOENT;
   }
   return 0;
+}
+
+// Go executables (crypto/tls): located through .gopclntab, once per file.
+int TlsAttacher::attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
+                           std::string* error) {
+  auto go = go_symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
+  if (!go || !go->is_go) return 0;
+  if (!go->usable()) {
+    *problem = "Go binary " + path + ": " + go->problem;
+    return 0;
+  }
+  return attach_go_object(rt_, pid, path, *go, out, error);
 }
 
 // Each link's release waits in the kernel (~40-60 ms here) for probes in flight; the waits

@@ -16,6 +16,7 @@
 
 #include "loader/bpf_runtime.h"
 #include "loader/elf_symbols.h"
+#include "loader/go_symbols.h"
 
 struct bpf_link;
 
@@ -46,12 +47,16 @@ class TlsAttacher {
   void detach_all(ProcessLinks* sets, size_t n);
   static constexpr size_t kMaxCloserThreads = 256;
   TlsSymbolCache& symbols() { return symbols_; }
+  GoTlsCache& go_symbols() { return go_symbols_; }
 
  private:
   int attach_object(int pid, const std::string& path, const TlsSymbols& syms, ProcessLinks* out,
                     std::string* error);
+  int attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
+                std::string* error);
   BpfRuntime& rt_;
   TlsSymbolCache symbols_;
+  GoTlsCache go_symbols_;
 };
 
 // One thread doing attach/detach requests in order. Completed attaches are handed back
