@@ -131,16 +131,26 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
     return -ESRCH;
   }
   for (const auto& path : files) {
-    auto syms = symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
-    if (!syms || !syms->usable()) continue;
+    const std::string full = "/proc/" + std::to_string(pid) + "/root" + path;
+    auto syms = symbols_.get(full);
+    std::string stack = "openssl:symbols";
+    if (!syms || !syms->usable()) {
+      TlsLocation loc = locator_.locate(full);  // GnuTLS, stripped BoringSSL (cached per file)
+      if (loc.kind == TlsLocation::Kind::Unrecognised && out->blind.empty())
+        out->blind = path + ": " + loc.why + (loc.build_id.empty() ? "" : " (build id " + loc.build_id + ")");
+      if (loc.kind != TlsLocation::Kind::Found) continue;
+      syms = loc.syms;
+      stack = loc.library + ":" + loc.method;
+    }
     int err = attach_object(pid, path, *syms, out, error);
     if (err) {
       detach(*out);
       return err;
     }
+    out->stacks.push_back(stack);
   }
   if (out->objects.empty()) {
-    if (error) *error = "no OpenSSL (SSL_write/SSL_read) in any mapped object";
+    if (error) *error = out->blind.empty() ? "no OpenSSL (SSL_write/SSL_read) in any mapped object" : out->blind;
     return -ENOENT;
   }
   return 0;
@@ -326,7 +336,8 @@ void AttachWorker::run() {
       std::string err;
       int rc = attacher_.attach(pid, &links, &err);
       Result r{pid, rc, err, links.objects,
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()};
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+               links.stacks, links.blind};
       std::lock_guard lk(mu_);
       attaching_pid_ = 0;
       if (rc == 0) attached_.push_back(std::move(links));

@@ -127,31 +127,34 @@ RegFile decode_arg_setup(std::string_view code, size_t pos) {
   return rf;
 }
 
-// Function start for an address in code: the nearest 16-aligned address at or before it that
-// follows int3 padding (the linker's fill between functions) and begins like a prologue.
+// A function entry at a 16-aligned address: push rbp; mov rbp, rsp (Bun builds keep frame
+// pointers; also where the function before ends exactly on the boundary, with no padding), or
+// a usual first instruction after int3 padding (the linker's fill between functions).
+bool is_function_start(std::string_view code, uint64_t code_va, uint64_t a) {
+  if (a <= code_va || a - code_va + 4 > code.size()) return false;
+  size_t p = a - code_va;
+  if (memcmp(code.data() + p, "\x55\x48\x89\xe5", 4) == 0) return true;
+  if ((uint8_t)code[p - 1] != 0xcc) return false;
+  const uint8_t c0 = code[p], c1 = code[p + 1];
+  return c0 == 0x55 ||                               // push rbp
+         (c0 == 0x41 && c1 >= 0x54 && c1 <= 0x57) ||  // push r12..r15
+         c0 == 0x53 ||                               // push rbx
+         (c0 == 0xf3 && c1 == 0x0f);                 // endbr64
+}
+
+// The nearest function entry at or before va.
 std::optional<uint64_t> function_start(std::string_view code, uint64_t code_va, uint64_t va) {
-  uint64_t a = va & ~uint64_t{15};
   const uint64_t floor = va > kMaxFunctionSpan ? va - kMaxFunctionSpan : 0;
-  for (; a > code_va && a >= floor; a -= 16) {
-    size_t p = a - code_va;
-    if ((uint8_t)code[p - 1] != 0xcc) continue;
-    const uint8_t c0 = code[p], c1 = p + 1 < code.size() ? code[p + 1] : 0;
-    bool prologue = c0 == 0x55 ||                               // push rbp
-                    (c0 == 0x41 && c1 >= 0x54 && c1 <= 0x57) ||  // push r12..r15
-                    c0 == 0x53 ||                               // push rbx
-                    (c0 == 0xf3 && c1 == 0x0f);                 // endbr64
-    if (prologue) return a;
-  }
+  for (uint64_t a = va & ~uint64_t{15}; a > code_va && a >= floor; a -= 16)
+    if (is_function_start(code, code_va, a)) return a;
   return std::nullopt;
 }
 
-// Where the function starting at `start` ends: the next function start after it (bounded).
+// Where the function starting at `start` ends: the next function entry after it (bounded).
 uint64_t function_end(std::string_view code, uint64_t code_va, uint64_t start) {
   const uint64_t limit = std::min<uint64_t>(start + kMaxFunctionSpan, code_va + code.size());
-  for (uint64_t a = start + 16; a < limit; a += 16) {
-    size_t p = a - code_va;
-    if ((uint8_t)code[p - 1] == 0xcc && function_start(code, code_va, a) == a) return a;
-  }
+  for (uint64_t a = start + 16; a < limit; a += 16)
+    if (is_function_start(code, code_va, a)) return a;
   return limit;
 }
 
@@ -163,12 +166,6 @@ bool calls(std::string_view code, uint64_t code_va, uint64_t from, uint64_t to, 
     if (a + 5 + (int64_t)rel == target) return true;
   }
   return false;
-}
-
-std::string hex(uint64_t v) {
-  char b[32];
-  snprintf(b, sizeof b, "0x%llx", (unsigned long long)v);
-  return b;
 }
 
 }  // namespace
@@ -206,7 +203,7 @@ const std::vector<KnownBuild>& known_boringssl_builds() {
   // verified by capturing the agent's plaintext against the TLS simulator (tests/e2e).
   static const std::vector<KnownBuild> k = {
       {"d72a729b5627657c0649e49ae9d771fec0783039", "Claude Code 2.1.328 linux-x64 (Bun)", 0x311d660, 0x311d810, 0, 0},
-      {"c30f169b1bef81fa57467cd091ba53aab5235468", "opencode 1.18.33 linux-x64 (Bun)", 0, 0, 0, 0},
+      {"c30f169b1bef81fa57467cd091ba53aab5235468", "opencode 1.18.33 linux-x64 (Bun)", 0x367f780, 0x367f3f0, 0, 0},
   };
   return k;
 }
