@@ -70,6 +70,7 @@ class BunClaude(unittest.TestCase):
         abtest.require_daemon()
         ensure_agents()
         cls.sim = abtest.Simulator(peer_info=True).__enter__()
+        cls.sim.set(stop_reason="end_turn")   # max_tokens would make claude go on
         cls.tmp = tempfile.mkdtemp(prefix="ab-e2e-bun-")
 
     @classmethod
@@ -82,7 +83,7 @@ class BunClaude(unittest.TestCase):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
                "ANTHROPIC_BASE_URL": "https://127.0.0.1:%d" % self.sim.port, "ANTHROPIC_API_KEY": KEY,
                "NODE_TLS_REJECT_UNAUTHORIZED": "0", "DISABLE_TELEMETRY": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "64"}
         p = cg.run([binary, "-p", "hi", "--max-turns", "1"], env=env, cwd=home, stdin=subprocess.DEVNULL,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
