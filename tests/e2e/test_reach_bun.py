@@ -78,14 +78,17 @@ class BunClaude(unittest.TestCase):
         cls.sim.__exit__(None, None, None)
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def run_claude(self, cg, binary=CLAUDE, timeout=90):
+    def start_claude(self, cg, binary=CLAUDE):
         home = tempfile.mkdtemp(prefix="home-", dir=self.tmp)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
                "ANTHROPIC_BASE_URL": "https://127.0.0.1:%d" % self.sim.port, "ANTHROPIC_API_KEY": KEY,
                "NODE_TLS_REJECT_UNAUTHORIZED": "0", "DISABLE_TELEMETRY": "1",
                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "64"}
-        p = cg.run([binary, "-p", "hi", "--max-turns", "1"], env=env, cwd=home, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return cg.run([binary, "-p", "hi", "--max-turns", "1"], env=env, cwd=home, stdin=subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def run_claude(self, cg, binary=CLAUDE, timeout=90):
+        p = self.start_claude(cg, binary)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -150,7 +153,7 @@ class BunClaude(unittest.TestCase):
         # SSL_write's BAD_LENGTH error site: reason 0x6f → 0x70 (a path never taken here), so no
         # function raises exactly SSL_write's reasons any more
         binary = patched_copy(CLAUDE, copy_dir, build_id_byte=0x01,
-                              code_patch=(0x311d7d1 + 11, b"\xba\x6f\x00\x00\x00", b"\xba\x70\x00\x00\x00"))
+                              code_patch=(0x311d7d1 + 12, b"\xba\x6f\x00\x00\x00", b"\xba\x70\x00\x00\x00"))
         with Daemon(self.policy()) as d, Cgroup("claude-blind") as cg:
             p, out, err = self.run_claude(cg, binary)
             self.assertEqual(p.returncode, 0, err[-2000:])
@@ -163,18 +166,24 @@ class BunClaude(unittest.TestCase):
             self.assertEqual([e for e in d.events("llm_call") if e.get("cgroup") == cg.path], [])
         os.unlink(binary)
 
-    def test_04_deny_budget_stops_the_next_claude(self):
+    def test_04_deny_budget_holds_the_next_claude(self):
+        """action deny, {tokens: 1}: claude's first call spends the budget; the next claude's
+        request is held at SSL_write (before a byte of it is encrypted: `paused` for its pid),
+        `denied` names the cgroup, and nothing of it reaches the provider while held."""
         cg = Cgroup("claude-deny")
-        budget = ("budgets:\n  - name: bun-deny\n    match: {cgroup: \"%s\"}\n    per: cgroup\n"
-                  "    limits:\n      - {tokens: 1, window: 60s}\n    action: deny\n") % cg.path
+        budget = ("max_hold: 600s\nbudgets:\n  - name: bun-deny\n    match: {cgroup: \"%s\"}\n"
+                  "    per: cgroup\n    limits:\n      - {tokens: 1, window: 600s}\n    action: deny\n") % cg.path
         with Daemon(self.policy(budget)) as d, cg:
-            p1, _o, _e = self.run_claude(cg)
-            self.assertEqual(p1.returncode, 0)
-            self.assertEqual(len(self.served_to(p1.pid)), 1)
-            d.wait_for(lambda: d.events("denied") or None, 15, what="a denied event after claude's call")
-            p2, out, err = self.run_claude(cg, timeout=120)
+            self.check_captured(d, cg, self.run_claude(cg), "boringssl:table")
+            p2 = self.start_claude(cg)
+            ev = d.wait_for(lambda: d.events("denied") or None, 30, what="a denied event")
+            self.assertEqual(detail(ev[0]).get("target"), cg.path, ev)
+            d.wait_for(lambda: [e for e in d.events("paused") if e.get("pid") == p2.pid
+                                and detail(e).get("reason") == "budget"] or None, 30,
+                       what="the second claude held (paused, reason budget)")
+            self.assertIsNone(p2.poll(), "the held claude exited")
             self.assertEqual(self.served_to(p2.pid), [], "a call of the denied cgroup reached the provider")
-            self.assertNotEqual(p2.returncode, 0, "claude should fail to connect: %s" % out[-500:])
+            self.assertEqual(self.sim.in_flight(), 0, "a request of the held claude is being answered")
 
 
 if __name__ == "__main__":
