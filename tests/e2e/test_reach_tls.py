@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end: the real Claude Code (a stripped Bun executable with BoringSSL linked in) under a
+"""End-to-end: TLS stacks beyond exported OpenSSL. The real Claude Code (a stripped Bun executable with BoringSSL linked in) under a
 real agentbraked, against the TLS simulator (issue 12, item 1).
 
 - its one streaming /v1/messages call is recorded once, attributed to the claude process and
@@ -7,7 +7,8 @@ real agentbraked, against the TLS simulator (issue 12, item 1).
 - the probes were found by the build-id table, and a copy of the binary with another build id
   is found by the xref scan, the result cached in the state dir (a second daemon reads it);
 - a copy whose SSL_write cannot be singled out gives one `capture_blind` naming the executable;
-- under a tiny tokens budget with action deny, the next claude cannot reach the provider.
+- under a tiny tokens budget with action deny, the next claude is held before its request leaves;
+- Debian's wget (GnuTLS, issue 12 item 3): its call is recorded with its tokens.
 
 The binaries are installed at pinned versions by `npm ci` in tests/e2e/agents (gitignored
 node_modules). Needs root, BPF, cgroup v2, node/npm. Under AGENTBRAKE_REQUIRE_BPF=1 a missing
@@ -184,6 +185,50 @@ class BunClaude(unittest.TestCase):
             self.assertIsNone(p2.poll(), "the held claude exited")
             self.assertEqual(self.served_to(p2.pid), [], "a call of the denied cgroup reached the provider")
             self.assertEqual(self.sim.in_flight(), 0, "a request of the held claude is being answered")
+
+
+class GnuTlsWget(unittest.TestCase):
+    """Debian's wget links libgnutls.so.30: gnutls_record_send/recv carry its plaintext."""
+
+    @classmethod
+    def setUpClass(cls):
+        abtest.require_daemon()
+        abtest.require_tools("wget")
+        cls.sim = abtest.Simulator(peer_info=True).__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.__exit__(None, None, None)
+
+    def test_wget_call_recorded(self):
+        pol = abtest.policy_for(self.sim).replace("api: openai", "api: anthropic")
+        body = json.dumps({"model": "e2e-claude", "max_tokens": 21,
+                           "messages": [{"role": "user", "content": "hello from wget"}]})
+        with Daemon(pol) as d, Cgroup("wget") as cg:
+            p = cg.run(["wget", "-q", "-O", "-", "--no-check-certificate", "--header", "content-type: application/json",
+                        "--header", "x-api-key: " + KEY, "--header", "anthropic-version: 2023-06-01",
+                        "--header", "x-test-client: wget", "--post-data", body,
+                        "https://127.0.0.1:%d/v1/messages" % self.sim.port],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, err.decode("utf-8", "replace")[-1000:])
+            served = self.sim.records("wget")
+            self.assertEqual(len(served), 1, served)
+            calls = d.wait_for(lambda: [e for e in d.events("llm_call") if e.get("cgroup") == cg.path] or None,
+                               15, what="wget's llm_call")
+            abtest.assert_stays(lambda: len([e for e in d.events("llm_call") if e.get("cgroup") == cg.path]) == 1,
+                                0.5, "wget's call recorded once")
+            e, dd = calls[0], detail(calls[0])
+            self.assertEqual(e.get("pid"), p.pid, e)
+            self.assertEqual(e.get("comm"), "wget", e)
+            self.assertEqual(dd.get("path"), "/v1/messages", e)
+            self.assertEqual(dd.get("model"), "e2e-claude", e)
+            self.assertEqual((dd.get("input_tokens"), dd.get("output_tokens")),
+                             (served[0]["input_tokens"], served[0]["output_tokens"]), e)
+            att = [x for x in d.events("probe_attached") if x.get("pid") == p.pid]
+            self.assertEqual(len(att), 1, att)
+            self.assertIn("gnutls:symbols", detail(att[0]).get("tls", ""), att)
+            self.assertEqual(d.secret_hits([KEY]), [])
 
 
 if __name__ == "__main__":
