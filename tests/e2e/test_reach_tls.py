@@ -10,7 +10,7 @@ real agentbraked, against the TLS simulator (issue 12, item 1).
 - under a tiny tokens budget with action deny, the next claude is held before its request leaves;
 - Debian's wget (GnuTLS, issue 12 item 3): its call is recorded with its tokens.
 
-The binaries are installed at pinned versions by `npm ci` in tests/e2e/agents (gitignored
+The binaries are installed at pinned versions by `npm install` in tests/e2e/agents (gitignored
 node_modules). Needs root, BPF, cgroup v2, node/npm. Under AGENTBRAKE_REQUIRE_BPF=1 a missing
 requirement is a failure.
 """
@@ -35,13 +35,15 @@ KEY = "sk-ant-e2e-" + "9" * 24 + "-bunsecret"
 
 
 def ensure_agents():
-    """The pinned agents (npm ci from tests/e2e/agents/package-lock.json on first use)."""
+    """The pinned agents (exact versions in tests/e2e/agents/package.json), installed on first
+    use. Not `npm ci`: npm 11 leaves the other platforms' optional binaries out of the lock file
+    it writes and then refuses that lock as out of sync."""
     abtest.require_tools("node", "npm")
     if not os.access(CLAUDE, os.X_OK):
-        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AGENTS_DIR,
+        r = subprocess.run(["npm", "install", "--no-package-lock", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AGENTS_DIR,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
         abtest.require_or_skip(r.returncode == 0 and os.access(CLAUDE, os.X_OK),
-                               "npm ci failed in %s: %s" % (AGENTS_DIR, r.stdout[-2000:]))
+                               "npm install failed in %s: %s" % (AGENTS_DIR, r.stdout[-2000:]))
 
 
 def patched_copy(src, dst_dir, build_id_byte=None, code_patch=None):
