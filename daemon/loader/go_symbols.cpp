@@ -331,32 +331,18 @@ std::optional<GoTlsSymbols> locate_go_tls(const std::string& path) {
 }
 
 std::optional<GoTlsSymbols> GoTlsCache::get(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return std::nullopt;
-  FileKey key{(uint64_t)st.st_dev, (uint64_t)st.st_ino,
-              (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
-  {
-    std::lock_guard lk(mu_);
-    auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
-  }
-  auto r = locate_go_tls(path);
-  if (r && r->is_go) {
-    if (r->usable())
-      spdlog::info("Go {} crypto/tls located in {} in {:.2f} ms: Write ({} RETs), Read ({} RETs){}",
-                   r->go_version.empty() ? "(version unknown)" : r->go_version, path, r->locate_ms,
-                   r->write_rets.size(), r->read_rets.size(), r->close ? ", Close" : "");
-    else
-      spdlog::info("Go binary {} cannot be watched: {}", path, r->problem);
-  }
-  std::lock_guard lk(mu_);
-  cache_[key] = r;
-  return r;
-}
-
-size_t GoTlsCache::size() const {
-  std::lock_guard lk(mu_);
-  return cache_.size();
+  return cache_.get(path, [&] {
+    auto r = locate_go_tls(path);
+    if (r && r->is_go) {
+      if (r->usable())
+        spdlog::info("Go {} crypto/tls located in {} in {:.2f} ms: Write ({} RETs), Read ({} RETs){}",
+                     r->go_version.empty() ? "(version unknown)" : r->go_version, path, r->locate_ms,
+                     r->write_rets.size(), r->read_rets.size(), r->close ? ", Close" : "");
+      else
+        spdlog::info("Go binary {} cannot be watched: {}", path, r->problem);
+    }
+    return r;
+  });
 }
 
 }  // namespace ab::loader

@@ -87,11 +87,10 @@ std::optional<GoTlsSymbols> locate_go_tls(const std::string& path);
 class GoTlsCache {
  public:
   std::optional<GoTlsSymbols> get(const std::string& path);
-  size_t size() const;
+  size_t size() const { return cache_.size(); }
 
  private:
-  mutable std::mutex mu_;
-  std::map<FileKey, std::optional<GoTlsSymbols>> cache_;
+  PerFileCache<GoTlsSymbols> cache_;
 };
 
 }  // namespace ab::loader
