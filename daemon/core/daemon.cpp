@@ -54,7 +54,6 @@ static std::vector<std::string> release_manual_pauses(const std::string& run_dir
 namespace {
 
 constexpr int64_t kTickMs = 100;                  // timer period
-constexpr uint64_t kStaleCaptureHoldNs = 5'000'000'000;  // a capture hold never lasts longer
 constexpr const char* kDefaultPinDir = "/sys/fs/bpf/agentbrake";
 constexpr const char* kDefaultRunDir = "/run/agentbrake";
 
@@ -544,13 +543,9 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
         watched_.erase(it);
       }
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+      brake_forget(pid);  // its holds end (a frozen cgroup is thawed), its reservations go
       if (freezer_) freezer_->release(pid);
-      hold_ended(HoldKind::Capture, pid, "exited");
-      capture_recorded_at_.erase(pid);
-      brake_forget(pid);
       loops_.on_exit(pid);
-      loop_paced_until_.erase(pid);
-      paced_by_.erase(pid);
       storm_until_.erase(pid);
       for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
         it = call_ids_.erase(it);
@@ -584,19 +579,19 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (procs_.find(static_cast<int>(pid)) == nullptr) {
     if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
   }
-  if (e.hdr.type == AB_EV_HOLD) {  // stopped by the kernel (AB_SOCK_HELD)
-    stats_["capture_holds"]++;
-    hold_started(HoldKind::Capture, pid, "capture", "sigstop", int64_t(e.hdr.ts_ns));
-  }
-  // A terminal's foreground job is not stopped by the kernel (its shell would notice): its
-  // cgroup is frozen instead, when that is safe, until the probes are attached.
-  if ((e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching && freezer_) {
-    std::string cg;
-    if (cgroups_) cg = cgroups_->path_for_id(e.hdr.cgroup_id).value_or("");
-    int rc = freezer_->freeze_for(pid, cg, static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC)));
-    stats_[rc == 0 ? "capture_freezes" : "capture_freezes_skipped"]++;
-    if (rc == 0) hold_started(HoldKind::Capture, pid, "capture", "freeze", 0);
-    if (rc != 0) spdlog::debug("pid {}: foreground job, cgroup {} not frozen ({})", pid, cg, strerror(-rc));
+  // Held until its probes are attached: stopped by the kernel (AB_SOCK_HELD), or, for a
+  // terminal's foreground job (its shell would notice a stop), its cgroup frozen when safe.
+  const bool stopped = e.hdr.type == AB_EV_HOLD;
+  const bool foreground = (e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching;
+  if (stopped) stats_["capture_holds"]++;
+  if ((stopped || foreground) && gate_) {
+    gate::HoldReport r;
+    r.pid = pid;
+    r.start_time = e.start_time_ns;
+    r.capture = true;
+    r.taken = stopped ? gate::HoldReport::Taken::Stopped : gate::HoldReport::Taken::Foreground;
+    r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
+    apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
   }
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
 }
@@ -650,19 +645,8 @@ void Daemon::set_watch(uint32_t pid, uint32_t state) {
   bpf_map_update_elem(rt_->watch_fd(), &pid, &v, BPF_ANY);
 }
 
-void Daemon::release_capture_hold(uint32_t pid, const char* why) {
-  hold_ended(HoldKind::Capture, pid, why);
-  if (freezer_) freezer_->release(pid);
-  ab_hold_value hv{};
-  if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) != 0) return;
-  if (hv.reason != AB_HOLD_CAPTURE) return;
-  // SIGCONT before the record goes, so a daemon that dies in between leaves a record (released
-  // at the next start), never a stopped process nobody knows of. A request start without credit
-  // in between turns the record into a budget hold (tls.bpf.c): that one stays.
-  int rc = process::signal_same_process(static_cast<int>(pid), hv.start_time_ns, SIGCONT);
-  if (rc < 0 && rc != -ESRCH) spdlog::warn("releasing capture hold of pid {}: {}", pid, strerror(-rc));
-  if (bpf_map_lookup_elem(rt_->holds_fd(), &pid, &hv) == 0 && hv.reason == AB_HOLD_CAPTURE)
-    bpf_map_delete_elem(rt_->holds_fd(), &pid);
+void Daemon::release_kernel_capture_hold(uint32_t pid) {
+  if (effects_) effects_->apply(gate::Release{pid, 0, gate::HoldReason::Capture, gate::HoldVia::Stop});
 }
 
 void Daemon::on_attach_done() {
@@ -672,7 +656,8 @@ void Daemon::on_attach_done() {
     if (it == watched_.end()) {
       // The process exited or exec'd while we attached: undo.
       if (r.err == 0) worker_->request_detach(r.pid);
-      release_capture_hold(pid, "gone");
+      if (gate_) apply_gate(gate_->attach_failed(pid, clock_ns(CLOCK_MONOTONIC)));
+      release_kernel_capture_hold(pid);
       continue;
     }
     auto& w = it->second;
@@ -688,7 +673,8 @@ void Daemon::on_attach_done() {
       record_event("probe_attached", pid, who.cgroup, who.comm,
                    {{"pid", pid}, {"object", fmt::format("{}", fmt::join(r.objects, ","))},
                     {"duration_ms", r.duration_ms}, {"tls", fmt::format("{}", fmt::join(r.stacks, ","))}});
-      refresh_gates();  // a budget-matched process gets its gate before its first request
+      // its gate is written before its capture hold lets its first request start go
+      if (gate_) apply_gate(gate_->process_attached(gate_info(pid), clock_ns(CLOCK_MONOTONIC)));
       scan_channels();  // its pipes and loopback peers, before its first turn
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
@@ -708,7 +694,8 @@ void Daemon::on_attach_done() {
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
     }
-    release_capture_hold(pid, r.err == 0 ? "attached" : r.err == -ENOENT ? "not_watched" : "attach_failed");
+    if (r.err != 0 && gate_) apply_gate(gate_->attach_failed(pid, clock_ns(CLOCK_MONOTONIC)));
+    release_kernel_capture_hold(pid);  // one whose ring event was lost (watch map recovery)
   }
 }
 
@@ -818,7 +805,7 @@ void Daemon::confirm_endpoint(uint32_t pid, const protocol::Exchange& ex) {
   worker_->request_detach(static_cast<int>(pid));
   w.attached = false;
   set_watch(pid, AB_WATCH_IGNORED);
-  drop_gate(pid);
+  if (gate_) apply_gate(gate_->process_detached(pid, clock_ns(CLOCK_MONOTONIC)));
 }
 
 void Daemon::on_tick() {
@@ -874,10 +861,10 @@ void Daemon::sweep_stale_holds() {
     if (hv.reason == AB_HOLD_CAPTURE && now > hv.since_ns && now - hv.since_ns > kStaleCaptureHoldNs)
       stale.push_back(key);
   }
-  for (uint32_t pid : stale) {
+  for (uint32_t pid : stale) {  // records the gate does not know of (it bounds its own)
     stats_["stale_capture_holds_released"]++;
     spdlog::warn("capture hold of pid {} outlived {} s: released", pid, kStaleCaptureHoldNs / 1'000'000'000);
-    release_capture_hold(pid, "stale");
+    release_kernel_capture_hold(pid);
   }
 }
 
@@ -925,9 +912,8 @@ void Daemon::record_event(const std::string& kind, uint32_t pid, const std::stri
 }
 
 void Daemon::shutdown() {
+  if (rt_) release_all_brakes();  // every hold let go and recorded, every deny lifted, every gate gone
   if (freezer_) freezer_->release_all();
-  end_all_holds(HoldKind::Capture, "daemon stopping", "release_all");  // released just below
-  if (rt_) release_all_brakes("release_all");
   if (rt_) {
     std::vector<int> released;
     int n = loader::release_pinned_holds(pin_dir_, &released);
@@ -1023,6 +1009,12 @@ json Daemon::cmd_status() {
     counters["alerts_sent"] = ac.sent;
   }
   for (const auto& [name, v] : stats_) counters[name] = v;
+  if (gate_)
+    for (size_t i = 0; i < gate::kCounters; i++)
+      if (uint64_t v = gate_->counters()[i]) counters[std::string(gate::to_string(gate::Counter(i)))] = v;
+  if (effects_)
+    for (size_t i = 0; i < kKernelCounters; i++)
+      if (uint64_t v = effects_->counters()[i]) counters[std::string(to_string(KernelCounter(i)))] = v;
   size_t attached = 0;
   for (const auto& [pid, w] : watched_) attached += w.attached ? 1 : 0;
   uint32_t key = 0, next = 0;
@@ -1044,8 +1036,8 @@ json Daemon::cmd_status() {
       {"tls_probes", worker_->attached_links()},
       {"watched_processes", attached},
       {"held", held + paused_.size() + (budget_freezer_ ? budget_freezer_->frozen() : 0)},
-      {"denied", denied_entities_.size()},
-      {"budget_holds_now", held_pids_.size()},
+      {"denied", gate_ ? gate_->denied().size() : 0},
+      {"budget_holds_now", gate_ ? gate_->holds() : 0},
       {"deny_programs", deny_available_},
       {"uprobe_multi", rt_->uprobe_multi()},
       {"endpoints_known", endpoints_.size()},
@@ -1066,19 +1058,20 @@ json Daemon::cmd_agents() {
     for (uint32_t p : a.pids) pids.push_back(p);
     std::string state = "ok", reason;
     for (uint32_t p : a.pids)
-      if (held_pids_.count(p)) {
+      if (auto h = gate_ ? gate_->hold_of(p) : std::nullopt) {
         state = "held";
-        auto h = brake_holds_.find(p);  // the hold's own reason (budget, fan_out, loop, pacing)
-        reason = h != brake_holds_.end() ? h->second.reason : loop_held_.count(p) ? "loop" : "budget";
+        reason = std::string(gate::to_string(h->reason));  // budget, fan_out, loop, pacing
       }
     // process entities are left out: an agent (a tree) is not denied or killed by one member
     auto covers = [&](const std::string& key) {
       return key.rfind("process:", 0) != 0 && entity_covers(key, a.cgroup, root, 0);
     };
-    for (const auto& [key, d] : denied_entities_)
-      if (covers(key)) state = "denied", reason = "budget";
-    for (const auto& [key, k] : killed_)
-      if (covers(key)) state = "killed", reason = k.reason;
+    if (gate_) {
+      for (const auto& [key, by] : gate_->denied())
+        if (covers(key.str())) state = "denied", reason = "budget";
+      for (const auto& [key, k] : gate_->killed())
+        if (covers(key.str())) state = "killed", reason = std::string(gate::to_string(k.cause));
+    }
     for (const auto& [t, p] : paused_) {
       if ((p.cgroup && (a.cgroup == t || a.cgroup.rfind(t + "/", 0) == 0)) ||
           (!p.cgroup && (std::to_string(root) == t || a.pids.count(static_cast<uint32_t>(std::stoul(t)))))) {

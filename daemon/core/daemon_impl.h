@@ -1,6 +1,7 @@
 // daemon_impl.h — the manager class behind run_daemon() (daemon.h). Internal to daemon/core:
-// the event loop and capture live in daemon.cpp, budget enforcement in enforce.cpp, loop
-// detection in loops_glue.cpp, alerts and metrics in operate.cpp.
+// the event loop and capture live in daemon.cpp; admission is the gate's (daemon/gate), driven
+// from enforce.cpp and applied by KernelEffects (kernel_effects.h); loop detection in
+// loops_glue.cpp, provider pacing in pacing.cpp, alerts and metrics in operate.cpp.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -25,9 +26,11 @@
 #include "brake/budget_engine.h"
 #include "capture/stream_table.h"
 #include "control/control.h"
+#include "gate/ledger.h"
 #include "core/capture_freeze.h"
 #include "core/daemon.h"
 #include "core/endpoints.h"
+#include "core/kernel_effects.h"
 #include "core/resolver.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
@@ -47,6 +50,8 @@ namespace ab::core {
 using json = nlohmann::json;
 
 int64_t clock_ns(clockid_t c);
+// A capture hold never lasts longer (the gate's capture bound; stale kernel records too).
+inline constexpr int64_t kStaleCaptureHoldNs = 5'000'000'000;
 // Whether an entity key ("cgroup:/a", "tree:42", "process:42") covers a process.
 bool entity_covers(const std::string& key, const std::string& cgroup, uint32_t tree_root_pid, uint32_t pid);
 
@@ -90,63 +95,27 @@ class Daemon {
 
   // ---- helpers
   Attribution attribute(uint32_t pid);
-  void release_capture_hold(uint32_t pid, const char* why);
+  // A capture record the gate may not know of (its ring event was lost): let go if still one.
+  void release_kernel_capture_hold(uint32_t pid);
   int64_t mono_to_unix(uint64_t mono_ns) const { return int64_t(mono_ns) + unix_minus_mono_; }
   void record_event(const std::string& kind, uint32_t pid, const std::string& cgroup, const std::string& comm,
                     json detail);
   void set_watch(uint32_t pid, uint32_t state);
 
-  // ---- holds as events (holds.cpp): every hold a `paused`, its end a `resumed`
-  enum class HoldKind { Capture, Brake };  // a process may be in one of each at once
-  struct ActiveHold {
-    std::string reason;     // budget, loop, fan_out, pacing, capture
-    int64_t since_ns = 0;   // CLOCK_MONOTONIC
-    std::string cgroup, comm;
-    bool recorded = false;  // its `paused` was recorded, so its `resumed` will be
-    json context;           // detail fields both events carry (budgets, detector, entity, via)
-  };
-  // A hold was taken (the process is stopped or its cgroup frozen). `via`: sigstop | freeze;
-  // since_ns: when it was taken (the kernel's record, CLOCK_MONOTONIC), 0 = now.
-  void hold_started(HoldKind kind, uint32_t pid, const std::string& reason, const char* via, int64_t since_ns,
-                    json context = json::object());
-  // The hold of `pid` (if any) ended; `released` says how (room, attached, exited, ...);
-  // `end_reason` replaces the reason when the end is itself the news (max_hold, release_all).
-  // Returns whether a `resumed` was recorded.
-  bool hold_ended(HoldKind kind, uint32_t pid, const std::string& released, const char* end_reason = nullptr,
-                  json extra = json::object());
-  void end_all_holds(HoldKind kind, const std::string& released, const char* end_reason);
-  // Dry run: a request that would have been held (nothing waits: no `resumed` follows).
-  void record_dry_run_hold(uint32_t pid, const std::string& reason, json context);
-  void count_hold(const std::string& cgroup, const std::string& reason);
-  bool capture_event_allowed(uint32_t pid, int64_t now);
-  // What holds a loop-paced process: {reason (loop | pacing), detector}.
-  std::pair<std::string, std::string> pace_reason(uint32_t pid, int64_t now);
-
-  // ---- budgets (enforce.cpp)
+  // ---- the gate (enforce.cpp): inputs to the ledger, its effects applied and recorded
   static policy::ProcessFacts facts_of(const Attribution& who);
-  brake::CallFacts typical_call(uint32_t pid);
-  brake::CallFacts request_facts(uint32_t pid, const protocol::RequestInfo& r);
+  gate::ProcessInfo gate_info(uint32_t pid);
+  void apply_gate(const gate::EffectList& effects);
+  void record_gate_event(const gate::Event& e);
   void brake_policy_changed();
-  bool gated(uint32_t pid);
-  void write_gate(uint32_t pid, int64_t credits);
-  void drop_gate(uint32_t pid);
-  void refresh_gates();
-  void note_exceeded(const brake::Decision& d, uint32_t pid, bool held = false);
   void on_request_seen(const capture::CapturedRequest& cr);
   void settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl);
   void on_budget_hold(const ab_hold_event& e);
-  // Returns whether a `resumed` was recorded for it.
-  bool release_pid(uint32_t pid, uint64_t start_time, const char* why, const char* end_reason = nullptr,
-                   json extra = json::object());
-  void release_ready_holds();
   void brake_tick();
   void brake_forget(uint32_t pid);
-  std::vector<int> entity_pids(const std::string& key);
-  void kill_entity(const std::string& key, uint32_t pid, const std::string& reason, const std::string& budget);
-  void deny_entity(const std::string& key, uint32_t pid, const std::string& budget);
-  void undeny_for(uint32_t pid);
-  void release_all_brakes(const char* reason);
+  void release_all_brakes();
   void restore_budgets();
+  void count_hold(const std::string& cgroup, const std::string& reason);  // agentbrake_holds_total
 
   // ---- loop detectors (loops_glue.cpp)
   loops::ProcessInfo loop_info(uint32_t pid);
@@ -155,15 +124,6 @@ class Daemon {
   void loops_on_request(const capture::CapturedRequest& cr, uint64_t call_id);
   void loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_id, uint64_t start_mono, uint64_t end_mono);
   void act_on_findings(const std::vector<loops::Finding>& findings);
-  bool loop_holds(uint32_t pid, int64_t now);  // paced by a loop finding (fan-out aside)
-  std::optional<std::string> fan_out_entity(uint32_t pid);
-  void report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now);
-  // Calls the entity may still start: max_concurrent less calls in flight and places held
-  // (credits out, releases not yet seen) by its processes other than `except_pid`.
-  int64_t fan_out_room(const std::string& entity, int64_t now, uint32_t except_pid = 0);
-  bool fan_out_full(uint32_t pid, int64_t now);  // its next request start would pass max_concurrent
-  int64_t places_held(uint32_t pid) const;
-  size_t calls_in_flight(uint32_t pid) const;  // requests seen whose response has not ended
 
   // ---- pacing and projected spend (pacing.cpp)
   void pace_on_response(const LlmCall& call, uint32_t pid);
@@ -235,42 +195,21 @@ class Daemon {
   };
   std::map<std::string, Paused> paused_;  // manual brakes in force, by target
 
-  // budgets
-  std::unique_ptr<brake::BudgetEngine> engine_;
-  std::unique_ptr<CaptureFreezer> budget_freezer_;  // foreground jobs held by a budget
-  std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> reservations_;  // (pid, SSL*) → FIFO
-  std::unordered_map<uint32_t, uint64_t> prereserved_;  // admitted at release, for its next request
-  std::unordered_map<uint32_t, int64_t> gate_credits_;  // what the gate map holds (less what was seen used)
-  // Requests let go at a hold's release and not seen yet: each takes a fan-out place until seen.
-  std::unordered_map<uint32_t, int64_t> released_unseen_;
-  std::unordered_map<uint32_t, uint64_t> held_pids_;    // held by a budget → start time
-  struct LastCall {
-    int64_t input = 0, output = 0;
-    double cost = 0;
-  };
-  std::unordered_map<uint32_t, LastCall> last_call_;
-  struct DeniedEntity {
-    std::vector<uint64_t> cgroups;
-    std::vector<uint32_t> pids;
-  };
-  std::map<std::string, DeniedEntity> denied_entities_;
-  std::set<uint32_t> denied_pids_;
-  struct KilledEntity {
-    std::string reason;
-    int64_t at_ns = 0;
-  };
-  std::map<std::string, KilledEntity> killed_;
+  // the gate
+  std::unique_ptr<gate::Ledger> gate_;
+  std::unique_ptr<KernelEffects> effects_;
+  std::unique_ptr<CaptureFreezer> budget_freezer_;  // foreground jobs held at a request start
+  std::map<std::pair<uint32_t, bool>, json> hold_context_;  // (pid, capture?) → its paused's context
   bool deny_available_ = false;
-  std::map<std::string, int64_t> last_exceeded_;  // budget + bucket → last budget_exceeded (mono)
 
   // loops
   loops::LoopDetectors loops_;
-  std::unordered_map<uint32_t, int64_t> loop_paced_until_;  // pid → mono ns
-  std::unordered_map<uint32_t, std::string> paced_by_;  // pid → the detector (or "pacing") that set it
-  std::set<uint32_t> loop_held_;  // held at a request start by a loop rule
-  std::map<std::string, int64_t> fan_out_room_;  // scratch of refresh_gates()
-  std::map<std::string, int64_t> fan_out_reported_;  // entity → last held (episode tracking)
-  std::unordered_map<uint32_t, int64_t> storm_until_;  // retry storm found: pace by retry-after until
+  struct Storm {  // a retry storm found: every later request waits out its retry-after
+    int64_t until_ns = 0;
+    policy::Action action = policy::Action::Throttle;
+    std::vector<gate::EntityKey> entities;
+  };
+  std::unordered_map<uint32_t, Storm> storm_until_;
   std::map<std::pair<uint32_t, uint64_t>, std::deque<uint64_t>> call_ids_;  // (pid, SSL*) → FIFO
   uint64_t next_call_id_ = 1;
 
@@ -288,10 +227,6 @@ class Daemon {
   };
   std::map<std::string, ActionCounts> metric_actions_;
   std::map<std::string, uint64_t> detector_firings_;
-  std::unordered_map<uint32_t, ActiveHold> capture_holds_, brake_holds_;
-  std::unordered_map<uint32_t, int64_t> capture_recorded_at_;  // pid → its last recorded capture hold
-  double capture_event_tokens_ = -1;  // capture holds recorded: a token bucket (-1: full, unset)
-  int64_t capture_event_tokens_at_ = 0;
   std::thread pruner_;
   std::mutex pruner_mu_;
   std::condition_variable pruner_cv_;

@@ -126,16 +126,25 @@ void Daemon::loops_on_response(const LlmCall& call, uint32_t pid, uint64_t call_
   o.tokens = call.input_tokens + call.output_tokens;
   o.cost_usd = call.cost_usd;
   act_on_findings(loops_.observe_response(o));
-  // A retry storm's pacing applies from this response on: close the gate now, not at the
-  // next tick (a fast retry would pass on the old credit).
-  if (gate_credits_.count(pid) && loop_holds(pid, clock_ns(CLOCK_MONOTONIC))) write_gate(pid, 0);
+  // After a retry storm was found, every later request waits out the retry-after it was given
+  // (for the rule's window), from this response on: a fast retry must not pass on its credit.
+  const int64_t now = clock_ns(CLOCK_MONOTONIC);
+  if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
+    if (now >= st->second.until_ns) {
+      storm_until_.erase(st);
+    } else if (int64_t until = loops_.pace_until_ns(o.who, now); until > now && gate_) {
+      gate::Pace pc{pid, until, gate::HoldReason::Loop, std::string(loops::kRetryStorm), st->second.action,
+                    st->second.entities};
+      apply_gate(gate_->pace(pc, now));
+    }
+  }
 }
 
 void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
   for (const auto& f : findings) {
     json detail = loops::to_json(f);
-    const bool dry = engine_ ? engine_->dry_run() : opts_.dry_run;
+    const bool dry = gate_ ? gate_->dry_run() : opts_.dry_run;
     detail["action"] = std::string(policy::to_string(f.action));
     detail["dry_run"] = dry;
     const uint32_t pid = f.members.empty() ? 0 : f.members.front().pid;
@@ -144,126 +153,30 @@ void Daemon::act_on_findings(const std::vector<loops::Finding>& findings) {
     spdlog::warn("loop detected ({}) in {}: {} member(s) → {}", f.detector, f.entity, f.members.size(),
                  detail["action"].get<std::string>());
     record_event("loop_detected", pid, cgroup, comm, detail);
-    if (dry) {
-      // what a real run would have done: hold the members at their next request start
-      if (f.action == policy::Action::Throttle || f.action == policy::Action::Deny)
-        for (const auto& m : f.members) record_dry_run_hold(m.pid, f.detector == loops::kFanOut ? "fan_out" : "loop",
-                                                            {{"detector", f.detector}});
-      continue;
-    }
-    switch (f.action) {
-      case policy::Action::Alert:
-        break;
-      case policy::Action::Kill:
-        for (const auto& e : f.entities) kill_entity(e, pid, "loop", "");
-        break;
-      case policy::Action::Deny:
-        for (const auto& e : f.entities) deny_entity(e, pid, f.detector);
-        [[fallthrough]];
-      case policy::Action::Throttle: {
-        // Pace the members: their next request starts wait (held) until the pause is over.
-        //   repetition: the same work again and again: held for the rule's window (max_hold
-        //               ends it with a recorded escalation if the loop goes on);
-        //   retry_storm: every later request waits out the retry-after it was given;
-        //   ping_pong / fan_out: a pause of one cooldown (fan-out also caps concurrency).
-        int64_t pause_ns = std::max<int64_t>(policy_->cooldown.count(), 1000) * 1'000'000;
-        if (f.detector == loops::kRepetition)
-          pause_ns = std::max<int64_t>(pause_ns, policy_->loops.repetition.window.count() * 1'000'000);
-        if (f.evidence.retry_after_s > 0) pause_ns = std::max<int64_t>(pause_ns, int64_t(f.evidence.retry_after_s * 1e9));
-        if (f.detector == loops::kFanOut) break;  // held by its concurrency credits, not paused
-        for (const auto& m : f.members) {
-          loop_paced_until_[m.pid] = now + pause_ns;
-          paced_by_[m.pid] = f.detector;
-          if (f.detector == loops::kRetryStorm)
-            storm_until_[m.pid] = now + policy_->loops.retry_storm.window.count() * 1'000'000;
-          if (watched_.count(m.pid) && watched_[m.pid].attached) write_gate(m.pid, 0);
-        }
-        break;
-      }
-    }
+    if (!gate_) continue;
+    // What the gate does with it: kill or deny the entities; throttle (and deny) pace the
+    // members, whose next request starts are held until the pause is over:
+    //   repetition: the same work again and again: held for the rule's window;
+    //   retry_storm: every later request waits out the retry-after it was given;
+    //   ping_pong: a pause of one cooldown. fan_out is held by its places, not paused.
+    // max_hold ends every one of these holds, with the rule's action as its escalation.
+    gate::LoopFinding lf;
+    lf.detector = f.detector;
+    lf.action = f.action;
+    lf.pid = pid;
+    for (const auto& e : f.entities)
+      if (auto k = gate::EntityKey::parse(e)) lf.entities.push_back(*k);
+    for (const auto& m : f.members) lf.members.push_back(m.pid);
+    int64_t pause_ns = std::max<int64_t>(policy_->cooldown.count(), 1000) * 1'000'000;
+    if (f.detector == loops::kRepetition)
+      pause_ns = std::max<int64_t>(pause_ns, policy_->loops.repetition.window.count() * 1'000'000);
+    if (f.evidence.retry_after_s > 0) pause_ns = std::max<int64_t>(pause_ns, int64_t(f.evidence.retry_after_s * 1e9));
+    lf.pause_ns = std::min<int64_t>(pause_ns, policy_->max_hold.count() * 1'000'000);
+    if (f.detector == loops::kRetryStorm && policy::gates(f.action))
+      for (const auto& m : f.members)
+        storm_until_[m.pid] = {now + policy_->loops.retry_storm.window.count() * 1'000'000, f.action, lf.entities};
+    apply_gate(gate_->loop_found(lf, now));
   }
-}
-
-// A member paced by a loop rule is held at its next request start (fan-out: fan_out_full).
-bool Daemon::loop_holds(uint32_t pid, int64_t now) {
-  auto it = loop_paced_until_.find(pid);
-  if (it != loop_paced_until_.end()) {
-    if (now < it->second) return true;
-    loop_paced_until_.erase(it);
-    paced_by_.erase(pid);
-  }
-  if (auto st = storm_until_.find(pid); st != storm_until_.end()) {
-    if (now >= st->second) storm_until_.erase(st);
-    else if (loops_.pace_until_ns(loop_info(pid), now) > now) return true;
-  }
-  return false;
-}
-
-// A call held because its entity already has max_concurrent in flight: that is the fan-out
-// finding (the detector itself never sees the excess, since it never leaves). Reported once
-// per episode: again only after the entity went a minute without being held.
-void Daemon::report_fan_out_hold(uint32_t pid, const std::string& entity, int64_t now) {
-  auto last = fan_out_reported_.find(entity);
-  const bool same_episode = last != fan_out_reported_.end() && now - last->second < 60'000'000'000LL;
-  fan_out_reported_[entity] = now;
-  if (same_episode) return;
-  loops::Finding f;
-  f.detector = std::string(loops::kFanOut);
-  f.entity = entity;
-  f.entities = {entity};
-  f.action = policy_->loops.fan_out.action;
-  f.at_ns = now;
-  f.evidence.concurrent = loops_.fan_out().in_flight(entity, now) + 1;
-  f.evidence.since_ns = now;
-  for (const auto& [p, w] : watched_) {
-    if (!w.attached || fan_out_entity(p) != entity || f.members.size() >= loops::kMaxMembers) continue;
-    f.members.push_back(loop_info(p).member());
-  }
-  if (f.members.empty()) f.members.push_back(loop_info(pid).member());
-  act_on_findings({f});
-}
-
-// The fan-out entity of a process when the fan_out rule gates (throttle, deny, kill).
-std::optional<std::string> Daemon::fan_out_entity(uint32_t pid) {
-  const auto& fo = policy_->loops.fan_out;
-  if (!fo.enabled || !policy::gates(fo.action) || (engine_ && engine_->dry_run())) return std::nullopt;
-  const loops::ProcessInfo info = loop_info(pid);
-  return policy::bucket_key(fo.match, fo.per, info.facts, pid, info.tree_root_pid);
-}
-
-// A place is taken from the moment a request may go (a credit written, a hold released) until
-// the request is seen; from then on it is a call in flight until its response ends. Counting
-// places this way, and never re-dealing a credit the kernel may already have used, keeps the
-// entity at max_concurrent even when many processes start at once.
-int64_t Daemon::places_held(uint32_t pid) const {
-  int64_t n = 0;
-  if (auto it = gate_credits_.find(pid); it != gate_credits_.end()) n += std::max<int64_t>(0, it->second);
-  if (auto it = released_unseen_.find(pid); it != released_unseen_.end()) n += it->second;
-  return n;
-}
-
-int64_t Daemon::fan_out_room(const std::string& entity, int64_t now, uint32_t except_pid) {
-  int64_t room = policy_->loops.fan_out.max_concurrent - loops_.fan_out().in_flight(entity, now);
-  std::set<uint32_t> holders;
-  for (const auto& [pid, credits] : gate_credits_)
-    if (credits > 0) holders.insert(pid);
-  for (const auto& [pid, n] : released_unseen_)
-    if (n > 0) holders.insert(pid);
-  for (uint32_t pid : holders)
-    if (pid != except_pid && fan_out_entity(pid) == entity) room -= places_held(pid);
-  return room;
-}
-
-bool Daemon::fan_out_full(uint32_t pid, int64_t now) {
-  auto entity = fan_out_entity(pid);
-  return entity && fan_out_room(*entity, now, pid) <= 0;
-}
-
-size_t Daemon::calls_in_flight(uint32_t pid) const {
-  size_t n = 0;
-  for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid; ++it)
-    n += it->second.size();
-  return n;
 }
 
 }  // namespace ab::core

@@ -35,6 +35,12 @@ void Daemon::operate_policy_changed() {
   }
 }
 
+// Every hold taken, of every kind (KernelEffects' hold_taken, and manual pauses): also those
+// whose events are not recorded (rate-limited capture holds).
+void Daemon::count_hold(const std::string& cgroup, const std::string& reason) {
+  metric_actions_[cgroup.empty() ? "/" : cgroup].holds[reason]++;
+}
+
 // Every recorded event: counted for /metrics, offered to the alert rules. Holds are counted
 // where they are taken (count_hold), also those whose events are not recorded.
 void Daemon::on_event_recorded(const store::Event& e) {
@@ -87,7 +93,7 @@ void Daemon::publish_metrics() {
     m.denials = a.denials;
     m.kills = a.kills;
   }
-  for (const auto& [pid, start] : held_pids_) {
+  for (uint32_t pid : gate_ ? gate_->held_pids() : std::vector<uint32_t>{}) {
     const auto* e = procs_.find(static_cast<int>(pid));
     s.cgroups[e && !e->cgroup.empty() ? e->cgroup : "/"].held_now++;
   }

@@ -29,7 +29,7 @@ const std::string* header(const LlmCall& c, const char* name) {
 }  // namespace
 
 void Daemon::pace_on_response(const LlmCall& call, uint32_t pid) {
-  if (!policy_->pacing.enabled || call.ratelimit.empty() || (engine_ && engine_->dry_run())) return;
+  if (!policy_->pacing.enabled || call.ratelimit.empty() || !gate_ || gate_->dry_run()) return;
   const int64_t now_unix = clock_ns(CLOCK_REALTIME), now = clock_ns(CLOCK_MONOTONIC);
   const int64_t used = call.input_tokens + call.output_tokens;
   int64_t wait_ns = 0;
@@ -53,12 +53,8 @@ void Daemon::pace_on_response(const LlmCall& call, uint32_t pid) {
   consider("anthropic-ratelimit-output-tokens-remaining", "anthropic-ratelimit-output-tokens-reset", true, true);
   if (wait_ns <= 0) return;
   wait_ns = std::min<int64_t>(wait_ns, policy_->max_hold.count() * 1'000'000);
-  auto& until = loop_paced_until_[pid];
-  if (now + wait_ns >= until) paced_by_[pid] = "pacing";  // what holds it longest names the hold
-  until = std::max(until, now + wait_ns);
-  stats_["pacing_holds"]++;
   spdlog::info("pid {}: provider quota exhausted, next request held {:.1f}s (pacing)", pid, double(wait_ns) / 1e9);
-  if (watched_.count(pid) && watched_[pid].attached) write_gate(pid, 0);
+  apply_gate(gate_->pace(gate::Pace{pid, now + wait_ns, gate::HoldReason::Pacing, "", policy::Action::Throttle, {}}, now));
 }
 
 // Projected spend: for each spend limit of the call's buckets, the bucket's spend rate over
@@ -66,9 +62,10 @@ void Daemon::pace_on_response(const LlmCall& call, uint32_t pid) {
 // projection passes the limit while the level is still below it, `spend_projected` is
 // recorded once per episode (again only after a quiet window).
 void Daemon::project_spend(const LlmCall& call, uint32_t pid) {
-  if (!engine_ || call.cost_usd <= 0) return;
+  if (!gate_ || call.cost_usd <= 0) return;
   const int64_t now = clock_ns(CLOCK_MONOTONIC);
-  auto refs = engine_->buckets_of(typical_call(pid));
+  const auto& engine = gate_->budgets();
+  auto refs = engine.buckets_of(gate_->typical_call(pid));
   if (refs.empty()) return;
   brake::Snapshot snap;
   bool have_snap = false;
@@ -77,7 +74,7 @@ void Daemon::project_spend(const LlmCall& call, uint32_t pid) {
     auto& samples = spend_samples_[id];
     samples.emplace_back(now, call.cost_usd);
     if (!have_snap) {
-      snap = engine_->snapshot(now);
+      snap = engine.snapshot(now);
       have_snap = true;
     }
     for (const auto& b : snap.buckets) {

@@ -28,6 +28,7 @@ std::string_view to_string(Counter c) {
     case Counter::MaxHoldEscalations: return "max_hold_escalations";
     case Counter::UnseenExpired: return "released_requests_never_seen";
     case Counter::HoldsNotGated: return "holds_not_gated";
+    case Counter::HoldsReleasedAtOnce: return "holds_released_at_once";
   }
   return "unknown";
 }
@@ -375,12 +376,15 @@ EffectList Ledger::response_ended(const ResponseEnd& r, int64_t now) {
   auto it = procs_.find(r.pid);
   if (it == procs_.end()) return out;
   Proc& p = it->second;
-  p.last = LastCall{r.input_tokens, r.output_tokens, r.cost_usd};
+  if (!r.usage_malformed) p.last = LastCall{r.input_tokens, r.output_tokens, r.cost_usd};
   if (auto s = p.calls.find(r.stream); s != p.calls.end() && !s->second.empty()) {
     const Call c = s->second.front();
     s->second.pop_front();
     if (s->second.empty()) p.calls.erase(s);
-    if (c.reservation) engine_.settle(c.reservation, r.input_tokens + r.output_tokens, r.cost_usd, now);
+    // malformed usage: what was reserved stays counted (the estimate could be far below it)
+    if (c.reservation)
+      engine_.settle(c.reservation, r.usage_malformed ? -1 : r.input_tokens + r.output_tokens,
+                     r.usage_malformed ? -1.0 : r.cost_usd, now);
   }
   settle_holds(now, out);  // room in its buckets and a place of its entity came back
   deal_credits(now, out);
@@ -490,6 +494,17 @@ void Ledger::take_hold(Proc& p, const HoldReport& r, int64_t now, EffectList& ou
       count(Counter::BudgetHolds);
     }
   }
+  if (release_now) {
+    // Its credit was on its way when the kernel looked: an admission round trip, not a hold
+    // (no paused/resumed). The stopped request start goes now, on a place.
+    count(Counter::HoldsReleasedAtOnce);
+    if (h.via == HoldVia::Stop) {
+      out.push_back(Release{pid, r.start_time, HoldReason::Budget, HoldVia::Stop});
+      p.unseen.push_back({now + opts_.unseen_bound_ns, false});
+    }
+    deal_credits(now, out);
+    return;
+  }
   out.push_back(Hold{pid, r.start_time, h.reason, h.via});
   record(pid, paused, out);
   holds_[pid] = h;
@@ -497,9 +512,6 @@ void Ledger::take_hold(Proc& p, const HoldReport& r, int64_t now, EffectList& ou
   if (!kills.empty()) {
     for (const auto& [e, budget] : kills) kill(e, pid, KillCause::Budget, budget, now, out);
     let_go(pid, HoldEnd::Killed, now, out);  // SIGKILL needs no SIGCONT, but the record goes
-  } else if (release_now) {
-    let_go(pid, HoldEnd::Room, now, out);
-    deal_credits(now, out);
   }
 }
 

@@ -82,6 +82,7 @@ struct ResponseEnd {
   uint64_t stream = 0;
   int64_t input_tokens = 0, output_tokens = 0;
   double cost_usd = 0;
+  bool usage_malformed = false;  // the counts cannot be trusted: the reservation stays counted
 };
 
 // A hold the kernel reports (an AB_EV_HOLD record).
@@ -132,8 +133,10 @@ enum class Counter : uint8_t {
   MaxHoldEscalations,   // holds ended by max_hold
   UnseenExpired,        // request starts let go that were never seen (their place came back)
   HoldsNotGated,        // holds of a process the ledger does not gate (let go at once)
+  HoldsReleasedAtOnce,  // request starts stopped while their credit was on its way: let go in
+                        // the same pass, not a hold (no paused/resumed)
 };
-inline constexpr size_t kCounters = 11;
+inline constexpr size_t kCounters = 12;
 std::string_view to_string(Counter);  // the status counter's name ("budget_holds", ...)
 using Counters = std::array<uint64_t, kCounters>;
 
