@@ -640,3 +640,52 @@ TEST(DryRunEffects, PassesRecordsAndCaptureHoldsOnAndWithholdsEveryBrake) {
   EXPECT_TRUE(std::holds_alternative<Release>(sink.applied[2]));
   EXPECT_EQ(dry.withheld(), 3u);
 }
+
+// docs/interface.md: a stop let go at once (its credit was on its way) is an admission round
+// trip, not a hold: released, counted, and no paused/resumed recorded.
+TEST(Ledger, StopLetGoAtOnceIsNotRecordedAsAHold) {
+  Bench b(kTwoRequestsPerMinute);
+  b.attach(101, 101);
+  ASSERT_EQ(b.credits(101), 1);
+  b.seen(101);  // the kernel took the credit; one more fits in the window
+  auto out = b.held(101);
+  EXPECT_EQ(released_pids(out), (std::vector<uint32_t>{101}));
+  EXPECT_TRUE(records_of<Paused>(out).empty());
+  EXPECT_TRUE(records_of<Resumed>(out).empty());
+  EXPECT_EQ(b.ledger.hold_of(101), std::nullopt);
+  EXPECT_EQ(b.ledger.counter(Counter::HoldsReleasedAtOnce), 1u);
+  EXPECT_EQ(b.ledger.counter(Counter::BudgetHolds), 0u);
+}
+
+// Harden M3: a response whose usage cannot be trusted keeps its reservation counted, and
+// does not become the process's typical call.
+TEST(Ledger, MalformedUsageKeepsTheReservation) {
+  Bench b(R"(
+max_hold: 10m
+budgets:
+  - name: tokens
+    match: {cgroup: "/agents/*"}
+    per: cgroup
+    tokens_per_minute: 1000
+    action: throttle
+)");
+  b.attach(101, 101);
+  RequestStart r;
+  r.pid = 101;
+  r.stream = 1;
+  r.is_llm = true;
+  r.est_input_tokens = 100;
+  r.max_tokens = 400;  // reserves 500
+  b.apply(b.ledger.request_seen(r, b.clock.now));
+  ResponseEnd e;
+  e.pid = 101;
+  e.stream = 1;
+  e.input_tokens = -999'999'999;
+  e.usage_malformed = true;
+  b.apply(b.ledger.response_ended(e, b.clock.now));
+  auto snap = b.ledger.budgets().snapshot(b.clock.now);
+  ASSERT_EQ(snap.buckets.size(), 1u);
+  ASSERT_FALSE(snap.buckets[0].limits.empty());
+  EXPECT_GE(snap.buckets[0].limits[0].level, 500) << "the reservation stays counted";
+  EXPECT_EQ(b.ledger.typical_call(101).est_input_tokens, 100) << "not the malformed counts";
+}
