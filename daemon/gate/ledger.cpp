@@ -29,6 +29,7 @@ std::string_view to_string(Counter c) {
     case Counter::UnseenExpired: return "released_requests_never_seen";
     case Counter::HoldsNotGated: return "holds_not_gated";
     case Counter::HoldsReleasedAtOnce: return "holds_released_at_once";
+    case Counter::CaptureHoldsUnrecorded: return "capture_hold_events_unrecorded";
   }
   return "unknown";
 }
@@ -400,6 +401,7 @@ EffectList Ledger::hold_reported(const HoldReport& r, int64_t now) {
     CaptureHold c{r.start_time, now, r.taken == HoldReport::Taken::Foreground ? HoldVia::Freeze : HoldVia::Stop, false};
     if (captures_.count(r.pid)) return out;  // held already: that hold goes on
     c.recorded = capture_record_allowed(r.pid, now);
+    if (!c.recorded) count(Counter::CaptureHoldsUnrecorded);
     captures_.emplace(r.pid, c);
     out.push_back(Hold{r.pid, r.start_time, HoldReason::Capture, c.via});
     if (c.recorded) record(r.pid, Paused{HoldReason::Capture, c.via, {}, {}, {}, std::nullopt}, out);

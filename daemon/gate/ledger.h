@@ -135,8 +135,9 @@ enum class Counter : uint8_t {
   HoldsNotGated,        // holds of a process the ledger does not gate (let go at once)
   HoldsReleasedAtOnce,  // request starts stopped while their credit was on its way: let go in
                         // the same pass, not a hold (no paused/resumed)
+  CaptureHoldsUnrecorded,  // capture holds whose paused/resumed the rate limit left out
 };
-inline constexpr size_t kCounters = 12;
+inline constexpr size_t kCounters = 13;
 std::string_view to_string(Counter);  // the status counter's name ("budget_holds", ...)
 using Counters = std::array<uint64_t, kCounters>;
 
