@@ -156,30 +156,32 @@ static __always_inline bool capture_hold_ending(__u32 pid, const struct ab_hold_
 }
 
 /* Brake: admission at a request's first write (see struct ab_gate). Runs at SSL_write entry,
- * before any byte of the request is encrypted, so a hold here stops the request itself. */
-static __always_inline void gate_request(const void *buf, __u64 len)
+ * before any byte of the request is encrypted, so a hold here stops the request itself.
+ * Returns true when it held the process. */
+static __always_inline bool gate_request(const void *buf, __u64 len)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	struct ab_gate *g = bpf_map_lookup_elem(&gate, &pid);
 	if (!g || len < 5)
-		return;
+		return false;
 	char head[5];
 	if (bpf_probe_read_user(head, sizeof(head), buf) != 0)
-		return;
+		return false;
 	if (head[0] != 'P' || head[1] != 'O' || head[2] != 'S' || head[3] != 'T' || head[4] != ' ')
-		return; /* a continuation write, or not a call: never gated */
+		return false; /* a continuation write, or not a call: never gated */
 	if (g->credits > 0) {
 		__sync_fetch_and_add(&g->credits, -1);
 		ab_count(AB_CNT_GATE_PASSED, 1);
-		return;
+		return false;
 	}
+	bool held = false;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	bool fg = ab_terminal_foreground(task);
 	struct ab_hold_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
 		ab_count(AB_CNT_HOLDS_NO_RECORD, 1);
-		return; /* a hold nobody hears of would never be released */
+		return false; /* a hold nobody hears of would never be released */
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	ab_fill_header(&e->hdr, AB_EV_HOLD);
@@ -199,12 +201,14 @@ static __always_inline void gate_request(const void *buf, __u64 len)
 		hv.reason = AB_HOLD_BUDGET;
 		if (bpf_map_update_elem(&holds, &pid, &hv, BPF_NOEXIST) == 0 || capture_hold_ending(pid, &hv)) {
 			e->sock.flags = AB_SOCK_HELD;
+			held = true;
 			bpf_send_signal(AB_SIGSTOP);
 			ab_count(AB_CNT_HOLDS_TAKEN, 1);
 			ab_count(AB_CNT_GATE_HELD, 1);
 		}
 	}
 	bpf_ringbuf_submit(e, 0);
+	return held;
 }
 
 static __always_inline int save_args(void *map, void *ssl, const void *buf, void *len_ptr)
@@ -306,5 +310,177 @@ int BPF_KPROBE(ab_ssl_free_enter, void *ssl)
 {
 	if (ssl)
 		emit_meta(AB_EV_SSL_FREE, (__u64)ssl, 0, 0, 0);
+	return 0;
+}
+
+/* ======================================================================================
+ * Go crypto/tls — a separate family: crypto/tls.(*Conn).Write / Read / Close in Go binaries
+ * (daemon/loader/go_symbols.cpp finds them through .gopclntab, stripped or not).
+ *
+ * Go 1.17+ register ABI on amd64: receiver (*Conn) in RAX, the []byte in RBX (ptr), RCX (len),
+ * RDI (cap); the results in RAX (n), RBX:RCX (error); the current goroutine g in R14.
+ * Never a uretprobe on a Go function (goroutine stacks move; the return trampoline corrupts
+ * them): results are read by uprobes on each RET of the function. A goroutine can move to
+ * another thread between entry and return, so the entry state is keyed by (pid, g), not tid.
+ * The entry probes sit after the stack check, so a stack growth (which re-runs the function
+ * from its entry) does not see one call twice.
+ * Same events as the OpenSSL programs, with the *Conn pointer as the stream's "ssl".
+ * ====================================================================================== */
+
+struct go_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 g;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_write_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_read_scratch SEC(".maps");
+
+#if defined(__TARGET_ARCH_x86)
+#define AB_GO_RECV(ctx) ((ctx)->ax)
+#define AB_GO_BUF(ctx) ((ctx)->bx)
+#define AB_GO_LEN(ctx) ((ctx)->cx)
+#define AB_GO_RET0(ctx) ((ctx)->ax)
+#define AB_GO_G(ctx) ((ctx)->r14)
+#else /* the loader attaches these on amd64 only */
+#define AB_GO_RECV(ctx) 0
+#define AB_GO_BUF(ctx) 0
+#define AB_GO_LEN(ctx) 0
+#define AB_GO_RET0(ctx) 0
+#define AB_GO_G(ctx) 0
+#endif
+
+static __always_inline struct go_key go_key_of(struct pt_regs *ctx)
+{
+	struct go_key k = {};
+	k.pid = bpf_get_current_pid_tgid() >> 32;
+	k.g = AB_GO_G(ctx);
+	return k;
+}
+
+static __always_inline int go_save(void *map, struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args a = {.ssl = AB_GO_RECV(ctx), .buf = AB_GO_BUF(ctx), .len_ptr = AB_GO_LEN(ctx)};
+	if (!k.g)
+		return 0;
+	bpf_map_update_elem(map, &k, &a, BPF_ANY);
+	return 0;
+}
+
+/* A write held at its start (a budget hold) goes out after its release: its plaintext is
+ * reported then, by whichever comes first — its own RET, or the RET of a Read on the same
+ * *Conn (the response can be read before the writer's RET runs; the request must reach the
+ * ring first). The one whose delete succeeds reports it. */
+struct go_conn_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 conn;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_conn_key);
+	__type(value, struct ssl_args);
+} go_held_writes SEC(".maps");
+
+static __always_inline void go_emit(__u64 conn, __u32 dir, __u64 buf, __u64 n)
+{
+	if (n == 0 || n > 0x7fffffff)
+		return;
+	emit_data(conn, dir, buf, (__u32)n);
+}
+
+static __always_inline void go_flush_held_write(__u64 conn)
+{
+	struct go_conn_key ck = {};
+	ck.pid = bpf_get_current_pid_tgid() >> 32;
+	ck.conn = conn;
+	struct ssl_args *p = bpf_map_lookup_elem(&go_held_writes, &ck);
+	if (!p)
+		return;
+	struct ssl_args w = *p;
+	if (bpf_map_delete_elem(&go_held_writes, &ck) != 0)
+		return; /* the other RET reported it */
+	go_emit(w.ssl, AB_DIR_WRITE, w.buf, w.len_ptr);
+}
+
+/* Write: the plaintext is reported at entry, before it is encrypted and sent, so it reaches
+ * the ring before any response to it. A write held by the gate is reported after its release
+ * (above). */
+SEC("uprobe")
+int ab_go_write_enter(struct pt_regs *ctx)
+{
+	__u64 conn = AB_GO_RECV(ctx), buf = AB_GO_BUF(ctx), len = AB_GO_LEN(ctx);
+	if (len == 0)
+		return 0;
+	if (!gate_request((const void *)buf, len)) {
+		go_emit(conn, AB_DIR_WRITE, buf, len);
+		return 0;
+	}
+	struct go_conn_key ck = {};
+	ck.pid = bpf_get_current_pid_tgid() >> 32;
+	ck.conn = conn;
+	struct ssl_args w = {.ssl = conn, .buf = buf, .len_ptr = len};
+	bpf_map_update_elem(&go_held_writes, &ck, &w, BPF_ANY);
+	return go_save(&go_write_scratch, ctx); /* its RET finds the *Conn by goroutine */
+}
+
+SEC("uprobe")
+int ab_go_write_ret(struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args *p = bpf_map_lookup_elem(&go_write_scratch, &k);
+	if (!p)
+		return 0; /* not a held write: reported at entry */
+	__u64 conn = p->ssl;
+	bpf_map_delete_elem(&go_write_scratch, &k);
+	go_flush_held_write(conn);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_read_enter(struct pt_regs *ctx)
+{
+	return go_save(&go_read_scratch, ctx);
+}
+
+/* At a RET of Read: n in RAX; len_ptr holds the buffer's length (Go passes no pointer). */
+SEC("uprobe")
+int ab_go_read_ret(struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args *p = bpf_map_lookup_elem(&go_read_scratch, &k);
+	if (!p)
+		return 0;
+	struct ssl_args a = *p;
+	bpf_map_delete_elem(&go_read_scratch, &k);
+	long n = (long)AB_GO_RET0(ctx);
+	if (n <= 0 || (__u64)n > a.len_ptr)
+		return 0;
+	go_flush_held_write(a.ssl);
+	go_emit(a.ssl, AB_DIR_READ, a.buf, (__u64)n);
+	return 0;
+}
+
+/* (*Conn).Close: the stream ends (a *Conn's memory is reused by later connections). */
+SEC("uprobe")
+int ab_go_close_enter(struct pt_regs *ctx)
+{
+	__u64 conn = AB_GO_RECV(ctx);
+	if (conn)
+		emit_meta(AB_EV_SSL_FREE, conn, 0, 0, 0);
 	return 0;
 }

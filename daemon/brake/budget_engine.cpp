@@ -1,6 +1,7 @@
 #include "brake/budget_engine.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace ab::brake {
 
@@ -298,9 +299,15 @@ bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double
     for (LimitWindow& lw : b->second.limits) {
       lw.window.trim(now_ns);
       // A reservation already out of the window (a call longer than the window) stays out.
+      // An amount that is not one (negative, not finite: a malformed response) keeps what was
+      // reserved: a broken or hostile server never gives a bucket room back.
       switch (lw.limit.kind) {
-        case LimitKind::Tokens: lw.window.set_amount(reservation_id, static_cast<double>(actual_tokens)); break;
-        case LimitKind::SpendUsd: lw.window.set_amount(reservation_id, actual_cost_usd); break;
+        case LimitKind::Tokens:
+          if (actual_tokens >= 0) lw.window.set_amount(reservation_id, static_cast<double>(actual_tokens));
+          break;
+        case LimitKind::SpendUsd:
+          if (std::isfinite(actual_cost_usd) && actual_cost_usd >= 0) lw.window.set_amount(reservation_id, actual_cost_usd);
+          break;
         case LimitKind::Requests: break;  // one call is one request, however it ended
       }
     }

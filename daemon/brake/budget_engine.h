@@ -199,6 +199,8 @@ class BudgetEngine {
 
   // Replaces a reservation by the real usage (larger or smaller) and ends its in-flight
   // count. The call stays counted at its admission time. False for an unknown id.
+  // A negative (or non-finite) amount keeps what was reserved for that kind of limit: the call's
+  // real usage is unknown (its response was malformed).
   bool settle(uint64_t reservation_id, int64_t actual_tokens, double actual_cost_usd, int64_t now_ns);
   // Withdraws a reservation entirely (the request never left) and ends its in-flight count.
   bool cancel(uint64_t reservation_id);

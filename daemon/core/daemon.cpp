@@ -339,6 +339,7 @@ int Daemon::start() {
     return o;
   });
   worker_ = std::make_unique<loader::AttachWorker>(*rt_);
+  worker_->set_locator_cache_dir(run_dir_for(opts_));  // TLS entry points found by scanning, kept across restarts
   ring_ = ring_buffer__new(rt_->events_fd(), &Daemon::on_ring_record, this, nullptr);
   if (!ring_) {
     spdlog::error("ring buffer: {}", strerror(errno));
@@ -682,18 +683,25 @@ void Daemon::on_attach_done() {
       w.objects = r.objects;
       set_watch(pid, AB_WATCH_ATTACHED);
       stats_["attaches"]++;
-      spdlog::info("probes attached to pid {} ({}) in {:.1f} ms: {}", pid, who.comm, r.duration_ms,
-                   fmt::join(r.objects, ", "));
+      spdlog::info("probes attached to pid {} ({}) in {:.1f} ms: {} ({})", pid, who.comm, r.duration_ms,
+                   fmt::join(r.objects, ", "), fmt::join(r.stacks, ", "));
       record_event("probe_attached", pid, who.cgroup, who.comm,
                    {{"pid", pid}, {"object", fmt::format("{}", fmt::join(r.objects, ","))},
-                    {"duration_ms", r.duration_ms}});
+                    {"duration_ms", r.duration_ms}, {"tls", fmt::format("{}", fmt::join(r.stacks, ","))}});
       refresh_gates();  // a budget-matched process gets its gate before its first request
       scan_channels();  // its pipes and loopback peers, before its first turn
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
         stats_["processes_without_openssl"]++;
-        spdlog::info("pid {} ({}) maps no OpenSSL: not watched", pid, who.comm);
+        if (!r.blind.empty()) {  // a TLS library it could not read: say so, once (one attach per process)
+          stats_["capture_blind"]++;
+          spdlog::warn("pid {} ({}) capture blind: {}", pid, who.comm, r.blind);
+          record_event("capture_blind", pid, who.cgroup, who.comm,
+                       {{"pid", pid}, {"exe", who.exe}, {"why", r.blind}});
+        } else {
+          spdlog::info("pid {} ({}) maps no TLS library agentbrake reads ({}): not watched", pid, who.comm, r.error);
+        }
       } else {
         stats_["attach_failures"]++;
         spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);
@@ -755,6 +763,7 @@ void Daemon::process_exchanges() {
     if (!call.price_known) stats_["unpriced_calls"]++;
     if (call.estimated) stats_["estimated_calls"]++;
     if (!call.complete) stats_["incomplete_calls"]++;
+    if (call.usage_malformed) stats_["malformed_usage"]++;
     stats_["calls"]++;
     const int64_t now = clock_ns(CLOCK_MONOTONIC);
     live_.record(call, now);

@@ -324,7 +324,9 @@ void Daemon::settle_call(const LlmCall& call, uint32_t pid, uint64_t ssl) {
   uint64_t id = it->second.front();
   it->second.pop_front();
   if (it->second.empty()) reservations_.erase(it);
-  engine_->settle(id, call.input_tokens + call.output_tokens, call.cost_usd, clock_ns(CLOCK_MONOTONIC));
+  // malformed usage: what was reserved stays counted (the estimate could be far below it)
+  engine_->settle(id, call.usage_malformed ? -1 : call.input_tokens + call.output_tokens,
+                  call.usage_malformed ? -1.0 : call.cost_usd, clock_ns(CLOCK_MONOTONIC));
   release_ready_holds();
   refresh_gates();
 }

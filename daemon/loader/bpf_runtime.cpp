@@ -63,6 +63,11 @@ bpf_program* hook_program(ab_tls* t, TlsHook h) {
     case TlsHook::ReadExExit: return t->progs.ab_ssl_read_ex_exit;
     case TlsHook::NewExit: return t->progs.ab_ssl_new_exit;
     case TlsHook::FreeEnter: return t->progs.ab_ssl_free_enter;
+    case TlsHook::GoWriteEnter: return t->progs.ab_go_write_enter;
+    case TlsHook::GoWriteRet: return t->progs.ab_go_write_ret;
+    case TlsHook::GoReadEnter: return t->progs.ab_go_read_enter;
+    case TlsHook::GoReadRet: return t->progs.ab_go_read_ret;
+    case TlsHook::GoCloseEnter: return t->progs.ab_go_close_enter;
     default: return nullptr;
   }
 }

@@ -38,6 +38,8 @@ enum class TlsHook {
   WriteEnter, WriteExit, WriteExEnter, WriteExExit,
   ReadEnter, ReadExit, ReadExEnter, ReadExExit,
   NewExit, FreeEnter,
+  // Go crypto/tls (go_attach.cpp): all plain uprobes, the *Ret ones on each RET instruction
+  GoWriteEnter, GoWriteRet, GoReadEnter, GoReadRet, GoCloseEnter,
   Count
 };
 bool tls_hook_is_return(TlsHook h);

@@ -68,19 +68,17 @@ std::optional<std::map<std::string, uint64_t>> resolve_symbols(const std::string
   return out;
 }
 
-std::optional<TlsSymbols> TlsSymbolCache::get(const std::string& path) {
+std::optional<FileKey> file_key(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return std::nullopt;
-  FileKey key{(uint64_t)st.st_dev, (uint64_t)st.st_ino,
-              (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
-  {
-    std::lock_guard lk(mu_);
-    auto it = cache_.find(key);
-    if (it != cache_.end()) return it->second;
-  }
-  std::optional<TlsSymbols> result;
-  auto syms = resolve_symbols(path, {"SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_new", "SSL_free"});
-  if (syms) {
+  return FileKey{(uint64_t)st.st_dev, (uint64_t)st.st_ino,
+                 (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
+}
+
+std::optional<TlsSymbols> TlsSymbolCache::get(const std::string& path) {
+  return cache_.get(path, [&]() -> std::optional<TlsSymbols> {
+    auto syms = resolve_symbols(path, {"SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_new", "SSL_free"});
+    if (!syms) return std::nullopt;
     TlsSymbols t;
     auto get = [&](const char* n) { auto it = syms->find(n); return it == syms->end() ? 0 : it->second; };
     t.ssl_write = get("SSL_write");
@@ -89,16 +87,8 @@ std::optional<TlsSymbols> TlsSymbolCache::get(const std::string& path) {
     t.ssl_read_ex = get("SSL_read_ex");
     t.ssl_new = get("SSL_new");
     t.ssl_free = get("SSL_free");
-    result = t;
-  }
-  std::lock_guard lk(mu_);
-  cache_[key] = result;
-  return result;
-}
-
-size_t TlsSymbolCache::size() const {
-  std::lock_guard lk(mu_);
-  return cache_.size();
+    return t;
+  });
 }
 
 }  // namespace ab::loader

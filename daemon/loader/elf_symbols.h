@@ -16,6 +16,38 @@ struct FileKey {
   auto operator<=>(const FileKey&) const = default;
 };
 
+// The identity of the file at `path`; nullopt when it cannot be stat'ed.
+std::optional<FileKey> file_key(const std::string& path);
+
+// A thread-safe memo of what was read from a file, per file identity: a file mapped by many
+// processes is read once. `compute` runs outside the lock; a file that cannot be stat'ed is
+// not cached (nullopt).
+template <class T>
+class PerFileCache {
+ public:
+  template <class Compute>
+  std::optional<T> get(const std::string& path, Compute&& compute) {
+    auto key = file_key(path);
+    if (!key) return std::nullopt;
+    {
+      std::lock_guard lk(mu_);
+      if (auto it = cache_.find(*key); it != cache_.end()) return it->second;
+    }
+    std::optional<T> r = compute();
+    std::lock_guard lk(mu_);
+    cache_[*key] = r;
+    return r;
+  }
+  size_t size() const {
+    std::lock_guard lk(mu_);
+    return cache_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<FileKey, std::optional<T>> cache_;
+};
+
 // Offsets of the OpenSSL functions agentbrake hooks; 0 = the file does not define it.
 struct TlsSymbols {
   uint64_t ssl_write = 0, ssl_write_ex = 0, ssl_read = 0, ssl_read_ex = 0;
@@ -33,11 +65,10 @@ class TlsSymbolCache {
  public:
   // Returns std::nullopt if the file cannot be read or is not ELF.
   std::optional<TlsSymbols> get(const std::string& path);
-  size_t size() const;
+  size_t size() const { return cache_.size(); }
 
  private:
-  mutable std::mutex mu_;
-  std::map<FileKey, std::optional<TlsSymbols>> cache_;
+  PerFileCache<TlsSymbols> cache_;
 };
 
 }  // namespace ab::loader

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "loader/go_attach.h"
 #include "util/faults.h"
 
 namespace ab::loader {
@@ -130,20 +131,56 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
     if (error) *error = "process has no mapped files (exited?)";
     return -ESRCH;
   }
+  std::string go_problem;  // a Go binary that cannot be watched says why
   for (const auto& path : files) {
-    auto syms = symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
-    if (!syms || !syms->usable()) continue;
+    const std::string full = "/proc/" + std::to_string(pid) + "/root" + path;
+    auto syms = symbols_.get(full);
+    std::string stack = "openssl:symbols";
+    if (!syms || !syms->usable()) {
+      const size_t before = out->objects.size();
+      if (int err = attach_go(pid, path, out, &go_problem, error)) {  // Go crypto/tls (.gopclntab)
+        detach(*out);
+        return err;
+      }
+      if (out->objects.size() > before) {
+        out->stacks.push_back("go:gopclntab");
+        continue;
+      }
+      if (!go_problem.empty()) continue;  // a Go binary it cannot watch: not a locator's job
+      TlsLocation loc = locator_.locate(full);  // GnuTLS, stripped BoringSSL (cached per file)
+      if (loc.kind == TlsLocation::Kind::Unrecognised && out->blind.empty())
+        out->blind = path + ": " + loc.why + (loc.build_id.empty() ? "" : " (build id " + loc.build_id + ")");
+      if (loc.kind != TlsLocation::Kind::Found) continue;
+      syms = loc.syms;
+      stack = loc.library + ":" + loc.method;
+    }
     int err = attach_object(pid, path, *syms, out, error);
     if (err) {
       detach(*out);
       return err;
     }
+    out->stacks.push_back(stack);
   }
   if (out->objects.empty()) {
-    if (error) *error = "no OpenSSL (SSL_write/SSL_read) in any mapped object";
+    if (error)
+      *error = !out->blind.empty()   ? out->blind
+               : !go_problem.empty() ? go_problem
+                                     : "no OpenSSL (SSL_write/SSL_read), GnuTLS, BoringSSL or Go crypto/tls in any mapped object";
     return -ENOENT;
   }
   return 0;
+}
+
+// Go executables (crypto/tls): located through .gopclntab, once per file.
+int TlsAttacher::attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
+                           std::string* error) {
+  auto go = go_symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
+  if (!go || !go->is_go) return 0;
+  if (!go->usable()) {
+    *problem = "Go binary " + path + ": " + go->problem;
+    return 0;
+  }
+  return attach_go_object(rt_, pid, path, *go, out, error);
 }
 
 // Each link's release waits in the kernel (~40-60 ms here) for probes in flight; the waits
@@ -326,7 +363,8 @@ void AttachWorker::run() {
       std::string err;
       int rc = attacher_.attach(pid, &links, &err);
       Result r{pid, rc, err, links.objects,
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()};
+               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+               links.stacks, links.blind};
       std::lock_guard lk(mu_);
       attaching_pid_ = 0;
       if (rc == 0) attached_.push_back(std::move(links));

@@ -16,6 +16,8 @@
 
 #include "loader/bpf_runtime.h"
 #include "loader/elf_symbols.h"
+#include "loader/go_symbols.h"
+#include "loader/tls_locator.h"
 
 struct bpf_link;
 
@@ -27,6 +29,8 @@ struct ProcessLinks {
   std::vector<int> multi_link_fds;   // uprobe_multi links
   std::vector<bpf_link*> perf_links; // fallback
   std::vector<std::string> objects;  // files attached to
+  std::vector<std::string> stacks;   // per object: how its entry points were found ("openssl:symbols", "boringssl:table", ...)
+  std::string blind;                 // a TLS library was seen whose entry points were not found: why
   size_t count() const { return multi_link_fds.size() + perf_links.size(); }
 };
 
@@ -46,12 +50,18 @@ class TlsAttacher {
   void detach_all(ProcessLinks* sets, size_t n);
   static constexpr size_t kMaxCloserThreads = 256;
   TlsSymbolCache& symbols() { return symbols_; }
+  GoTlsCache& go_symbols() { return go_symbols_; }
+  TlsLocator& locator() { return locator_; }
 
  private:
   int attach_object(int pid, const std::string& path, const TlsSymbols& syms, ProcessLinks* out,
                     std::string* error);
+  int attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
+                std::string* error);
   BpfRuntime& rt_;
   TlsSymbolCache symbols_;
+  GoTlsCache go_symbols_;
+  TlsLocator locator_;  // objects without exported SSL_* (GnuTLS, stripped BoringSSL)
 };
 
 // One thread doing attach/detach requests in order. Completed attaches are handed back
@@ -64,6 +74,8 @@ class AttachWorker {
     std::string error;
     std::vector<std::string> objects;
     double duration_ms = 0;
+    std::vector<std::string> stacks;  // per object, as ProcessLinks::stacks
+    std::string blind;                // -ENOENT: a TLS library seen but not readable, why
   };
   explicit AttachWorker(BpfRuntime& rt);
   ~AttachWorker();  // detaches everything still attached, then joins
@@ -71,6 +83,8 @@ class AttachWorker {
   AttachWorker& operator=(const AttachWorker&) = delete;
 
   void request_attach(int pid);
+  // Where the TLS locator keeps its results across restarts (the daemon's state dir).
+  void set_locator_cache_dir(const std::string& dir) { attacher_.locator().set_cache_dir(dir); }
   void request_detach(int pid);
   int notify_fd() const { return efd_; }
   std::vector<Result> take_completed();  // drains the eventfd too

@@ -1,5 +1,8 @@
 #include "protocol/adapter.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "protocol/strutil.h"
@@ -44,7 +47,9 @@ void Adapter::on_request(const JsonScanner& req, std::string_view target) {
                         "generationConfig.maxOutputTokens", "generation_config.max_output_tokens",
                         "options.num_predict"}) {
     if (auto v = req.integer(k)) {
-      call_.max_tokens = *v;
+      // a limit past any real one is no limit; a negative one is none (reserving it would
+      // overflow the bucket's sums or reserve nothing)
+      if (*v >= 0) call_.max_tokens = std::min(*v, kMaxTokenCount);
       break;
     }
   }
@@ -105,11 +110,34 @@ void Adapter::model_if_missing(const JsonScanner& doc, std::string_view path) {
   if (auto m = doc.str(path); m && !m->empty()) call_.model = *m;
 }
 
-static int64_t num(const json& o, const char* k) {
-  if (!o.is_object()) return 0;
-  auto it = o.find(k);
-  if (it == o.end() || !it->is_number()) return 0;
-  return it->is_number_integer() ? it->get<int64_t>() : int64_t(it->get<double>());
+std::optional<int64_t> Adapter::token_count(const json& o, const char* key) {
+  if (!o.is_object()) return std::nullopt;
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    const uint64_t v = it->get<uint64_t>();
+    if (v <= uint64_t(kMaxTokenCount)) return int64_t(v);
+  } else if (it->is_number_integer()) {
+    const int64_t v = it->get<int64_t>();
+    if (v >= 0 && v <= kMaxTokenCount) return v;
+  } else if (it->is_number_float()) {
+    const double d = it->get<double>();
+    if (std::isfinite(d) && d >= 0 && d <= double(kMaxTokenCount) && d == std::floor(d)) return int64_t(d);
+  }
+  usage_malformed_ = true;
+  return std::nullopt;
+}
+
+std::optional<int64_t> Adapter::token_count_raw(std::optional<std::string_view> raw) {
+  if (!raw) return std::nullopt;
+  json v;
+  if (!parse(*raw, v)) {
+    usage_malformed_ = true;
+    return std::nullopt;
+  }
+  json o = json::object();
+  o["n"] = std::move(v);
+  return token_count(o, "n");
 }
 
 static const json& sub(const json& o, const char* k) {
@@ -121,22 +149,22 @@ static const json& sub(const json& o, const char* k) {
 
 void Adapter::usage_openai(const json& u) {
   if (!u.is_object()) return;
-  call_.input_tokens = num(u, "prompt_tokens");
-  call_.output_tokens = num(u, "completion_tokens");
-  call_.cache_read_tokens = num(sub(u, "prompt_tokens_details"), "cached_tokens");
+  call_.input_tokens = token_count_or_0(u, "prompt_tokens");
+  call_.output_tokens = token_count_or_0(u, "completion_tokens");
+  call_.cache_read_tokens = token_count_or_0(sub(u, "prompt_tokens_details"), "cached_tokens");
   call_.cache_write_tokens = 0;
-  call_.reasoning_tokens = num(sub(u, "completion_tokens_details"), "reasoning_tokens");
+  call_.reasoning_tokens = token_count_or_0(sub(u, "completion_tokens_details"), "reasoning_tokens");
   call_.usage_present = true;
   input_known_ = true;
 }
 
 void Adapter::usage_responses(const json& u) {
   if (!u.is_object()) return;
-  call_.input_tokens = num(u, "input_tokens");
-  call_.output_tokens = num(u, "output_tokens");
-  call_.cache_read_tokens = num(sub(u, "input_tokens_details"), "cached_tokens");
+  call_.input_tokens = token_count_or_0(u, "input_tokens");
+  call_.output_tokens = token_count_or_0(u, "output_tokens");
+  call_.cache_read_tokens = token_count_or_0(sub(u, "input_tokens_details"), "cached_tokens");
   call_.cache_write_tokens = 0;
-  call_.reasoning_tokens = num(sub(u, "output_tokens_details"), "reasoning_tokens");
+  call_.reasoning_tokens = token_count_or_0(sub(u, "output_tokens_details"), "reasoning_tokens");
   call_.usage_present = true;
   input_known_ = true;
 }
@@ -153,6 +181,12 @@ int64_t Adapter::input_estimate(const FinishInfo& fi) const {
 
 void Adapter::finish(const FinishInfo& fi) {
   const bool error_status = call_.status >= 400;
+  if (usage_malformed_) {  // what the wire said cannot be billed: estimated like a call without usage
+    call_.usage_malformed = true;
+    call_.usage_present = false;
+    call_.input_tokens = call_.output_tokens = 0;
+    call_.cache_read_tokens = call_.cache_write_tokens = call_.reasoning_tokens = 0;
+  }
   if (call_.usage_present && (final_usage_ || fi.complete)) {  // the wire's usage, as billed
     if (!input_known_ && call_.input_tokens == 0) {
       // the part carrying the input side was lost (a gap ate Anthropic's message_start)
@@ -167,7 +201,9 @@ void Adapter::finish(const FinishInfo& fi) {
   const int64_t in_est = input_estimate(fi);
   int64_t out_est = estimate_tokens_from_text(text_bytes_);
 
-  if (!fi.have_response) {
+  if (call_.usage_malformed) {
+    call_.estimate_reason = "malformed_usage";
+  } else if (!fi.have_response) {
     call_.estimate_reason = "no_response";
   } else if (fi.body_unparsed || (!any_doc_ok_ && !call_.usage_present)) {
     call_.estimate_reason = fi.complete ? "unparsed_body" : "cut_off";

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,10 @@ struct FinishInfo {
 //  - a request with a body is never estimated at 0 input tokens (at least 1).
 int64_t estimate_tokens_from_text(uint64_t bytes);
 
+// The most tokens one count on the wire may say (a thousand times the largest context window
+// sold today): a count outside [0, kMaxTokenCount] is not a count but a malformed response.
+inline constexpr int64_t kMaxTokenCount = 1'000'000'000;
+
 class Adapter : public DocSink {
  public:
   Adapter(ApiKind k, LlmCall& call) : kind_(k), call_(call) {}
@@ -64,6 +69,14 @@ class Adapter : public DocSink {
   void usage_responses(const nlohmann::json& u);   // Responses shape
   static bool parse(std::string_view raw, nlohmann::json& out);
   int64_t input_estimate(const FinishInfo& fi) const;
+  // A token count of the usage: o[key] when it is an integer (or an integral number) in
+  // [0, kMaxTokenCount]; absent: nullopt. Anything else (negative, fractional, too large, not a
+  // number) marks the usage malformed and reads as nullopt: the call is then estimated
+  // ("malformed_usage"), never billed what a broken or hostile server said.
+  std::optional<int64_t> token_count(const nlohmann::json& o, const char* key);
+  int64_t token_count_or_0(const nlohmann::json& o, const char* key) { return token_count(o, key).value_or(0); }
+  // The same for a number the scanner found at `raw` (a JSON value's text).
+  std::optional<int64_t> token_count_raw(std::optional<std::string_view> raw);
 
   ApiKind kind_;
   LlmCall& call_;
@@ -71,6 +84,7 @@ class Adapter : public DocSink {
   bool final_usage_ = false;   // the usage a complete response ends with was seen
   bool input_known_ = false;   // the usage seen carried the input side
   bool any_doc_ok_ = false;
+  bool usage_malformed_ = false;  // a token count was out of range or not a count
 };
 
 std::unique_ptr<Adapter> make_adapter(ApiKind k, LlmCall& call);

@@ -42,10 +42,10 @@ class AnthropicAdapter final : public Adapter {
   }
 
  private:
-  static bool field(const nlohmann::json& u, const char* k, int64_t& out) {
-    auto it = u.find(k);
-    if (it == u.end() || !it->is_number()) return false;
-    out = it->get<int64_t>();
+  bool field(const nlohmann::json& u, const char* k, int64_t& out) {
+    auto v = token_count(u, k);
+    if (!v) return false;
+    out = *v;
     return true;
   }
   // Every field present replaces the previous value (the counts are cumulative).

@@ -53,10 +53,7 @@ class GeminiAdapter final : public Adapter {
     if (!raw) return;
     nlohmann::json u;
     if (!parse(*raw, u) || !u.is_object()) return;
-    auto n = [&](const char* k) -> int64_t {
-      auto it = u.find(k);
-      return it != u.end() && it->is_number() ? it->get<int64_t>() : 0;
-    };
+    auto n = [&](const char* k) -> int64_t { return token_count_or_0(u, k); };
     const int64_t thoughts = n("thoughtsTokenCount");
     call_.input_tokens = n("promptTokenCount") + n("toolUsePromptTokenCount");
     call_.output_tokens = n("candidatesTokenCount") + thoughts;

@@ -33,8 +33,8 @@ class OllamaAdapter final : public Adapter {
     model_if_missing(doc, "model");
     take_error(doc);
     if (doc.boolean("done").value_or(false)) {
-      call_.input_tokens = doc.integer("prompt_eval_count").value_or(0);
-      call_.output_tokens = doc.integer("eval_count").value_or(0);
+      call_.input_tokens = token_count_raw(doc.raw("prompt_eval_count")).value_or(0);
+      call_.output_tokens = token_count_raw(doc.raw("eval_count")).value_or(0);
       call_.cache_read_tokens = call_.cache_write_tokens = call_.reasoning_tokens = 0;
       call_.usage_present = true;
       input_known_ = true;

@@ -51,6 +51,7 @@ struct LlmCall {
   int64_t cache_write_tokens = 0;
   int64_t reasoning_tokens = 0;
   bool usage_present = false;  // the response carried usage
+  bool usage_malformed = false;  // it carried counts that are not counts (negative, huge): estimated instead
   bool estimated = false;      // tokens estimated (no usage on the wire, or cut off)
   std::string estimate_reason; // e.g. "stream_without_usage", "cut_off", "no_response"
   double cost_usd = 0;

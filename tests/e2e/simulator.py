@@ -66,6 +66,7 @@ DEFAULTS = {
     "gzip": False,              # gzip non-stream bodies when the client accepts it
     "input_tokens": None,       # fixed input tokens instead of the chars/4 rule
     "default_output_tokens": 16,
+    "stop_reason": "max_tokens",  # Anthropic stop_reason (Claude Code retries on max_tokens: end_turn)
     "cache_read": 0,
     "cache_write": 0,
     "reasoning_tokens": 0,      # OpenAI: reported inside completion/output tokens
@@ -502,7 +503,7 @@ class Handler(BaseHTTPRequestHandler):
             obj = self._response_obj(model, txt, usage, now)
         else:
             obj = {"id": "msg_sim%d" % now, "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": txt}], "stop_reason": "max_tokens",
+                   "content": [{"type": "text", "text": txt}], "stop_reason": cfg["stop_reason"],
                    "stop_sequence": None, "usage": usage}
         body = json.dumps(obj).encode()
         headers = {"x-request-id": "req_sim"}
@@ -602,7 +603,7 @@ class Handler(BaseHTTPRequestHandler):
                      named=True)
             send("content_block_stop", {"type": "content_block_stop", "index": 0}, named=True)
             pause()
-            delta = {"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None}}
+            delta = {"type": "message_delta", "delta": {"stop_reason": cfg["stop_reason"], "stop_sequence": None}}
             if with_usage:
                 delta["usage"] = {"output_tokens": out}   # cumulative
             send("message_delta", delta, named=True)

@@ -2,6 +2,8 @@
 // policies written in the policy language itself.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "brake/budget_engine.h"
 
 using namespace ab::brake;
@@ -142,6 +144,33 @@ TEST(BudgetEngine, SettlingLargerCountsTheRealUsageAtAdmissionTime) {
   EXPECT_FALSE(e.admit(call("/agents/a", 1), t0 + 20 * kSec).admitted);
   // …until the call leaves the window, counted from its admission, not its settlement.
   EXPECT_TRUE(e.admit(call("/agents/a", 1), t0 + 60 * kSec).admitted);
+}
+
+TEST(BudgetEngine, SettlingAnUnknownAmountKeepsTheReservation) {
+  // A malformed response (negative counts, a NaN price): what was reserved stays counted, so a
+  // hostile server never gives a bucket room back (it did: -999,997,440 tokens let 4 of 4
+  // further calls through a 1500-token budget).
+  FakeClock clock;
+  BudgetEngine e(policy(R"(
+budgets:
+  - name: agents
+    match: {cgroup: "/agents/*"}
+    per: cgroup
+    limits: [{tokens: 1000, window: 60s}, {spend_usd: 1.0, window: 60s}]
+    action: throttle
+)"));
+  Decision d = e.admit(call("/agents/a", 800, 100, 0, 0.7), clock.now);
+  ASSERT_TRUE(d.admitted);
+  ASSERT_TRUE(e.settle(d.reservation_id, -1, std::nan(""), clock.advance(kSec)));
+  EXPECT_DOUBLE_EQ(level_of(e, clock.now, "agents", "cgroup:/agents/a", 0), 800);
+  EXPECT_NEAR(level_of(e, clock.now, "agents", "cgroup:/agents/a", 1), 0.7, 1e-9);
+  EXPECT_FALSE(e.admit(call("/agents/a", 800), clock.now).admitted);
+  EXPECT_EQ(e.snapshot(clock.now).reservations, 0u) << "settled: no longer in flight";
+  Decision n = e.admit(call("/agents/a", 100, 100, 0, 0.1), clock.now);
+  ASSERT_TRUE(n.admitted);
+  ASSERT_TRUE(e.settle(n.reservation_id, 50, -3.0, clock.now));  // tokens known, the price not
+  EXPECT_DOUBLE_EQ(level_of(e, clock.now, "agents", "cgroup:/agents/a", 0), 850);
+  EXPECT_NEAR(level_of(e, clock.now, "agents", "cgroup:/agents/a", 1), 0.8, 1e-9);
 }
 
 TEST(BudgetEngine, CancelWithdrawsTheReservation) {

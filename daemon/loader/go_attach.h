@@ -1,0 +1,18 @@
+// go_attach.h — attach the Go crypto/tls programs to one process (see go_symbols.h for where
+// they go and why there is no uretprobe).
+#pragma once
+#include <string>
+
+#include "loader/bpf_runtime.h"
+#include "loader/go_symbols.h"
+#include "loader/tls_attach.h"
+
+namespace ab::loader {
+
+// Attaches entry probes of (*Conn).Write / Read / Close and a probe on every RET of Write and
+// Read, for pid only, to the file `path` (as the process sees it). Links are appended to out;
+// returns 0 or negative errno (links already made stay in out for the caller to detach).
+int attach_go_object(BpfRuntime& rt, int pid, const std::string& path, const GoTlsSymbols& syms,
+                     ProcessLinks* out, std::string* error);
+
+}  // namespace ab::loader

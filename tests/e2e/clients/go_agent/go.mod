@@ -1,0 +1,3 @@
+module agentbrake.test/go_agent
+
+go 1.19
