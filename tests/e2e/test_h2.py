@@ -339,6 +339,46 @@ class H2Brake(unittest.TestCase):
                     a.p.kill()
                     a.p.wait(timeout=10)
 
+    def test_06_throttle_holds_go_h2_streams(self):
+        """A Go net/http h2 client (Go crypto/tls probes: the write is gated at its entry), 8
+        calls of 110 tokens from 2 goroutines on one connection under {tokens: 300, window: 3s},
+        throttle: held at new streams' HEADERS (paused/resumed for its pid, counted in the
+        kernel), every call succeeds over HTTP/2 and is recorded once with its tokens."""
+        abtest.require_daemon()
+        abtest.require_tools("go")
+        exe = go_build()
+        N, P, L, W = 8, 2, 300, 3
+        with H2Simulator() as sim, Cgroup("h2-gothr") as cg:
+            pol = abtest.policy_for(sim, "max_hold: 60s\ncooldown: 1s\nbudgets:\n"
+                                    "  - name: h2gothr\n    match: {cgroup: \"%s\"}\n    per: cgroup\n"
+                                    "    limits:\n      - {tokens: %d, window: %ds}\n    action: throttle\n"
+                                    % (cg.path, L, W))
+            with Daemon(pol) as d:
+                a = start_client(cg, [exe, "-h2", "-port", str(sim.port), "-cafile", sim.cafile, "-tag", "h2gothr",
+                                      "-n", str(N), "-parallel", str(P), "-prompt-chars", "40", "-max-tokens", "100"],
+                                 sim, "h2gothr")
+                a.wait(timeout=90)
+                calls = a.calls()
+                self.assertEqual(len(calls), N, a.stderr_text())
+                self.assertTrue(all(c["status"] == 200 and c["proto"] == "HTTP/2.0" for c in calls), calls)
+
+                def holds():
+                    p = [e for e in d.events("paused") if detail(e).get("reason") == "budget" and e.get("pid") == a.pid]
+                    r = [e for e in d.events("resumed") if detail(e).get("reason") == "budget" and e.get("pid") == a.pid]
+                    return (p, r) if p and len(r) == len(p) else None
+                d.wait_for(holds, 10, what="paused/resumed (budget) events of the Go h2 client")
+                c = d.status().get("counters", {})
+                self.assertGreaterEqual(c.get("gate_requests_held", 0), 1, c)
+                self.assertEqual(c.get("gate_h2_unsynced"), 0, c)
+                sim.wait_quiet("h2gothr")
+                recs = sim.records("h2gothr")
+                self.assertEqual(len(recs), N)
+                ev = abtest.wait_visible(d, cg.path, N, max(x["t_end"] for x in calls), what="throttled Go h2 calls")
+                self.assertEqual(len(ev), N, short(ev))
+                self.assertTrue(all(e.get("pid") == a.pid for e in ev), short(ev))
+                self.assertEqual(sorted((detail(e).get("input_tokens"), detail(e).get("output_tokens")) for e in ev),
+                                 sorted((r["input_tokens"], r["output_tokens"]) for r in recs))
+
 
 if __name__ == "__main__":
     unittest.main()
