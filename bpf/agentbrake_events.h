@@ -173,11 +173,13 @@ enum ab_counter {
 	AB_CNT_GATE_HELD = 9,        /* request starts held for lack of a credit (budget holds) */
 	AB_CNT_GATE_FG_LATE = 10,    /* request starts without credit not held: terminal foreground */
 	AB_CNT_DENIED_CONNECT = 11,  /* connects to endpoints refused with EPERM (deny action) */
-	AB_CNT_MAX = 12,
+	AB_CNT_GATE_H2_UNSYNCED = 12, /* HTTP/2 connections whose frames the gate lost track of (never gated after) */
+	AB_CNT_MAX = 13,
 };
 
 /* gate map: pid -> admission state of a process that falls in a gating budget (Brake).
- * The TLS write uprobe sees a request START (a write beginning with "POST ") and lets it
+ * The TLS write uprobe sees a request START (HTTP/1: a write beginning with "POST "; HTTP/2:
+ * a HEADERS frame opening a new client stream, anywhere in the write) and lets it
  * through while credits > 0, taking one; without a credit the process is held (SIGSTOP,
  * recorded in the holds map) before the bytes leave. The daemon grants credits when every
  * bucket of the process has room. Continuation writes are never gated. */

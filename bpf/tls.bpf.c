@@ -155,23 +155,14 @@ static __always_inline bool capture_hold_ending(__u32 pid, const struct ab_hold_
 	return bpf_map_update_elem(&holds, &pid, budget, BPF_EXIST) == 0;
 }
 
-/* Brake: admission at a request's first write (see struct ab_gate). Runs at SSL_write entry,
- * before any byte of the request is encrypted, so a hold here stops the request itself.
- * Returns true when it held the process. */
-static __always_inline bool gate_request(const void *buf, __u64 len)
+/* Takes a credit for `starts` request starts, or holds the process (SIGSTOP, recorded in the
+ * holds map). Returns true when it held. */
+static __always_inline bool gate_take(struct ab_gate *g, __u32 starts)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	struct ab_gate *g = bpf_map_lookup_elem(&gate, &pid);
-	if (!g || len < 5)
-		return false;
-	char head[5];
-	if (bpf_probe_read_user(head, sizeof(head), buf) != 0)
-		return false;
-	if (head[0] != 'P' || head[1] != 'O' || head[2] != 'S' || head[3] != 'T' || head[4] != ' ')
-		return false; /* a continuation write, or not a call: never gated */
-	if (g->credits > 0) {
-		__sync_fetch_and_add(&g->credits, -1);
-		ab_count(AB_CNT_GATE_PASSED, 1);
+	if (g->credits >= (__s64)starts) {
+		__sync_fetch_and_add(&g->credits, -(__s64)starts);
+		ab_count(AB_CNT_GATE_PASSED, starts);
 		return false;
 	}
 	bool held = false;
@@ -211,6 +202,271 @@ static __always_inline bool gate_request(const void *buf, __u64 len)
 	return held;
 }
 
+/* ---- HTTP/2 (RFC 9113) ---------------------------------------------------------------------
+ * A connection whose first write begins with the client preface is followed frame by frame on
+ * the write side, per (pid, stream object), across writes: a write may carry many frames (the
+ * preface, SETTINGS, WINDOW_UPDATE and the first HEADERS together), and a frame may span writes
+ * (Go's bufio.Writer cuts anywhere, even inside a frame head). A request start is a HEADERS
+ * frame opening a client stream (odd id above every id seen): it takes a credit or holds like an
+ * HTTP/1 start. CONTINUATION, DATA, trailers and control frames are never gated.
+ * Only frame heads are read (9 bytes each), never payloads. A write with more frames than the
+ * loop follows, or a head that cannot be one, loses the position: the connection is counted
+ * (gate_h2_unsynced) and never gated again (fail open, like a connection first seen mid-way,
+ * which has no state here at all). */
+#define AB_H2_MAX_FRAMES 512
+#define AB_H2_PREFACE_LEN 24
+#define AB_H2_PREFACE_PENDING 1 /* the preface is in the first write, not yet written */
+#define AB_H2_UNSYNCED 2
+
+struct h2_key {
+	__u32 pid;
+	__u32 pad;
+	__u64 conn; /* SSL* / gnutls session / Go *Conn: the stream's "ssl" */
+};
+
+struct h2_conn {
+	__u32 max_sid; /* highest client stream id a HEADERS frame opened */
+	__u32 skip;    /* payload bytes of the last frame not written yet */
+	__u32 have;    /* bytes of a frame head cut by the end of a write (in head) */
+	__u32 flags;
+	__u8 head[32]; /* a frame head (9 bytes) at [0, 9); room for the verifier's bounds */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct h2_key);
+	__type(value, struct h2_conn);
+} h2_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct h2_conn);
+} h2_work SEC(".maps");
+
+static __always_inline struct h2_key h2_key_of(__u64 conn)
+{
+	struct h2_key k = {};
+	k.pid = bpf_get_current_pid_tgid() >> 32;
+	k.conn = conn;
+	return k;
+}
+
+static __always_inline void h2_forget(__u64 conn)
+{
+	struct h2_key k = h2_key_of(conn);
+	bpf_map_delete_elem(&h2_conns, &k);
+}
+
+static __always_inline bool h2_preface_at(__u64 buf)
+{
+	char p[AB_H2_PREFACE_LEN];
+	if (bpf_probe_read_user(p, sizeof(p), (void *)buf) != 0)
+		return false;
+	const char want[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+	for (int i = 0; i < AB_H2_PREFACE_LEN; i++)
+		if (p[i] != want[i])
+			return false;
+	return true;
+}
+
+static __always_inline void h2_lose(struct h2_conn *w)
+{
+	if (!(w->flags & AB_H2_UNSYNCED))
+		ab_count(AB_CNT_GATE_H2_UNSYNCED, 1);
+	w->flags |= AB_H2_UNSYNCED;
+}
+
+/* One frame head per step, by bpf_loop (the verifier checks the step once, not per frame). */
+struct h2_scan_ctx {
+	__u64 buf;
+	__u32 len;
+	__u32 off;
+	__u32 starts;
+	__u32 done;
+};
+
+static long h2_step(__u64 index, void *vctx)
+{
+	struct h2_scan_ctx *c = vctx;
+	__u32 zero = 0;
+	struct h2_conn *w = bpf_map_lookup_elem(&h2_work, &zero);
+	if (!w) {
+		c->done = 1;
+		return 1;
+	}
+	__u32 off = c->off, len = c->len;
+	if (off > len) {
+		c->done = 1;
+		return 1;
+	}
+	if (w->skip) {
+		__u32 rest = len - off;
+		if (w->skip >= rest) {
+			w->skip -= rest;
+			c->done = 1;
+			return 1;
+		}
+		off += w->skip;
+		w->skip = 0;
+	}
+	if (off >= len) {
+		c->done = 1;
+		return 1;
+	}
+	__u32 rest = len - off;
+	__u32 have = w->have;
+	asm volatile("%[h] &= 15" : [h] "+r"(have));
+	if (have > 8) {
+		h2_lose(w);
+		c->done = 1;
+		return 1;
+	}
+	__u32 need = 9 - have;
+	if (rest < need) { /* a head cut by the end of this write: kept for the next */
+		__u32 n = rest;
+		asm volatile("%[n] &= 15" : [n] "+r"(n));
+		if (bpf_probe_read_user(&w->head[have], n, (void *)(c->buf + off)) != 0)
+			h2_lose(w);
+		else
+			w->have = have + n;
+		c->done = 1;
+		return 1;
+	}
+	asm volatile("%[n] &= 15" : [n] "+r"(need));
+	if (bpf_probe_read_user(&w->head[have], need, (void *)(c->buf + off)) != 0) {
+		h2_lose(w);
+		c->done = 1;
+		return 1;
+	}
+	off += need;
+	w->have = 0;
+	__u32 flen = ((__u32)w->head[0] << 16) | ((__u32)w->head[1] << 8) | w->head[2];
+	__u8 type = w->head[3];
+	__u32 sid = ((__u32)w->head[5] << 24) | ((__u32)w->head[6] << 16) | ((__u32)w->head[7] << 8) |
+		    w->head[8];
+	if ((sid & 0x80000000u) || type > 0x20) { /* not a frame head: the position is lost */
+		h2_lose(w);
+		c->done = 1;
+		return 1;
+	}
+	if (type == 0x1 && (sid & 1) && sid > w->max_sid) {
+		w->max_sid = sid;
+		c->starts++;
+	}
+	w->skip = flen;
+	c->off = off;
+	return 0;
+}
+
+/* Advances the work copy (h2_work) over the `len` bytes written at buf; returns the request
+ * starts among them. */
+static __always_inline __u32 h2_scan(struct h2_conn *w, __u64 buf, __u32 len)
+{
+	struct h2_scan_ctx c = {.buf = buf, .len = len};
+	if (w->flags & AB_H2_UNSYNCED)
+		return 0;
+	if (w->flags & AB_H2_PREFACE_PENDING) {
+		if (len < AB_H2_PREFACE_LEN) {
+			h2_lose(w);
+			return 0;
+		}
+		c.off = AB_H2_PREFACE_LEN;
+		w->flags &= ~AB_H2_PREFACE_PENDING;
+	}
+	bpf_loop(AB_H2_MAX_FRAMES, h2_step, &c, 0);
+	if (c.done || (w->flags & AB_H2_UNSYNCED))
+		return c.starts;
+	if (c.off <= len && w->skip >= len - c.off) { /* the last frame followed ends the write or goes on */
+		w->skip -= len - c.off;
+		return c.starts;
+	}
+	h2_lose(w); /* more frames in one write than followed */
+	return c.starts;
+}
+
+/* Entry of a TLS write of `len` bytes at buf on stream `conn`: the request starts it carries.
+ * commit: the write is taken as done (Go: all or an error); otherwise (OpenSSL, GnuTLS, which
+ * may write less or ask to retry) only the stream ids are kept now and h2_wrote() advances the
+ * position at the return by what was written. *is_h2 tells whether the stream is HTTP/2. */
+static __always_inline __u32 h2_starts(__u64 conn, __u64 buf, __u64 len, bool commit, bool *is_h2)
+{
+	struct h2_key k = h2_key_of(conn);
+	struct h2_conn *st = bpf_map_lookup_elem(&h2_conns, &k);
+	*is_h2 = false;
+	if (!st) {
+		if (len < AB_H2_PREFACE_LEN || !h2_preface_at(buf))
+			return 0;
+		struct h2_conn fresh = {};
+		fresh.flags = AB_H2_PREFACE_PENDING;
+		bpf_map_update_elem(&h2_conns, &k, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&h2_conns, &k);
+		if (!st)
+			return 0;
+	}
+	*is_h2 = true;
+	__u32 zero = 0;
+	struct h2_conn *w = bpf_map_lookup_elem(&h2_work, &zero);
+	if (!w)
+		return 0;
+	*w = *st;
+	__u32 starts = h2_scan(w, buf, len > 0x7fffffff ? 0x7fffffff : (__u32)len);
+	if (commit)
+		*st = *w;
+	else if (w->max_sid > st->max_sid)
+		st->max_sid = w->max_sid;
+	if (w->flags & AB_H2_UNSYNCED)
+		st->flags |= AB_H2_UNSYNCED;
+	return starts;
+}
+
+/* Return of an OpenSSL/GnuTLS write that wrote n bytes: the position moves by them. */
+static __always_inline void h2_wrote(__u64 conn, __u64 buf, __u32 n)
+{
+	struct h2_key k = h2_key_of(conn);
+	struct h2_conn *st = bpf_map_lookup_elem(&h2_conns, &k);
+	if (!st)
+		return;
+	__u32 zero = 0;
+	struct h2_conn *w = bpf_map_lookup_elem(&h2_work, &zero);
+	if (!w)
+		return;
+	*w = *st;
+	h2_scan(w, buf, n);
+	__u32 max_sid = st->max_sid;
+	*st = *w;
+	if (max_sid > st->max_sid)
+		st->max_sid = max_sid;
+}
+
+/* Brake: admission at a request's first write (see struct ab_gate). Runs at the TLS write's
+ * entry, before any byte of the request is encrypted, so a hold here stops the request itself.
+ * HTTP/1: a write that begins with "POST "; HTTP/2: HEADERS frames opening client streams
+ * (above). Returns true when it held the process. */
+static __always_inline bool gate_request(__u64 conn, const void *buf, __u64 len, bool commit)
+{
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	bool is_h2 = false;
+	/* HTTP/2 connections are followed whether gated or not: a budget can start to apply
+	 * mid-connection, and the frame position must be known by then */
+	__u32 starts = h2_starts(conn, (__u64)buf, len, commit, &is_h2);
+	struct ab_gate *g = bpf_map_lookup_elem(&gate, &pid);
+	if (!g)
+		return false;
+	if (is_h2)
+		return starts ? gate_take(g, starts) : false;
+	if (len < 5)
+		return false;
+	char head[5];
+	if (bpf_probe_read_user(head, sizeof(head), buf) != 0)
+		return false;
+	if (head[0] != 'P' || head[1] != 'O' || head[2] != 'S' || head[3] != 'T' || head[4] != ' ')
+		return false; /* a continuation write, or not a call: never gated */
+	return gate_take(g, 1);
+}
+
 static __always_inline int save_args(void *map, void *ssl, const void *buf, void *len_ptr)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -242,6 +498,8 @@ static __always_inline int finish(void *map, __u32 dir, long ret)
 	}
 	if (n == 0 || n > 0x7fffffff)
 		return 0;
+	if (dir == AB_DIR_WRITE)
+		h2_wrote(a.ssl, a.buf, (__u32)n);
 	emit_data(a.ssl, dir, a.buf, (__u32)n);
 	return 0;
 }
@@ -250,7 +508,7 @@ SEC("uprobe")
 int BPF_KPROBE(ab_ssl_write_enter, void *ssl, const void *buf, int num)
 {
 	if (num > 0)
-		gate_request(buf, (__u64)num);
+		gate_request((__u64)ssl, buf, (__u64)num, false);
 	return save_args(&ssl_write_scratch, ssl, buf, 0);
 }
 
@@ -263,7 +521,7 @@ int BPF_KRETPROBE(ab_ssl_write_exit, int ret)
 SEC("uprobe")
 int BPF_KPROBE(ab_ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
-	gate_request(buf, num);
+	gate_request((__u64)ssl, buf, num, false);
 	return save_args(&ssl_write_scratch, ssl, buf, written);
 }
 
@@ -300,16 +558,20 @@ int BPF_KRETPROBE(ab_ssl_read_ex_exit, int ret)
 SEC("uretprobe")
 int BPF_KRETPROBE(ab_ssl_new_exit, void *ssl)
 {
-	if (ssl)
+	if (ssl) {
+		h2_forget((__u64)ssl);
 		emit_meta(AB_EV_SSL_NEW, (__u64)ssl, 0, 0, 0);
+	}
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_KPROBE(ab_ssl_free_enter, void *ssl)
 {
-	if (ssl)
+	if (ssl) {
+		h2_forget((__u64)ssl);
 		emit_meta(AB_EV_SSL_FREE, (__u64)ssl, 0, 0, 0);
+	}
 	return 0;
 }
 
@@ -426,7 +688,7 @@ int ab_go_write_enter(struct pt_regs *ctx)
 	__u64 conn = AB_GO_RECV(ctx), buf = AB_GO_BUF(ctx), len = AB_GO_LEN(ctx);
 	if (len == 0)
 		return 0;
-	if (!gate_request((const void *)buf, len)) {
+	if (!gate_request(conn, (const void *)buf, len, true)) {
 		go_emit(conn, AB_DIR_WRITE, buf, len);
 		return 0;
 	}
@@ -480,7 +742,9 @@ SEC("uprobe")
 int ab_go_close_enter(struct pt_regs *ctx)
 {
 	__u64 conn = AB_GO_RECV(ctx);
-	if (conn)
+	if (conn) {
+		h2_forget(conn);
 		emit_meta(AB_EV_SSL_FREE, conn, 0, 0, 0);
+	}
 	return 0;
 }

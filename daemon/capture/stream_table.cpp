@@ -24,7 +24,20 @@ StreamTable::Stream& StreamTable::stream(const Key& key) {
   return it->second;
 }
 
+void StreamTable::count_h2(Stream& s) {
+  const auto& st = s.conn->stats();
+  auto add = [](uint64_t& total, uint64_t& seen, uint64_t now) {
+    if (now > seen) total += now - seen;
+    seen = now;
+  };
+  add(stats_.h2_connections, s.counted.http2_detected, st.http2_detected);
+  add(stats_.h2_streams, s.counted.h2_streams, st.h2_streams);
+  add(stats_.h2_hpack_desync, s.counted.h2_hpack_desync, st.h2_hpack_desync);
+  add(stats_.h2_protocol_errors, s.counted.h2_protocol_errors, st.h2_protocol_errors);
+}
+
 void StreamTable::drain(const Key& key, Stream& s) {
+  count_h2(s);
   for (auto& r : s.conn->take_requests()) requests_.push_back({key.first, key.second, std::move(r)});
   for (auto& ex : s.conn->take_exchanges()) {
     CapturedExchange c;

@@ -44,6 +44,11 @@ struct StreamStats {
   uint64_t streams_evicted = 0;  // closed because the table was full (oldest first)
   uint64_t parse_errors = 0;     // from closed streams' Connection stats
   uint64_t unparsed_bytes = 0;   // HTTP/2 or upgraded streams (left unparsed), closed streams
+  // HTTP/2 (counted as they happen, open streams included)
+  uint64_t h2_connections = 0;   // streams found to be HTTP/2
+  uint64_t h2_streams = 0;       // HTTP/2 requests (client streams) read
+  uint64_t h2_hpack_desync = 0;  // HTTP/2 connections whose headers could not be decoded
+  uint64_t h2_protocol_errors = 0;
 };
 
 class StreamTable {
@@ -80,12 +85,14 @@ class StreamTable {
     std::unique_ptr<protocol::Connection> conn;
     uint32_t last_writer_tid = 0;
     uint64_t touched = 0;
+    protocol::ConnectionStats counted;  // the HTTP/2 counts already added to stats_
   };
   using Key = std::pair<uint32_t, uint64_t>;  // (pid, SSL*)
 
   Stream& stream(const Key& key);
   void close_stream(std::map<Key, Stream>::iterator it, uint64_t mono_ns);
   void drain(const Key& key, Stream& s);
+  void count_h2(Stream& s);
   void evict_oldest(uint64_t mono_ns);
 
   OptionsFn options_;

@@ -85,6 +85,7 @@ std::string counter_name(int i) {
     case AB_CNT_GATE_HELD: return "gate_requests_held";
     case AB_CNT_GATE_FG_LATE: return "gate_foreground_not_held";
     case AB_CNT_DENIED_CONNECT: return "denied_connects";
+    case AB_CNT_GATE_H2_UNSYNCED: return "gate_h2_unsynced";
     default: return "counter_" + std::to_string(i);
   }
 }
@@ -999,6 +1000,10 @@ json Daemon::cmd_status() {
   counters["unparsed_http_errors"] = ss.parse_errors;
   counters["unparsed_bytes"] = ss.unparsed_bytes;
   counters["streams_evicted"] = ss.streams_evicted;
+  counters["h2_connections"] = ss.h2_connections;
+  counters["h2_streams"] = ss.h2_streams;
+  counters["h2_hpack_desync"] = ss.h2_hpack_desync;
+  counters["h2_protocol_errors"] = ss.h2_protocol_errors;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();
   if (alerts_) {

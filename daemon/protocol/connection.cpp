@@ -3,9 +3,11 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <map>
 
 #include "protocol/adapter.h"
 #include "protocol/codec.h"
+#include "protocol/h2_reader.h"
 #include "protocol/http_util.h"
 #include "protocol/json_scan.h"
 #include "protocol/message_reader.h"
@@ -101,13 +103,25 @@ std::string find_model_in(std::string_view s) {
 
 }  // namespace
 
-struct Connection::Impl {
+struct Connection::Impl final : H2Reader::Events {
   Options opt;
   ConnectionStats& st;
   std::deque<std::unique_ptr<Pending>> q;
   std::vector<Exchange> out;
   std::vector<RequestInfo> reqs;
   bool dead = false;  // HTTP/2 or upgraded: nothing more is parsed
+
+  // ---- which protocol: decided by the first bytes of the stream ----
+  enum class Mode { Probe, H1, H2, H2Blind };
+  Mode mode = Mode::Probe;
+  std::string probe_req, probe_resp;  // first bytes, until the protocol is known
+
+  // ---- HTTP/2 (Mode::H2): one Pending per client stream ----
+  H2Stats h2st;
+  std::unique_ptr<H2Reader> h2;
+  std::map<uint32_t, std::unique_ptr<Pending>> h2_streams;
+  uint32_t h2_max_stream = 0;  // highest client stream id opened
+  static constexpr size_t kMaxH2Streams = 256;
 
   // ---- request side ----
   MessageReader req;
@@ -195,8 +209,9 @@ struct Connection::Impl {
     if (p) p->ex.call.request_bytes += n;
   }
 
-  void req_body_data(std::string_view d) {
-    Pending* p = r_cur;
+  void req_body_data(std::string_view d) { req_body_data_to(r_cur, d); }
+
+  void req_body_data_to(Pending* p, std::string_view d) {
     if (!p) return;
     p->req_body_bytes += d.size();
     if (!p->adapter) return;
@@ -214,8 +229,11 @@ struct Connection::Impl {
     Pending* p = r_cur;
     req.end_message();
     r_cur = nullptr;
-    r_cur = nullptr;
-    if (!p) return;
+    request_done_for(p, t);
+  }
+
+  void request_done_for(Pending* p, uint64_t t) {
+    if (!p || p->req_done) return;
     p->req_done = true;
     p->ex.request_end_ns = t;
     if (p->adapter) {
@@ -245,6 +263,24 @@ struct Connection::Impl {
     reqs.push_back(std::move(ri));
   }
 
+
+  // Which call a request is (method, target and Host decide), and its adapter.
+  void classify_request(Pending* p, std::string_view method, std::string_view target,
+                        std::string host_hdr) {
+    Exchange& ex = p->ex;
+    LlmCall& c = ex.call;
+    if (host_hdr.empty()) host_hdr = opt.host_hint;
+    c.host = normalize_host(host_hdr);
+    std::optional<ApiKind> kind = classify_path(method, target);
+    if (!kind && opt.api_hint && method == "POST" && !known_non_call(target)) kind = opt.api_hint;
+    ex.kind = kind;
+    ex.is_llm = kind.has_value();
+    if (kind) {
+      c.api = api_name(*kind);
+      c.provider = provider_for_host(host_hdr, *kind);
+      p->adapter = make_adapter(*kind, c);
+    }
+  }
 
   void request_head_done(std::string_view head, uint64_t t) {
     auto nl = head.find('\n');
@@ -285,17 +321,7 @@ struct Connection::Impl {
         chunked = detail::icontains(v, "chunked");
       }
     }
-    if (host_hdr.empty()) host_hdr = opt.host_hint;
-    c.host = normalize_host(host_hdr);
-    std::optional<ApiKind> kind = classify_path(method, target);
-    if (!kind && opt.api_hint && method == "POST" && !known_non_call(target)) kind = opt.api_hint;
-    ex.kind = kind;
-    ex.is_llm = kind.has_value();
-    if (kind) {
-      c.api = api_name(*kind);
-      c.provider = provider_for_host(host_hdr, *kind);
-      p->adapter = make_adapter(*kind, c);
-    }
+    classify_request(p.get(), method, target, host_hdr);
     for (auto& h : hs)
       if (!util::is_secret_header(h.first)) ex.request_headers.push_back(std::move(h));
     ex.request_start_ns = req.start_ns() ? req.start_ns() : t;
@@ -374,13 +400,246 @@ struct Connection::Impl {
     void on_lost_gap(uint64_t, uint64_t) {}
   };
 
+  // ---- protocol choice ---------------------------------------------------------------------
+  // The client preface starts an exact HTTP/2 connection. A stream first seen mid-way (the
+  // daemon started after the handshake) whose first bytes are an HTTP/2 frame cannot be decoded
+  // (the HPACK tables are lost with its past): it is counted (h2_hpack_desync) and left alone.
+  // Anything else is HTTP/1.x (which resynchronizes at a request/status line on its own).
+  static bool letter(char c) { return c >= 'A' && c <= 'Z'; }
+
+  void probe_request(std::string_view in, uint64_t t) {
+    probe_req.append(in);
+    const std::string_view pre = H2Reader::kPreface;
+    const size_t m = std::min(probe_req.size(), pre.size());
+    if (probe_req.compare(0, m, pre.substr(0, m)) == 0) {
+      if (probe_req.size() < pre.size()) return;
+      start_h2(t);
+      std::string rest = probe_req.substr(pre.size());
+      std::string resp_bytes;
+      resp_bytes.swap(probe_resp);
+      probe_req.clear();
+      if (!rest.empty()) h2_feed(H2Reader::Side::Client, rest, t);
+      if (!resp_bytes.empty()) h2_feed(H2Reader::Side::Server, resp_bytes, t);
+      return;
+    }
+    if (!letter(probe_req[0]) && probe_req.size() < 9) return;
+    if (!letter(probe_req[0]) && H2Reader::plausible_frame(H2Reader::Side::Client, probe_req)) {
+      start_blind(t);
+      return;
+    }
+    start_h1(t);
+  }
+
+  void probe_response(std::string_view in, uint64_t t) {
+    probe_resp.append(in);
+    if (!probe_req.empty()) {  // the request side decides; keep a bounded head meanwhile
+      if (probe_resp.size() > opt.max_header_bytes) start_h1(t);
+      return;
+    }
+    if (!letter(probe_resp[0]) && probe_resp.size() < 9) return;
+    if (!letter(probe_resp[0]) && H2Reader::plausible_frame(H2Reader::Side::Server, probe_resp)) {
+      start_blind(t);
+      return;
+    }
+    start_h1(t);
+  }
+
+  void start_h1(uint64_t t) {
+    mode = Mode::H1;
+    std::string a, b;
+    a.swap(probe_req);
+    b.swap(probe_resp);
+    if (!a.empty()) feed_request(a, t);
+    if (!b.empty()) feed_response(b, t);
+  }
+
+  void start_blind(uint64_t) {
+    mode = Mode::H2Blind;
+    st.http2_detected = 1;
+    st.h2_hpack_desync = 1;
+    st.unparsed_bytes += probe_req.size() + probe_resp.size();
+    probe_req.clear();
+    probe_resp.clear();
+  }
+
+  void start_h2(uint64_t) {
+    mode = Mode::H2;
+    st.http2_detected = 1;
+    h2 = std::make_unique<H2Reader>(*this, h2st);
+  }
+
+  void h2_feed(H2Reader::Side s, std::string_view in, uint64_t t) {
+    const uint64_t before = h2st.unparsed_bytes;
+    h2->feed(s, in, t);
+    st.unparsed_bytes += h2st.unparsed_bytes - before;
+    st.h2_protocol_errors = h2st.protocol_errors;
+  }
+
+  void h2_gap(H2Reader::Side s, uint64_t lost, uint64_t t) {
+    const uint64_t before = h2st.unparsed_bytes;
+    h2->gap(s, lost, t);
+    st.unparsed_bytes += h2st.unparsed_bytes - before;
+    st.h2_protocol_errors = h2st.protocol_errors;
+  }
+
+  // ---- HTTP/2 streams ----------------------------------------------------------------------
+  Pending* h2_find(uint32_t sid) {
+    auto it = h2_streams.find(sid);
+    return it == h2_streams.end() ? nullptr : it->second.get();
+  }
+
+  void h2_finish(uint32_t sid, bool complete, uint64_t t) {
+    auto it = h2_streams.find(sid);
+    if (it == h2_streams.end()) return;
+    finalize(it->second.get(), complete, t);
+    h2_streams.erase(it);
+  }
+
+  void h2_request_headers(uint32_t sid, H2Headers&& hs, bool end_stream, uint64_t wire, uint64_t t) {
+    if (Pending* p = h2_find(sid)) {  // trailers
+      p->ex.call.request_bytes += wire;
+      if (end_stream) request_done_for(p, t);
+      return;
+    }
+    if (sid <= h2_max_stream) return;  // a stream already ended (or never seen): not a request
+    h2_max_stream = sid;
+    std::string method, path, authority, host;
+    auto p = std::make_unique<Pending>();
+    for (auto& h : hs) {
+      const std::string& k = h.first;
+      if (k == ":method") method = h.second;
+      else if (k == ":path") path = h.second;
+      else if (k == ":authority") authority = h.second;
+      else if (!k.empty() && k[0] == ':') continue;
+      else {
+        if (k == "host") host = h.second;
+        p->ex.request_headers.push_back(std::move(h));
+      }
+    }
+    Exchange& ex = p->ex;
+    ex.call.method = method;
+    p->target = util::redact_target(path);
+    ex.call.path = p->target;
+    p->head_method = method == "HEAD";
+    classify_request(p.get(), method, path, authority.empty() ? host : authority);
+    ex.request_start_ns = t;
+    ex.call.request_bytes = wire;
+    Pending* raw = p.get();
+    h2_streams.emplace(sid, std::move(p));
+    ++st.h2_streams;
+    while (h2_streams.size() > kMaxH2Streams) h2_finish(h2_streams.begin()->first, false, t);
+    if (end_stream) request_done_for(raw, t);
+  }
+
+  void h2_response_headers(uint32_t sid, H2Headers&& hs, bool end_stream, uint64_t wire, uint64_t t) {
+    Pending* p = h2_find(sid);
+    if (!p) return;  // a stream not seen opening (pushed, or dropped): nothing to attribute
+    p->ex.call.response_bytes += wire;
+    if (!p->resp_started) {
+      int status = -1;
+      HeaderList rest;
+      std::string ce, ct, date, retry, retry_ms;
+      for (auto& h : hs) {
+        const std::string& k = h.first;
+        const std::string& v = h.second;
+        if (k == ":status") {
+          uint64_t n;
+          if (detail::parse_u64(v, n) && n >= 100 && n <= 999) status = int(n);
+          continue;
+        }
+        if (!k.empty() && k[0] == ':') continue;
+        if (k == "content-encoding") ce = v;
+        else if (k == "content-type") ct = v;
+        else if (k == "date") date = v;
+        else if (k == "retry-after") retry = v;
+        else if (k == "retry-after-ms") retry_ms = v;
+        rest.push_back(std::move(h));
+      }
+      if (status < 0) {
+        ++st.parse_errors;
+        status = 0;
+      }
+      if (status >= 100 && status < 200 && !end_stream) return;  // informational: the final follows
+      apply_response_head(p, status, rest, t, retry, date, retry_ms, ce, ct);
+    }
+    if (end_stream) {
+      p->ex.response_end_ns = t;
+      h2_finish(sid, true, t);
+    }
+  }
+
+  // H2Reader::Events
+  void h2_headers(H2Reader::Side s, uint32_t sid, H2Headers&& hs, bool end_stream, uint64_t wire,
+                  uint64_t t) override {
+    if (s == H2Reader::Side::Client) h2_request_headers(sid, std::move(hs), end_stream, wire, t);
+    else h2_response_headers(sid, std::move(hs), end_stream, wire, t);
+  }
+  void h2_data(H2Reader::Side s, uint32_t sid, std::string_view d, uint64_t) override {
+    Pending* p = h2_find(sid);
+    if (!p) return;
+    if (s == H2Reader::Side::Client) {
+      if (!p->req_done) req_body_data_to(p, d);
+    } else if (p->resp_started) {
+      resp_body_data_to(p, d);
+    }
+  }
+  void h2_wire_bytes(H2Reader::Side s, uint32_t sid, uint64_t n) override {
+    Pending* p = h2_find(sid);
+    if (!p) return;
+    if (s == H2Reader::Side::Client) p->ex.call.request_bytes += n;
+    else p->ex.call.response_bytes += n;
+  }
+  void h2_end_stream(H2Reader::Side s, uint32_t sid, uint64_t t) override {
+    Pending* p = h2_find(sid);
+    if (!p) return;
+    if (s == H2Reader::Side::Client) {
+      request_done_for(p, t);
+    } else {
+      p->ex.response_end_ns = t;
+      h2_finish(sid, p->resp_started, t);
+    }
+  }
+  void h2_data_gap(H2Reader::Side s, uint32_t sid, uint64_t lost, uint64_t) override {
+    Pending* p = h2_find(sid);
+    if (!p) return;
+    p->truncated = true;
+    if (s == H2Reader::Side::Client) {
+      p->req_scan_broken = true;
+      p->req_body_bytes += lost;
+    } else {
+      if (p->docs) p->docs->resync();
+      if (p->dec && p->dec->kind() != ContentDecoder::Kind::Identity) p->body_unparsed = true;
+    }
+  }
+  void h2_reset(uint32_t sid, uint64_t t) override { h2_finish(sid, false, t); }
+  void h2_goaway(H2Reader::Side s, uint32_t last, uint64_t t) override {
+    if (s != H2Reader::Side::Server) return;  // the client's GOAWAY concerns pushed streams
+    while (!h2_streams.empty() && h2_streams.rbegin()->first > last)
+      h2_finish(h2_streams.rbegin()->first, false, t);
+  }
+  void h2_desync(uint64_t t) override {
+    st.h2_hpack_desync = 1;
+    while (!h2_streams.empty()) {
+      h2_streams.begin()->second->truncated = true;
+      h2_finish(h2_streams.begin()->first, false, t);
+    }
+  }
+
   void feed_request(std::string_view in, uint64_t t) {
+    if (mode != Mode::H1) {
+      if (mode == Mode::Probe) probe_request(in, t);
+      else if (mode == Mode::H2) h2_feed(H2Reader::Side::Client, in, t);
+      else st.unparsed_bytes += in.size();
+      return;
+    }
     RequestHooks h{*this};
     st.unparsed_bytes += req.feed(in, t, h);
   }
 
   void gap_request(uint64_t lost, uint64_t t) {
-    if (dead) {
+    if (mode == Mode::Probe) start_h1(t);  // a gap before the protocol is known: HTTP/1 resyncs
+    if (mode == Mode::H2) return h2_gap(H2Reader::Side::Client, lost, t);
+    if (dead || mode == Mode::H2Blind) {
       st.unparsed_bytes += lost;
       return;
     }
@@ -433,11 +692,36 @@ struct Connection::Impl {
         retry_ms = v;
       }
     }
-    if (p) {
+    if (p) apply_response_head(p, status, hs, resp.start_ns() ? resp.start_ns() : t, retry, date,
+                               retry_ms, ce, ct);
+    bool no_body = (p && p->head_method) || status == 204 || status == 304;
+    if (no_body) {
+      if (p) p->ex.response_end_ns = t;
+      if (p) finish_front(p, true, t);
+      resp.end_message();
+      return;
+    }
+    if (bad_len) ++st.parse_errors;
+    if (chunked) {
+      resp.expect_chunked();
+    } else if (clen && !bad_len) {
+      resp.expect_length(*clen);
+      if (*clen == 0) response_done(t);
+    } else {
+      resp.expect_until_close();
+    }
+  }
+
+  // The final response head of `p`: status, rate-limit headers, retry hints, body decoders.
+  void apply_response_head(Pending* p, int status, HeaderList& hs, uint64_t start_ns,
+                           const std::string& retry, const std::string& date,
+                           const std::string& retry_ms, const std::string& ce,
+                           const std::string& ct) {
+    {
       Exchange& ex = p->ex;
       LlmCall& c = ex.call;
       p->resp_started = true;
-      ex.response_start_ns = resp.start_ns() ? resp.start_ns() : t;
+      ex.response_start_ns = start_ns;
       c.status = status;
       for (auto& [k, v] : hs) {
         if (k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-"))
@@ -461,26 +745,11 @@ struct Connection::Impl {
                                               &p->adapter->response_spec(), p->adapter.get());
       }
     }
-    bool no_body = (p && p->head_method) || status == 204 || status == 304;
-    if (no_body) {
-      if (p) p->ex.response_end_ns = t;
-      if (p) finish_front(p, true, t);
-      resp.end_message();
-      return;
-    }
-    if (bad_len) ++st.parse_errors;
-    if (chunked) {
-      resp.expect_chunked();
-    } else if (clen && !bad_len) {
-      resp.expect_length(*clen);
-      if (*clen == 0) response_done(t);
-    } else {
-      resp.expect_until_close();
-    }
   }
 
-  void resp_body_data(std::string_view d) {
-    Pending* p = p_cur;
+  void resp_body_data(std::string_view d) { resp_body_data_to(p_cur, d); }
+
+  void resp_body_data_to(Pending* p, std::string_view d) {
     if (!p || !p->adapter || p->body_unparsed || !p->dec) return;
     if (!p->dec->feed(d, [&](std::string_view x) { p->docs->feed(x); })) p->body_unparsed = true;
   }
@@ -654,12 +923,20 @@ struct Connection::Impl {
   };
 
   void feed_response(std::string_view in, uint64_t t) {
+    if (mode != Mode::H1) {
+      if (mode == Mode::Probe) probe_response(in, t);
+      else if (mode == Mode::H2) h2_feed(H2Reader::Side::Server, in, t);
+      else st.unparsed_bytes += in.size();
+      return;
+    }
     ResponseHooks h{*this};
     st.unparsed_bytes += resp.feed(in, t, h);
   }
 
   void gap_response(uint64_t lost, uint64_t t) {
-    if (dead) {
+    if (mode == Mode::Probe) start_h1(t);
+    if (mode == Mode::H2) return h2_gap(H2Reader::Side::Server, lost, t);
+    if (dead || mode == Mode::H2Blind) {
       st.unparsed_bytes += lost;
       return;
     }
@@ -690,6 +967,7 @@ struct Connection::Impl {
       finalize(q.front().get(), false, t);
       q.pop_front();
     }
+    while (!h2_streams.empty()) h2_finish(h2_streams.begin()->first, false, t);
     req.reset();
     resp.reset();
   }
@@ -732,12 +1010,21 @@ std::vector<RequestInfo> Connection::take_requests() {
 }
 
 bool Connection::request_in_progress() const {
+  if (impl_->mode == Impl::Mode::H2) {
+    for (auto& [sid, p] : impl_->h2_streams)
+      if (!p->req_done) return true;
+    return false;
+  }
+  if (impl_->mode == Impl::Mode::H2Blind) return false;
+  if (impl_->mode == Impl::Mode::Probe && !impl_->probe_req.empty()) return true;
   return !impl_->dead && (impl_->req.state() != MessageReader::State::Seek ||
                            impl_->req.seeker().maybe_request_start());
 }
 
 size_t Connection::awaiting_response() const {
   size_t n = 0;
+  for (auto& [sid, p] : impl_->h2_streams)
+    if (p->req_done) ++n;
   for (auto& p : impl_->q)
     if (p->req_done || p->resp_started) ++n;
   return n;

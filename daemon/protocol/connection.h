@@ -1,4 +1,4 @@
-// connection.h — HTTP/1.1 reassembly of ONE TLS stream (one SSL object of one process) into
+// connection.h — HTTP/1.1 and HTTP/2 reassembly of ONE TLS stream (one SSL object of one process) into
 // request/response exchanges, with LLM usage read from the bodies. This is the protocol
 // module's public entry point; classify.h holds the free functions the daemon also uses.
 //
@@ -19,6 +19,11 @@
 //    incrementally, at most 64 pipelined requests queued).
 //  - Secrets: the header lists exclude credential headers (classify.h is_secret_header), the
 //    path excludes key= query parameters; raw bytes are never logged.
+//  - HTTP/2: a stream that starts with the client preface is read frame by frame (h2_reader.h),
+//    HPACK decoded, one exchange per client stream (streams interleave; exchanges come out in
+//    the order their responses end; each request's RequestInfo when its END_STREAM is written).
+//    A stream whose first bytes are an HTTP/2 frame but no preface (first seen mid-way) cannot
+//    be decoded: h2_hpack_desync is set and nothing of it is attributed.
 //  - Not thread-safe: one Connection is used by one thread at a time.
 #pragma once
 #include <cstdint>
@@ -76,7 +81,11 @@ struct ConnectionStats {
   uint64_t non_llm_exchanges = 0;
   uint64_t incomplete = 0;         // exchanges with complete=false
   uint64_t truncated = 0;          // exchanges with capture_truncated
-  uint64_t http2_detected = 0;     // 1 once the HTTP/2 preface was seen (stream left unparsed)
+  uint64_t http2_detected = 0;     // 1 once the stream was found to be HTTP/2
+  uint64_t h2_streams = 0;         // HTTP/2 client streams opened (requests)
+  uint64_t h2_hpack_desync = 0;    // 1 when HTTP/2 headers could not be decoded (first seen
+                                   // mid-way, or a gap/corruption in a header block)
+  uint64_t h2_protocol_errors = 0; // malformed HTTP/2 frames
   uint64_t upgraded = 0;           // 1 once a 101 Switching Protocols was seen (left unparsed)
   uint64_t unparsed_bytes = 0;     // bytes not parsed because of HTTP/2 or an upgrade
   uint64_t garbage_bytes = 0;      // bytes skipped while looking for a request/status line
@@ -115,7 +124,7 @@ class Connection {
   std::vector<RequestInfo> take_requests();
 
   // A request has started and is not fully written yet: its start line is partly written,
-  // or its headers or body are in progress. False between requests, and on HTTP/2 streams.
+  // or its headers or body are in progress (HTTP/2: a stream whose END_STREAM is not written).
   bool request_in_progress() const;
   // Requests written whose response has not ended yet.
   size_t awaiting_response() const;

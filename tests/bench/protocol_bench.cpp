@@ -4,7 +4,11 @@
 //   BM_JsonScan1MiB     the streaming scanner alone over the same body
 //   BM_KeepAliveReplay  a recorded keep-alive stream of many small calls (JSON + SSE), as the
 //                       daemon sees it: one record per SSL_write/SSL_read (≤ 16 KiB pieces)
+//   BM_H2Replay         the same calls over ONE HTTP/2 connection (HPACK by nghttp2's deflater,
+//                       headers and body in separate writes, responses read in 300-byte records)
 #include <benchmark/benchmark.h>
+
+#include <algorithm>
 
 #include <fstream>
 #include <sstream>
@@ -14,6 +18,7 @@
 #include "protocol/adapter.h"
 #include "protocol/connection.h"
 #include "protocol/json_scan.h"
+#include "../unit/protocol/h2_test_util.h"
 
 using namespace ab::protocol;
 
@@ -21,8 +26,10 @@ namespace {
 
 // Fixtures: AB_TEST_DATA when the build defines it, else tests/data next to this file.
 std::string data_dir() {
-#ifdef AB_TEST_DATA
+#if defined(AB_TEST_DATA)
   return AB_TEST_DATA;
+#elif defined(AB_SOURCE_DIR)
+  return std::string(AB_SOURCE_DIR) + "/tests/data";
 #else
   std::string f = __FILE__;
   return f.substr(0, f.rfind('/')) + "/../data";
@@ -124,5 +131,119 @@ void BM_KeepAliveReplay(benchmark::State& state) {
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(bytes));
 }
 BENCHMARK(BM_KeepAliveReplay)->Unit(benchmark::kMillisecond);
+
+// HTTP/1 message → (head lines, body with chunked framing removed).
+struct Msg {
+  std::string start;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+Msg parse_h1(const std::string& m) {
+  Msg out;
+  size_t he = m.find("\r\n\r\n");
+  std::string head = m.substr(0, he);
+  std::string body = m.substr(he + 4);
+  size_t pos = head.find("\r\n");
+  out.start = head.substr(0, pos);
+  bool chunked = false;
+  while (pos != std::string::npos) {
+    size_t next = head.find("\r\n", pos + 2);
+    std::string line = head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
+    pos = next;
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string k = line.substr(0, colon), v = line.substr(colon + 1);
+    std::transform(k.begin(), k.end(), k.begin(), ::tolower);
+    while (!v.empty() && v[0] == ' ') v.erase(0, 1);
+    if (k == "transfer-encoding") {
+      chunked = true;
+      continue;
+    }
+    if (k == "connection" || k == "keep-alive" || k == "content-length") continue;
+    out.headers.emplace_back(k, v);
+  }
+  if (!chunked) {
+    out.body = body;
+    return out;
+  }
+  size_t i = 0;
+  while (i < body.size()) {
+    size_t eol = body.find("\r\n", i);
+    if (eol == std::string::npos) break;
+    size_t n = std::stoul(body.substr(i, eol - i), nullptr, 16);
+    if (n == 0) break;
+    out.body += body.substr(eol + 2, n);
+    i = eol + 2 + n + 2;
+  }
+  return out;
+}
+
+std::vector<Record> h2_stream(size_t* calls) {
+  using ab::protocol::test::H2Writer;
+  std::vector<Record> recs;
+  H2Writer client, server;
+  const char* names[] = {"openai_chat_json", "openai_chat_sse", "anthropic_sse", "anthropic_json",
+                         "gemini_sse", "openai_responses_sse", "openai_chat_gzip"};
+  *calls = 0;
+  recs.push_back({Dir::Request, H2Writer::preface() + H2Writer::settings({{0x3, 100}})});
+  recs.push_back({Dir::Response, H2Writer::settings({{0x3, 100}}) + H2Writer::settings_ack()});
+  uint32_t sid = 1;
+  for (int round = 0; round < 100; ++round) {
+    for (const char* n : names) {
+      Msg rq = parse_h1(slurp(std::string(n) + ".req")), rs = parse_h1(slurp(std::string(n) + ".resp"));
+      std::vector<std::pair<std::string, std::string>> hs;
+      std::string method = rq.start.substr(0, rq.start.find(' '));
+      std::string target = rq.start.substr(method.size() + 1, rq.start.rfind(' ') - method.size() - 1);
+      std::string host;
+      for (auto& [k, v] : rq.headers)
+        if (k == "host") host = v;
+      hs.push_back({":method", method});
+      hs.push_back({":scheme", "https"});
+      hs.push_back({":authority", host});
+      hs.push_back({":path", target});
+      for (auto& h : rq.headers)
+        if (h.first != "host") hs.push_back(h);
+      recs.push_back({Dir::Request, client.headers(sid, hs, rq.body.empty())});
+      if (!rq.body.empty()) recs.push_back({Dir::Request, H2Writer::data(sid, rq.body, true)});
+      std::vector<std::pair<std::string, std::string>> rh{{":status", rs.start.substr(9, 3)}};
+      for (auto& h : rs.headers) rh.push_back(h);
+      std::string wire = server.headers(sid, rh, false);
+      for (size_t i = 0; i < rs.body.size(); i += 1000)
+        wire += H2Writer::data(sid, rs.body.substr(i, 1000), i + 1000 >= rs.body.size());
+      if (rs.body.empty()) wire += H2Writer::data(sid, "", true);
+      for (size_t i = 0; i < wire.size(); i += 300) recs.push_back({Dir::Response, wire.substr(i, 300)});
+      sid += 2;
+      ++*calls;
+    }
+  }
+  return recs;
+}
+
+void BM_H2Replay(benchmark::State& state) {
+  size_t calls = 0;
+  std::vector<Record> recs = h2_stream(&calls);
+  uint64_t bytes = 0;
+  for (auto& r : recs) bytes += r.bytes.size();
+  for (auto _ : state) {
+    Connection c;
+    uint64_t t = 0;
+    size_t got = 0, llm_ok = 0;
+    for (const auto& r : recs) {
+      c.feed(r.d, r.bytes, ++t);
+      if ((t & 63) == 0)
+        for (auto& x : c.take_exchanges()) got++, llm_ok += x.is_llm && x.call.complete;
+    }
+    c.close(++t);
+    for (auto& x : c.take_exchanges()) got++, llm_ok += x.is_llm && x.call.complete;
+    if (got != calls || llm_ok != calls) state.SkipWithError("lost calls");
+  }
+  state.counters["records/s"] = benchmark::Counter(double(recs.size()) * double(state.iterations()),
+                                                   benchmark::Counter::kIsRate);
+  state.counters["calls/s"] = benchmark::Counter(double(calls) * double(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(bytes));
+}
+BENCHMARK(BM_H2Replay)->Unit(benchmark::kMillisecond);
 
 }  // namespace

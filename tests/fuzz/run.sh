@@ -21,7 +21,7 @@ make -C "$BUILD_DIR" -j"$(nproc)" >/dev/null
 
 # Seed corpora: fixtures (with an op-script header for fuzz_connection).
 mkdir -p "$BUILD_DIR/corpus"
-for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder; do
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2; do
   mkdir -p "$BUILD_DIR/corpus/$t"
 done
 for f in "$ROOT"/tests/data/protocol/*.req "$ROOT"/tests/data/protocol/*.resp; do
@@ -49,8 +49,38 @@ open(sys.argv[3], 'wb').write(out)
 PY
 done
 
+# fuzz_h2: HTTP/2 frames after the preface (HPACK literals without indexing, then indexed
+# names), request and response, in the same op-script form.
+python3 - "$BUILD_DIR/corpus/fuzz_h2" <<'PY'
+import json, os, sys
+def frame(t, fl, sid, p):
+    return len(p).to_bytes(3, 'big') + bytes([t, fl]) + sid.to_bytes(4, 'big') + p
+def lit(k, v, idx=False):  # literal with incremental indexing (0x40) or without (0x00)
+    return bytes([0x40 if idx else 0x00, len(k)]) + k + bytes([len(v)]) + v
+def ops(data, d):
+    out = b''; i = 0
+    while i < len(data):
+        n = min(len(data) - i, 200 * 16 + 1); k = (n - 1) // 16; n = k * 16 + 1
+        out += bytes([0xfc | d, k]) + data[i:i + n]; i += n
+    return out
+body = json.dumps({"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+                   "messages": [{"role": "user", "content": "hi"}]}).encode()
+sse = (b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+       b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\ndata: [DONE]\n\n')
+hb = (bytes([0x83, 0x87]) + lit(b':authority', b'api.openai.com', True) + lit(b':path', b'/v1/chat/completions', True)
+      + lit(b'authorization', b'Bearer sk-x') + lit(b'content-type', b'application/json', True))
+req = frame(4, 0, 0, b'\x00\x03\x00\x00\x00\x64') + frame(1, 4, 1, hb) + frame(0, 1, 1, body)
+req += frame(1, 5 | 0x08, 3, b'\x02' + bytes([0x83, 0x87, 0xbf, 0xbe]) + b'\x00\x00') + frame(9, 4, 3, b'')
+resp = frame(4, 0, 0, b'\x00\x01\x00\x00\x10\x00') + frame(4, 1, 0, b'') + frame(1, 4, 1, bytes([0x88]) +
+       lit(b'content-type', b'text/event-stream')) + frame(0, 8, 1, b'\x05' + sse[:40] + b'\x00' * 5) + frame(0, 1, 1, sse[40:])
+resp += frame(3, 0, 3, b'\x00\x00\x00\x08') + frame(7, 0, 0, b'\x00\x00\x00\x01\x00\x00\x00\x00')
+open(os.path.join(sys.argv[1], 'chat_stream'), 'wb').write(ops(req, 0) + ops(resp, 1))
+open(os.path.join(sys.argv[1], 'chat_stream_bytewise'), 'wb').write(
+    b''.join(bytes([0x00 | (i % 2), ]) + bytes([b]) for i, b in enumerate(req[:200])))
+PY
+
 status=0
-for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder; do
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2; do
   echo "== $t for ${SECONDS_PER_TARGET}s"
   mkdir -p "$BUILD_DIR/artifacts/$t"
   if ! "$BUILD_DIR/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \

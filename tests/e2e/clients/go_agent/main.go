@@ -1,5 +1,5 @@
 // go_agent: a Go (crypto/tls, net/http) test agent. Built by the e2e tests with the machine's
-// Go toolchain (stdlib only, offline). HTTP/1.1 only: HTTP/2 is disabled (empty TLSNextProto,
+// Go toolchain (stdlib only, offline). HTTP/1.1 unless -h2: HTTP/2 is disabled (empty TLSNextProto,
 // ForceAttemptHTTP2 false). Makes -n calls from -parallel goroutines sharing one keep-alive
 // Transport and prints one JSON line per call, as the Python agents do (clients/common.py).
 package main
@@ -40,6 +40,7 @@ func main() {
 	promptChars := flag.Int("prompt-chars", 200, "")
 	tag := flag.String("tag", "", "x-test-client header")
 	key := flag.String("key", "sk-test-AGENTBRAKE-SECRET-0001", "")
+	h2 := flag.Bool("h2", false, "HTTP/2 by ALPN (net/http's own h2 transport) instead of HTTP/1.1")
 	flag.Parse()
 
 	pool := x509.NewCertPool()
@@ -55,6 +56,10 @@ func main() {
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
 		ForceAttemptHTTP2:   false,
 		MaxIdleConnsPerHost: *parallel,
+	}
+	if *h2 {
+		tr.TLSNextProto = nil // the default: h2 when the server offers it
+		tr.ForceAttemptHTTP2 = true
 	}
 	client := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 	url := fmt.Sprintf("https://%s:%d/v1/chat/completions", *host, *port)
