@@ -138,7 +138,9 @@ bool KernelEffects::refused(const gate::EntityKey& e) const {
   using K = gate::EntityKey::Kind;
   if (e.kind == K::Cgroup) {
     const std::string& p = e.cgroup.empty() ? std::string("/") : e.cgroup;
-    return p == "/" || within(p, "/init.scope") || within(self_cgroup_, p);
+    // the daemon's cgroup now (a unit may be moved): kills and denies are rare, read it each time
+    const std::string self = process::read_cgroup_path(getpid()).value_or(self_cgroup_);
+    return p == "/" || within(p, "/init.scope") || within(self, p);
   }
   const uint32_t self = static_cast<uint32_t>(getpid());
   if (e.pid == self || e.pid <= 1) return true;

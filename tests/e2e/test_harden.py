@@ -5,6 +5,11 @@ use against the daemon, one test per finding, on a real agentbraked and the real
     (or absurd) token count does not give a `deny` budget room back: the call is estimated
     (`estimate_reason: malformed_usage`), counted in `malformed_usage`, and its reservation
     stays counted, so the agent is denied as soon as its real calls exceed the budget.
+  * H1: every hold ends by max_hold. A server answering 429 with `retry-after: 86400` under a
+    `retry_storm: throttle` rule holds the agent's retries for max_hold at most (with a
+    `resumed` of reason max_hold), never for the day the server asked for.
+  * M6: a kill the policy asks for on the daemon's own cgroup is refused: the daemon and its
+    cgroup live on, the `killed` event carries `error`, `actions_refused` counts it.
 """
 import os
 import sys
@@ -13,6 +18,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abtest  # noqa: E402
 from abtest import Cgroup, Daemon, detail  # noqa: E402
+
+abtest.AGENTS.setdefault("retry_agent", lambda: [abtest.PYTHON, os.path.join(abtest.CLIENTS, "retry_agent.py")])
 
 HOSTILE_INPUT = -999_997_440   # what the server says the first call cost (tokens)
 LIMIT = 1500                   # tokens per window of the deny budget
@@ -72,6 +79,63 @@ class HostileServer(abtest.SimulatorCase):
             ex = [e for e in d.events("budget_exceeded") if detail(e).get("budget") == "hostile"]
             self.assertTrue(ex, "no budget_exceeded for the hostile budget")
             self.assertGreater(detail(ex[0]).get("level", 0), 0, "the level went negative: %s" % ex)
+
+
+MAX_HOLD_S = 2
+
+
+class EveryHoldEndsByMaxHold(abtest.SimulatorCase):
+    def test_retry_after_of_a_day_holds_for_max_hold_only(self):
+        cg = Cgroup("h1day")
+        policy = abtest.policy_for(self.sim, "max_hold: %ds\ncooldown: 1s\nloops:\n"
+                                             "  retry_storm: {max_errors: 2, window: 60s, action: throttle, "
+                                             "match: {cgroup: \"%s\"}}\n" % (MAX_HOLD_S, cg.path))
+        with Daemon(policy) as d, cg:
+            attempts = 6
+            a = abtest.start_agent(cg, "retry_agent", self.sim, "--attempts", attempts, "--retry-delay", 0.05,
+                                   "--timeout", 60, "--header", "x-sim-status: 429",
+                                   "--header", "x-sim-retry-after: 86400", "--tag", "h1day", label="retry")
+            # held a day before the fix; with max_hold each later retry waits at most ~max_hold
+            a.wait(timeout=attempts * (MAX_HOLD_S + 3) + 10)
+            self.sim.wait_quiet("h1day")
+            recs = self.sim.records("h1day")
+            gaps = [round(recs[j]["ts_start"] - recs[j - 1]["ts"], 2) for j in range(1, len(recs))]
+            state = "%d requests, gaps %s\n%s" % (len(recs), gaps, d.log_tail(20))
+            self.assertEqual(len(recs), attempts, state)
+            self.assertTrue(gaps and max(gaps) < MAX_HOLD_S + 2.5, "a retry was held past max_hold: " + state)
+            storms = d.wait_for(lambda: [e for e in d.events("loop_detected") if detail(e).get("detector") == "retry_storm"],
+                                10, what="the retry storm found")
+            self.assertTrue(storms, state)
+            ended = d.wait_for(lambda: [e for e in d.events("resumed") if detail(e).get("reason") == "max_hold"
+                                        and detail(e).get("hold_reason") == "loop"], 10,
+                               what="a loop hold ended by max_hold")
+            self.assertEqual(detail(ended[0]).get("escalation"), "throttle", ended)
+            self.assertLess(detail(ended[0]).get("held_ms", 1e9), (MAX_HOLD_S + 2) * 1000, ended)
+
+
+class NeverTheDaemonItself(abtest.SimulatorCase):
+    def test_kill_of_the_daemons_own_cgroup_is_refused(self):
+        cg = Cgroup("m6self")
+        policy = abtest.policy_for(self.sim, "cooldown: 1s\nbudgets:\n"
+                                             "  - name: selfkill\n"
+                                             "    match: {cgroup: \"%s\"}\n"
+                                             "    per: cgroup\n"
+                                             "    requests_per_minute: 1\n"
+                                             "    action: kill\n" % cg.path)
+        with cg, Daemon(policy) as d:
+            with open(os.path.join(cg.fs, "cgroup.procs"), "w") as f:  # the daemon joins the agent's cgroup
+                f.write(str(d.pid()))
+            a = abtest.start_agent(cg, "py_httpclient", self.sim, "--tag", "m6self", "-n", "3", "--conn-per-call",
+                                   label="agent")
+            killed = d.wait_for(lambda: [e for e in d.events("killed") if detail(e).get("target") == cg.path],
+                                30, what="the kill the policy asked for")
+            self.assertIn("refused", str(detail(killed[0]).get("error")), killed)
+            counters = d.wait_for(lambda: (lambda c: c if c.get("actions_refused", 0) >= 1 else None)(
+                d.status()["counters"]), 10, what="actions_refused counted")
+            self.assertGreaterEqual(counters["actions_refused"], 1)
+            self.assertIsNone(d.proc.poll(), "the daemon was killed")
+            a.wait(timeout=60)  # exits 0: the agent sharing the daemon's cgroup was not killed
+            self.assertTrue(os.path.exists(os.path.join(cg.fs, "cgroup.procs")))
 
 
 if __name__ == "__main__":
