@@ -161,7 +161,7 @@ class BrakeBase(abtest.SimulatorCase):
             raise AssertionError("%s\nbrake events so far: %s" % (e, short(self.brake_events(d)))) from None
 
     def check_holds_recorded(self, d, reason, pid=None, cgroup=None, at_least=1, stopped_s=0.0, timeout=5.0):
-        """Every hold, of every kind, is a `paused` event and its end a `resumed` (INTERFACE.md
+        """Every hold, of every kind, is a `paused` event and its end a `resumed` (docs/interface.md
         event table). The holds with `reason` of the agent (its pid, or any process of `cgroup`),
         which has finished (so every hold has ended): at least `at_least` paused, each with
         target and dry_run false, and as many resumed with the same reason and a numeric

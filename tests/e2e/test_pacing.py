@@ -22,7 +22,7 @@ log: ts_start of call i minus ts of call i-1), and at most a few seconds after (
 The agent waits 0.2 s between calls (a real agent does some work between calls; it also lets
 the daemon read the response before the next request is written).
 
-Every hold is a `paused` event (INTERFACE.md): a paced agent has `paused` events, with reason
+Every hold is a `paused` event (docs/interface.md): a paced agent has `paused` events, with reason
 `pacing`. Nothing else (budget_exceeded, loop_detected, killed, denied) may
 happen: the policies have no budgets and no loop rules.
 
