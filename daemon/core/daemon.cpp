@@ -818,7 +818,12 @@ void Daemon::on_tick() {
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 10 == 0) publish_metrics();
   if (tick_ % 10 == 5) scan_channels();
-  if (tick_ % 600 == 0) live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
+  if (tick_ % 600 == 0) {
+    live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);
+    // agent trees with no live member and no call for a day leave `agents` (the store keeps them)
+    const int64_t day_ago = clock_ns(CLOCK_REALTIME) - int64_t(24) * 3600 * 1'000'000'000;
+    std::erase_if(agents_, [&](const auto& a) { return a.second.pids.empty() && a.second.last_unix_ns < day_ago; });
+  }
   if (watchdog_usec_ && tick_ % std::max<uint64_t>(1, watchdog_usec_ / 2000 / kTickMs) == 0)
     sd_notify(0, "WATCHDOG=1");
 }

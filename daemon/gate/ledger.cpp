@@ -701,7 +701,30 @@ EffectList Ledger::tick(int64_t now) {
   }
   settle_holds(now, out);
   deal_credits(now, out);
+  if (now - pruned_at_ >= opts_.prune_every_ns) {
+    pruned_at_ = now;
+    prune(now);
+  }
   return out;
+}
+
+// What only the past remembers goes once it can no longer matter: idle buckets and run-out
+// cooldowns (the engine), kills older than killed_memory_ns, episodes older than the longest
+// window, fan-out episodes past their quiet time, capture records past their interval.
+void Ledger::prune(int64_t now) {
+  engine_.forget_idle(now);
+  std::erase_if(killed_, [&](const auto& k) { return now - k.second.at_ns > opts_.killed_memory_ns; });
+  int64_t longest = kEpisodeFallbackNs;
+  for (const auto& b : policy_->budgets)
+    for (const auto& l : b.limits) longest = std::max(longest, ms_to_ns(l.window));
+  std::erase_if(last_exceeded_, [&](const auto& e) { return now - e.second > longest; });
+  std::erase_if(fan_out_held_at_, [&](const auto& e) { return now - e.second > opts_.fan_out_quiet_ns; });
+  std::erase_if(capture_recorded_at_, [&](const auto& e) { return now - e.second > opts_.capture_record_every_ns; });
+}
+
+size_t Ledger::remembered() const {
+  return killed_.size() + last_exceeded_.size() + fan_out_held_at_.size() + capture_recorded_at_.size() +
+         engine_.snapshot(0).buckets.size();
 }
 
 EffectList Ledger::release_all(int64_t now) {

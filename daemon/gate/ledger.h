@@ -166,6 +166,8 @@ class Ledger {
     int64_t fan_out_quiet_ns = 60'000'000'000;                 // fan-out episode: re-armed after this long unheld
     int64_t capture_record_every_ns = 60'000'000'000;          // one capture paused/resumed per process per …
     double capture_records_per_s = 10, capture_record_burst = 100;  // … and at most so many of all processes
+    int64_t prune_every_ns = 60'000'000'000;                   // tick: idle state forgotten this often
+    int64_t killed_memory_ns = 3600LL * 1'000'000'000;         // a kill is shown (agents: killed) this long
   };
 
   Ledger(std::shared_ptr<const policy::Policy> policy, Options options);
@@ -214,6 +216,9 @@ class Ledger {
   const brake::BudgetEngine& budgets() const { return engine_; }
   brake::BudgetEngine& budgets() { return engine_; }     // restore() at start-up
   const Counters& counters() const { return counters_; }
+  // Entries of the tables that only grow with the host's history (kills, episodes, capture
+  // records, the budget engine's buckets): bounded by pruning at tick.
+  size_t remembered() const;
   uint64_t counter(Counter c) const { return counters_[static_cast<size_t>(c)]; }
 
  private:
@@ -299,6 +304,7 @@ class Ledger {
   void undeny_for(const Proc& p, EffectList& out);
   void record(uint32_t pid, decltype(Event::what) what, EffectList& out) const;
   void count(Counter c) { counters_[static_cast<size_t>(c)]++; }
+  void prune(int64_t now);
 
   std::shared_ptr<const policy::Policy> policy_;
   Options opts_;
@@ -314,6 +320,7 @@ class Ledger {
   std::map<uint32_t, int64_t> capture_recorded_at_;   // pid → its last recorded capture hold
   double capture_tokens_ = -1;                        // capture records' token bucket (-1: full)
   int64_t capture_tokens_at_ = 0;
+  int64_t pruned_at_ = 0;
   Counters counters_{};
 };
 

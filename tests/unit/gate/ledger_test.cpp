@@ -689,3 +689,29 @@ budgets:
   EXPECT_GE(snap.buckets[0].limits[0].level, 500) << "the reservation stays counted";
   EXPECT_EQ(b.ledger.typical_call(101).est_input_tokens, 100) << "not the malformed counts";
 }
+
+// Harden M5: what only the past remembers (kills, budget episodes, the engine's buckets and
+// cooldowns) is forgotten once it can no longer matter, so a long-running daemon stays bounded.
+TEST(Ledger, IdleStateIsPrunedAtTick) {
+  Bench b(R"(
+max_hold: 10m
+cooldown: 30s
+budgets:
+  - {name: k, match: {cgroup: "/agents/*"}, per: cgroup, requests_per_minute: 1, action: kill}
+)");
+  b.attach(101, 101);
+  b.attach(102, 102);
+  b.seen(101);
+  b.held(102);  // killed: kill, episode, bucket, cooldown remembered
+  ASSERT_EQ(b.ledger.killed().size(), 1u);
+  ASSERT_GT(b.ledger.remembered(), 1u);
+  b.apply(b.ledger.process_exited(101, b.clock.now));
+  b.apply(b.ledger.process_exited(102, b.clock.now));
+  b.clock.advance(30 * 60 * kSec);
+  b.tick();
+  EXPECT_EQ(b.ledger.killed().size(), 1u) << "a kill is shown for an hour";
+  b.clock.advance(31 * 60 * kSec);
+  b.tick();
+  EXPECT_TRUE(b.ledger.killed().empty());
+  EXPECT_EQ(b.ledger.remembered(), 0u);
+}
