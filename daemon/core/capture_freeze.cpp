@@ -32,6 +32,17 @@ int CaptureFreezer::freeze_for(uint32_t pid, const std::string& cgroup, uint64_t
   Frozen f;
   f.waiting.insert(pid);
   f.since_ns = now_ns;
+  {
+    // Frozen already by someone else (a manual pause, `systemctl freeze`): held as it is, and
+    // left frozen when we are done; it is theirs to thaw.
+    std::ifstream state(process::cgroup_abs_path(mount_, cgroup) + "/cgroup.freeze");
+    std::string v;
+    if (state >> v && v == "1") {
+      f.ours = false;
+      frozen_[cgroup] = f;
+      return 0;
+    }
+  }
   frozen_[cgroup] = f;
   save();  // recorded before the freeze: a crash in between leaves a harmless thaw to do
   if (auto r = process::cgroup_freeze(mount_, cgroup, true); !r) {
@@ -43,6 +54,8 @@ int CaptureFreezer::freeze_for(uint32_t pid, const std::string& cgroup, uint64_t
 }
 
 void CaptureFreezer::thaw(const std::string& cgroup) {
+  auto it = frozen_.find(cgroup);
+  if (it != frozen_.end() && !it->second.ours) return;
   if (auto r = process::cgroup_freeze(mount_, cgroup, false); !r && r.err != -ENOENT)
     spdlog::warn("thawing {}: {}", cgroup, std::strerror(-r.err));
 }
@@ -91,7 +104,8 @@ void CaptureFreezer::save() const {
   std::string tmp = state_file_ + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& [cg, f] : frozen_) out << cg << '\n';
+    for (const auto& [cg, f] : frozen_)
+      if (f.ours) out << cg << '\n';
     if (!out) {
       spdlog::warn("cannot record frozen cgroups in {}", state_file_);
       return;

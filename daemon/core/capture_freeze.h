@@ -24,7 +24,7 @@ class CaptureFreezer {
   CaptureFreezer(std::string mount, std::string state_file, std::string self_cgroup);
 
   // Freezes `cgroup` until pid's probes are attached. Returns 0 when frozen (or already frozen
-  // for another pid), -EPERM when the cgroup is not safe to freeze, another negative errno
+  // for another pid, or by someone else: then it is left frozen when pid is released), -EPERM when the cgroup is not safe to freeze, another negative errno
   // when the write failed.
   int freeze_for(uint32_t pid, const std::string& cgroup, uint64_t now_ns);
   // pid is attached (or gone): thaw its cgroup when nobody else waits on it.
@@ -43,6 +43,7 @@ class CaptureFreezer {
   struct Frozen {
     std::set<uint32_t> waiting;
     uint64_t since_ns = 0;
+    bool ours = true;  // false: frozen already (a manual pause, systemctl freeze): never thawed by us
   };
   void thaw(const std::string& cgroup);
   void save() const;
