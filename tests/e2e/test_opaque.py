@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Opaque processes: a watched process whose TLS cannot be read is still seen and braked at
+the socket (bpf/sock.bpf.c), and is judged once.
+
+The client is the Go net/http agent (clients/go_agent) built here with the name of its
+.gopclntab section damaged: the Go runtime does not need the section name, agentbrake does,
+so the binary runs fine and agentbrake cannot find crypto/tls in it.
+
+  * its calls are recorded, once per request, `estimated` with estimate_reason `opaque_tls`,
+    tokens estimated from bytes, attributed to its pid and cgroup; one capture_blind event
+    names the executable and why; `agents` shows capture: opaque;
+  * Reach I item 7: only its first connect is held (capture_holds counts 1 for two
+    connections); a second process of the same executable is not held at all (the verdict is
+    cached per executable) and is still counted at the socket;
+  * requests_per_minute with action throttle: past the limit, request starts are refused at
+    the socket (an sk_msg program can neither sleep nor stop the process), so the simulator
+    serves no more than the limit.
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import abtest  # noqa: E402
+from abtest import Cgroup, Daemon, detail  # noqa: E402
+
+GO_SRC = os.path.join(abtest.CLIENTS, "go_agent")
+BINARY = {}
+
+
+def damage_gopclntab_name(path):
+    """Renames the .gopclntab section (in the section-name string table only)."""
+    with open(path, "r+b") as f:
+        data = f.read(64)
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        f.seek(shoff + shstrndx * shentsize)
+        sh = f.read(shentsize)
+        stroff, strsize = struct.unpack_from("<QQ", sh, 0x18)
+        f.seek(stroff)
+        tab = f.read(strsize)
+        i = tab.find(b".gopclntab\0")
+        assert i >= 0, "no .gopclntab name in the section string table"
+        f.seek(stroff + i)
+        f.write(b".gopclnXXX\0")
+
+
+def setUpModule():
+    abtest.require_daemon()
+    abtest.require_tools("go")
+    tmp = tempfile.mkdtemp(prefix="ab-e2e-opaque-")
+    unittest.addModuleCleanup(shutil.rmtree, tmp, True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GOPROXY": "off", "GOFLAGS": "-mod=mod",
+           "GOCACHE": os.path.join(tmp, "cache"), "GOPATH": os.path.join(tmp, "gopath"), "HOME": tmp,
+           "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    out = os.path.join(tmp, "go_opaque")
+    r = subprocess.run(["go", "build", "-ldflags=-s -w", "-o", out, "."], cwd=GO_SRC, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    abtest.require_or_skip(r.returncode == 0, "go build failed: %s" % r.stdout[-2000:])
+    damage_gopclntab_name(out)
+    BINARY["path"] = out
+
+
+def start_go(cg, sim, tag, *args):
+    errfile = tempfile.NamedTemporaryFile(prefix="go-opaque-", suffix=".err", delete=False,
+                                          dir=abtest.scratch_dir())
+    argv = [BINARY["path"], "-port", str(sim.port), "-cafile", sim.cafile, "-tag", tag] + [str(a) for a in args]
+    p = cg.run(argv, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL, env=sim.client_env(),
+               cwd=abtest.HERE)
+    a = abtest.Agent(p, tag)
+    a.errfile = errfile
+    a.kind = "go_agent"
+    return a
+
+
+def counters(d):
+    return d.status().get("counters", {})
+
+
+class OpaqueGo(abtest.SimulatorCase):
+    @classmethod
+    def class_policy(cls):
+        return abtest.policy_for(cls.sim)
+
+    def test_01_seen_estimated_and_judged_once(self):
+        d = self.daemon
+        N, P = 6, 2
+        holds_before = counters(d).get("capture_holds", 0)
+        with Cgroup("opaque-go") as cg:
+            a = start_go(cg, self.sim, "opq1", "-n", N, "-parallel", P)
+            a.wait(timeout=60)
+            self.assertEqual(len(a.calls()), N, a.stderr_text())
+            self.sim.wait_quiet("opq1")
+            self.assertEqual(len(self.sim.records("opq1")), N)
+            calls = d.wait_for(lambda: (lambda c: c if len(c) >= N else None)(d.calls(cg.path)), 15,
+                               what="%d estimated calls of the opaque Go client" % N)
+            self.assertEqual(len(calls), N, calls)
+            for e in calls:
+                dd = detail(e)
+                self.assertEqual(e.get("pid"), a.pid, e)
+                self.assertIs(dd.get("estimated"), True, e)
+                self.assertEqual(dd.get("estimate_reason"), "opaque_tls", e)
+                self.assertGreater(dd.get("input_tokens", 0) + dd.get("output_tokens", 0), 0, e)
+            blind = [e for e in d.events("capture_blind") if e.get("pid") == a.pid]
+            self.assertEqual(len(blind), 1, blind)
+            self.assertEqual(detail(blind[0]).get("exe"), BINARY["path"], blind)
+            self.assertIn("gopclntab", detail(blind[0]).get("why", ""), blind)
+            self.assertEqual(detail(blind[0]).get("capture"), "opaque", blind)
+            ag = [x for x in d.agents() if x.get("cgroup") == cg.path]
+            self.assertTrue(ag and ag[0].get("capture") == "opaque", ag)
+            # two connections (two goroutines): held at the first connect only
+            c = counters(d)
+            self.assertEqual(c.get("capture_holds", 0) - holds_before, 1, c)
+            self.assertGreaterEqual(c.get("opaque_sockets", 0) + c.get("opaque_sockets_added", 0), 2, c)
+
+        # a second process of the same executable: not held at all, still counted
+        with Cgroup("opaque-go2") as cg2:
+            skips = counters(d).get("opaque_exe_holds_skipped", 0)
+            a2 = start_go(cg2, self.sim, "opq2", "-n", 3)
+            a2.wait(timeout=60)
+            calls2 = d.wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(d.calls(cg2.path)), 15,
+                                what="3 estimated calls of the second opaque Go process")
+            self.assertEqual(len(calls2), 3, calls2)
+            self.assertTrue(all(detail(e).get("estimate_reason") == "opaque_tls" for e in calls2), calls2)
+            c = counters(d)
+            self.assertEqual(c.get("capture_holds", 0) - holds_before, 1, "the second process was held: %s" % c)
+            self.assertEqual(c.get("opaque_exe_holds_skipped", 0) - skips, 1, c)
+            blind2 = [e for e in d.events("capture_blind") if e.get("pid") == a2.pid]
+            self.assertEqual(len(blind2), 1, blind2)
+            self.assertIs(detail(blind2[0]).get("cached"), True, blind2)
+        self.assertEqual(d.secret_hits(), [], "a key reached the DB, log or CLI")
+
+
+class OpaqueBrake(abtest.SimulatorCase):
+    def test_02_requests_per_minute_refuses_at_the_socket(self):
+        LIMIT, N = 3, 8
+        cg = Cgroup("opaque-rpm")
+        pol = abtest.policy_for(self.sim, "budgets:\n  - name: opq-rpm\n    match: {cgroup: \"%s\"}\n"
+                                "    per: cgroup\n    limits:\n      - {requests: %d, window: 60s}\n"
+                                "    action: throttle\n" % (cg.path, LIMIT))
+        with Daemon(pol) as d, cg:
+            a = start_go(cg, self.sim, "opq-rpm", "-n", N)
+            a.wait(timeout=90, check=False)
+            self.sim.wait_quiet("opq-rpm")
+            served = self.sim.records("opq-rpm")
+            self.assertLessEqual(len(served), LIMIT, "served past the limit: %d" % len(served))
+            self.assertGreaterEqual(len(served), 1, a.stderr_text())
+            c = d.wait_for(lambda: (lambda c: c if c.get("opaque_requests_refused", 0) >= 1 else None)(counters(d)),
+                           10, what="a refused opaque request")
+            self.assertGreaterEqual(c.get("opaque_requests_refused_kernel", 0), 1, c)
+            calls = d.wait_for(lambda: (lambda x: x if len(x) >= len(served) else None)(d.calls(cg.path)), 15,
+                               what="the served opaque calls recorded")
+            self.assertEqual(len(calls), len(served), calls)
+            self.assertTrue(d.events("budget_exceeded"), "no budget_exceeded event")
+
+
+if __name__ == "__main__":
+    unittest.main()
