@@ -15,7 +15,13 @@ so the binary runs fine and agentbrake cannot find crypto/tls in it.
   * requests_per_minute with action throttle: past the limit, request starts are refused at
     the socket (an sk_msg program can neither sleep nor stop the process), so the simulator
     serves no more than the limit.
+
+The real Codex CLI (@openai/codex 0.169.0, pinned in tests/e2e/agents/codex, installed on
+first use: a static-pie stripped Rust binary using rustls) is opaque the same way: capture
+blind, an estimated call per `codex exec`, and a requests_per_minute brake that refuses its
+next request.
 """
+import contextlib
 import os
 import shutil
 import struct
@@ -29,6 +35,10 @@ import abtest  # noqa: E402
 from abtest import Cgroup, Daemon, detail  # noqa: E402
 
 GO_SRC = os.path.join(abtest.CLIENTS, "go_agent")
+CODEX_DIR = os.path.join(abtest.HERE, "agents", "codex")
+CODEX = os.path.join(CODEX_DIR, "node_modules", "@openai", "codex-linux-x64", "vendor",
+                     "x86_64-unknown-linux-musl", "bin", "codex")
+CODEX_KEY = "sk-test-codex-" + "7" * 20 + "-rustsecret"
 BINARY = {}
 
 
@@ -156,6 +166,84 @@ class OpaqueBrake(abtest.SimulatorCase):
                                what="the served opaque calls recorded")
             self.assertEqual(len(calls), len(served), calls)
             self.assertTrue(d.events("budget_exceeded"), "no budget_exceeded event")
+
+
+def ensure_codex():
+    abtest.require_tools("node", "npm")
+    if not os.access(CODEX, os.X_OK):
+        r = subprocess.run(["npm", "install", "--no-package-lock", "--no-save", "--no-audit", "--no-fund",
+                            "--loglevel=error"], cwd=CODEX_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=600)
+        abtest.require_or_skip(r.returncode == 0 and os.access(CODEX, os.X_OK),
+                               "npm install failed in %s: %s" % (CODEX_DIR, r.stdout[-2000:]))
+
+
+class OpaqueCodex(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        abtest.require_daemon()
+        ensure_codex()
+        cls.stack = contextlib.ExitStack()
+        try:
+            cls.sim = cls.stack.enter_context(abtest.Simulator(ca_chain=True))
+            cls.home = tempfile.mkdtemp(prefix="ab-e2e-codex-")
+            cls.stack.callback(shutil.rmtree, cls.home, True)
+            os.makedirs(os.path.join(cls.home, ".codex"))
+            with open(os.path.join(cls.home, ".codex", "config.toml"), "w") as f:
+                f.write('model = "gpt-5"\nmodel_provider = "sim"\n[model_providers.sim]\nname = "sim"\n'
+                        'base_url = "https://127.0.0.1:%d/v1"\nenv_key = "OPENAI_API_KEY"\n'
+                        'wire_api = "responses"\nsupports_websockets = false\n' % cls.sim.port)
+        except BaseException:
+            cls.stack.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def run_codex(self, cg, timeout=60):
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.home, "OPENAI_API_KEY": CODEX_KEY,
+               "SSL_CERT_FILE": self.sim.cafile, "NO_COLOR": "1"}
+        p = cg.run([CODEX, "exec", "--skip-git-repo-check", "--disable", "unbounded_connection_retries", "hi"],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=self.home)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate(timeout=10)
+        return p, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def test_03_codex_is_opaque_estimated_and_braked(self):
+        cg = Cgroup("opaque-codex")
+        pol = abtest.policy_for(self.sim, "budgets:\n  - name: codex-rpm\n    match: {cgroup: \"%s\"}\n"
+                                "    per: cgroup\n    limits:\n      - {requests: 1, window: 60s}\n"
+                                "    action: throttle\n" % cg.path)
+        with Daemon(pol) as d, cg:
+            before = len(self.sim.records())
+            p, out, err = self.run_codex(cg)
+            self.assertEqual(p.returncode, 0, err[-2000:])
+            self.sim.wait_quiet()
+            self.assertEqual(len(self.sim.records()) - before, 1, "one /v1/responses call per codex exec")
+            calls = d.wait_for(lambda: d.calls(cg.path) or None, 15, what="the estimated Codex call")
+            self.assertEqual(len(calls), 1, calls)
+            dd = detail(calls[0])
+            self.assertEqual(calls[0].get("pid"), p.pid, calls)
+            self.assertEqual((dd.get("estimated"), dd.get("estimate_reason")), (True, "opaque_tls"), calls)
+            self.assertGreater(dd.get("input_tokens", 0), 1000, "a ~39 kB request is thousands of tokens: %s" % dd)
+            blind = [e for e in d.events("capture_blind") if e.get("pid") == p.pid]
+            self.assertEqual(len(blind), 1, blind)
+            self.assertEqual(detail(blind[0]).get("exe"), os.path.realpath(CODEX), blind)
+            ag = [x for x in d.agents() if x.get("cgroup") == cg.path]
+            self.assertTrue(ag and ag[0].get("capture") == "opaque", ag)
+            # the next codex is over requests_per_minute: its request is refused at the socket
+            holds = counters(d).get("capture_holds", 0)
+            p2, out2, err2 = self.run_codex(cg)
+            self.assertEqual(len(self.sim.records()) - before, 1, "a request past the limit reached the provider")
+            c = d.wait_for(lambda: (lambda c: c if c.get("opaque_requests_refused", 0) >= 1 else None)(counters(d)),
+                           10, what="the second codex's request refused")
+            self.assertEqual(c.get("capture_holds", 0), holds, "a second codex process was held at its connect")
+            self.assertTrue(d.events("budget_exceeded"), "no budget_exceeded event")
+            self.assertEqual(d.secret_hits([CODEX_KEY]), [], "the Codex key reached the DB, log or CLI")
 
 
 if __name__ == "__main__":
