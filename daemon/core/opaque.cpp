@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "core/daemon_impl.h"
+#include "util/faults.h"
 
 namespace ab::core {
 
@@ -238,7 +239,7 @@ void Daemon::opaque_tick() {
 }
 
 void Daemon::opaque_start() {
-  int rc = rt_->attach_opaque(cg_mount_);
+  int rc = util::faults().no_socket_capture ? -ECANCELED : rt_->attach_opaque(cg_mount_);
   opaque_capture_ = rc == 0;
   if (rc == 0)
     spdlog::info("socket capture of opaque processes attached at {}", cg_mount_);
