@@ -4,7 +4,7 @@ Python stdlib only; run as root, under the e2e lock (it starts agentbraked):
 
     flock /tmp/agentbrake-e2e.lock python3 tests/bench/run_opaque_bench.py [--build-dir DIR]
 
-Three daemon states, interleaved A/B/C/A/B/C... rounds, median of each:
+Three daemon states, in rounds (order rotated each round), median of each:
   off      no daemon
   nosock   agentbraked with AGENTBRAKE_TEST_FAULTS=no_socket_capture=1 (connect tracepoints,
            deny programs; no sock_ops / sk_msg)
@@ -132,12 +132,13 @@ def main():
     plain_ls, plain_port = echo_server()
     ep_ls, ep_port = echo_server()
     res = {}  # (state, workload) -> [us]
-    work = [("unwatched connect", "connect", plain_port, 2000),
+    work = [("unwatched connect", "connect", plain_port, 1000),
             ("unwatched pingpong", "pingpong", plain_port, 20000),
             ("opaque pingpong", "pingpong", ep_port, 20000)]
     try:
         for r in range(a.rounds):
-            for state in ("off", "nosock", "sock"):
+            states = ("off", "nosock", "sock")
+            for state in states[r % 3:] + states[:r % 3]:  # rotated: no state always first
                 d = None
                 if state != "off":
                     d = Daemon(a.build_dir, ep_port, "no_socket_capture=1" if state == "nosock" else None)
