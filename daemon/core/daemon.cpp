@@ -507,6 +507,7 @@ void Daemon::on_record(const void* data, size_t size) {
     case AB_EV_SSL_NEW:
     case AB_EV_SSL_FREE:
       streams_->on_record(data, size);
+      if (h.type == AB_EV_TLS_DATA && size >= sizeof(ab_tls_event)) note_tls_bytes(data);  // attach health
       return;
     default:
       break;
@@ -768,6 +769,7 @@ void Daemon::process_exchanges() {
     on_request_seen(r);
   }
   for (auto& c : streams_->take_exchanges()) {
+    if (auto w = watched_.find(c.pid); w != watched_.end()) w->second.exchanges++;
     if (!c.exchange.is_llm) {
       confirm_endpoint(c.pid, c.exchange);
       continue;

@@ -137,6 +137,8 @@ class Daemon {
   void account_opaque(const capture::OpaqueCall& c);
   void opaque_on_exit(uint32_t pid);
   void opaque_tick();
+  void note_tls_bytes(const void* record);  // attach health: bytes of a hooked process
+  void check_attach_health(int64_t now);
   void opaque_start();
   json opaque_status() const;
 
@@ -233,6 +235,10 @@ class Daemon {
     uint64_t llm_calls = 0;
     uint64_t host_mismatches = 0;  // non-LLM exchanges whose Host is not the endpoint's name
     bool opaque = false;            // no readable TLS: counted at the socket (`attached` too)
+    uint64_t exchanges = 0;         // HTTP exchanges parsed (LLM or not)
+    uint64_t tls_out = 0, tls_in = 0;  // plaintext bytes captured each way (attach health)
+    int64_t tls_first_ns = 0;          // when the first of them arrived (mono)
+    bool health_reported = false;      // capture_blind for "bytes but nothing parsed" recorded
     std::vector<int> endpoint_fds;  // fds of its connects to endpoints before it was judged
   };
   std::unordered_map<uint32_t, Watched> watched_;

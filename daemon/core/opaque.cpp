@@ -32,6 +32,10 @@ namespace {
 constexpr uint64_t kOpaqueIdleNs = 120ull * 1'000'000'000;       // a quiet open request ends
 constexpr int64_t kOpaqueExitGraceNs = 1'000'000'000;            // closes reported after the exit
 constexpr size_t kMaxEndpointFds = 8;
+// Attach health: a hooked process that sent and received this much plaintext for this long
+// with no HTTP exchange parsed is reported capture blind (its capture is broken, not silent).
+constexpr uint64_t kHealthMinBytesOut = 512, kHealthMinBytesIn = 64;
+constexpr int64_t kHealthAfterNs = 5'000'000'000;
 
 // Whether the ELF file has no program interpreter (statically linked: it cannot load a TLS
 // library later, so "none found" is a property of the file).
@@ -236,6 +240,38 @@ void Daemon::opaque_tick() {
     it = opaque_exited_.erase(it);
   }
   for (const auto& c : opaque_.expire(static_cast<uint64_t>(now), kOpaqueIdleNs)) account_opaque(c);
+  check_attach_health(now);
+}
+
+void Daemon::note_tls_bytes(const void* record) {
+  ab_tls_event e;
+  std::memcpy(&e, record, sizeof e);
+  auto it = watched_.find(e.hdr.pid);
+  if (it == watched_.end() || it->second.opaque || it->second.health_reported) return;
+  auto& w = it->second;
+  if (!w.tls_first_ns) w.tls_first_ns = static_cast<int64_t>(e.hdr.ts_ns);
+  (e.dir == AB_DIR_WRITE ? w.tls_out : w.tls_in) += e.len;
+}
+
+// Reach I item 6: bytes flow between a hooked process and an endpoint but nothing parses
+// (an agent update moved its HTTP layer, HTTP/2, an unknown framing): say so once.
+void Daemon::check_attach_health(int64_t now) {
+  for (auto& [pid, w] : watched_) {
+    if (w.opaque || w.health_reported || !w.attached || w.exchanges || w.endpoint_host.empty()) continue;
+    if (w.tls_out < kHealthMinBytesOut || w.tls_in < kHealthMinBytesIn || !w.tls_first_ns ||
+        now - w.tls_first_ns < kHealthAfterNs)
+      continue;
+    w.health_reported = true;
+    const Attribution who = attribute(pid);
+    const std::string why = fmt::format("{} bytes sent and {} received over its TLS probes in {:.0f} s, no HTTP "
+                                        "exchange parsed (HTTP/2 or an unknown framing)",
+                                        w.tls_out, w.tls_in, double(now - w.tls_first_ns) / 1e9);
+    stats_["capture_blind"]++;
+    stats_["capture_blind_unparsed"]++;
+    spdlog::warn("pid {} ({}) capture blind: {}", pid, who.comm, why);
+    record_event("capture_blind", pid, who.cgroup, who.comm,
+                 {{"pid", pid}, {"exe", who.exe}, {"why", why}, {"capture", "unparsed"}});
+  }
 }
 
 void Daemon::opaque_start() {

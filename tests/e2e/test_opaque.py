@@ -168,6 +168,52 @@ class OpaqueBrake(abtest.SimulatorCase):
             self.assertTrue(d.events("budget_exceeded"), "no budget_exceeded event")
 
 
+GARBAGE = r"""
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+s.sendall(b"NOT-HTTP " * 100 + b"\r\n\r\n")
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+print(len(got), flush=True)
+sys.stdin.read()  # stays until the test has seen what it waits for
+"""
+
+
+class AttachHealth(abtest.SimulatorCase):
+    @classmethod
+    def class_policy(cls):
+        return abtest.policy_for(cls.sim)
+
+    def test_04_bytes_without_a_parsed_call_raise_capture_blind(self):
+        """Reach I item 6: a hooked (OpenSSL) process exchanges bytes with an endpoint that no
+        parser makes a call of: one capture_blind (capture: unparsed) and a counter, not silence."""
+        d = self.daemon
+        with Cgroup("opaque-health") as cg:
+            p = cg.run([sys.executable, "-c", GARBAGE, str(self.sim.port), self.sim.cafile],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                line = p.stdout.readline().decode().strip()
+                self.assertTrue(line.isdigit() and int(line) > 0, "the simulator answered nothing: %r" % line)
+                ev = d.wait_for(lambda: [e for e in d.events("capture_blind") if e.get("pid") == p.pid] or None,
+                                20, what="capture_blind for bytes without a parsed call")
+                self.assertEqual(len(ev), 1, ev)
+                self.assertEqual(detail(ev[0]).get("capture"), "unparsed", ev)
+                self.assertIn("no HTTP exchange parsed", detail(ev[0]).get("why", ""), ev)
+                self.assertGreaterEqual(counters(d).get("capture_blind_unparsed", 0), 1)
+                att = [e for e in d.events("probe_attached") if e.get("pid") == p.pid]
+                self.assertEqual(len(att), 1, "its TLS was hooked (else this proves nothing): %s" % att)
+            finally:
+                p.stdin.close()
+                p.wait(timeout=30)
+                p.stdout.close()
+                p.stderr.close()
+
+
 def ensure_codex():
     abtest.require_tools("node", "npm")
     if not os.access(CODEX, os.X_OK):
