@@ -43,6 +43,7 @@ enum ab_event_type {
 	AB_EV_DNS = 10,     /* struct ab_dns_event */
 	AB_EV_HOLD = 11,    /* struct ab_hold_event: connect exit at which the kernel stopped the process */
 	AB_EV_TLS_GAP = 12, /* struct ab_tls_event (len = 0, lost = bytes not captured) */
+	AB_EV_OPAQUE = 13,  /* struct ab_opaque_event: socket-level capture of an opaque process */
 };
 
 enum ab_direction {
@@ -77,6 +78,8 @@ struct ab_proc_event {
 #define AB_SOCK_HELD (1u << 3)           /* the kernel took a capture hold at this connect */
 #define AB_SOCK_FOREGROUND (1u << 4)     /* a hold was wanted but the process is a terminal's
                                           * foreground job (SIGSTOP would reach its shell) */
+#define AB_SOCK_OPAQUE (1u << 5)         /* judged "no readable TLS" (watch state OPAQUE, or its
+                                          * executable is in the opaque_exes map): not held */
 
 struct ab_sock_event {
 	struct ab_event_header hdr;
@@ -143,6 +146,8 @@ enum ab_watch_state {
 	AB_WATCH_PENDING = 1,  /* kernel saw the first connect and asked for attach (maybe held) */
 	AB_WATCH_ATTACHED = 2, /* TLS probes attached */
 	AB_WATCH_IGNORED = 3,  /* daemon decided not to watch (no TLS library, mismatch) */
+	AB_WATCH_OPAQUE = 4,   /* no readable TLS: counted at the socket (sock.bpf.c), never held
+	                        * again at a connect */
 };
 
 struct ab_watch_value {
@@ -174,7 +179,11 @@ enum ab_counter {
 	AB_CNT_GATE_FG_LATE = 10,    /* request starts without credit not held: terminal foreground */
 	AB_CNT_DENIED_CONNECT = 11,  /* connects to endpoints refused with EPERM (deny action) */
 	AB_CNT_GATE_H2_UNSYNCED = 12, /* HTTP/2 connections whose frames the gate lost track of (never gated after) */
-	AB_CNT_MAX = 13,
+	AB_CNT_OPAQUE_REQUESTS = 13, /* request starts seen at the socket of opaque processes */
+	AB_CNT_OPAQUE_REFUSED = 14,  /* opaque request starts refused (no credit, or denied) */
+	AB_CNT_OPAQUE_SOCKETS = 15,  /* sockets of opaque processes put under socket capture */
+	AB_CNT_OPAQUE_EXE_SKIPS = 16, /* first connects not held: the executable is known opaque */
+	AB_CNT_MAX = 17,
 };
 
 /* gate map: pid -> admission state of a process that falls in a gating budget (Brake).
@@ -188,5 +197,53 @@ struct ab_gate {
 	__u64 since_ns; /* when the daemon last wrote it */
 };
 
+/* opaque_exes map: an executable judged "no readable TLS" (its own code carries a TLS stack
+ * agentbrake cannot read, or it is statically linked without one). Key: the file's identity as
+ * the kernel sees it; a rewritten file (new mtime) no longer matches. */
+struct ab_exe_key {
+	__u64 dev; /* super_block s_dev (kernel encoding: major << 20 | minor) */
+	__u64 ino;
+};
+
+struct ab_exe_value {
+	__s64 mtime_sec;
+	__u32 mtime_nsec;
+	__u32 flags;
+};
+
+/* Per-socket state of a connection of an opaque process (BPF sk_storage, sock.bpf.c). */
+struct ab_opaque_sock {
+	__u64 conn;              /* socket cookie: the connection's key in events */
+	__u64 bytes_out;         /* bytes sent (every sendmsg seen by sk_msg) */
+	__u64 rcv_at_last_write; /* tcp bytes_received at the previous sendmsg */
+	__u64 burst_app;         /* TLS application-data bytes of the current write burst */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 requests;          /* request starts seen */
+	__u32 burst_counted;     /* the current burst was counted as a request */
+	__u32 flags;             /* AB_OPQ_SOCK_* */
+};
+#define AB_OPQ_SOCK_TLS (1u << 0)    /* endpoint speaks TLS: only application-data records count */
+#define AB_OPQ_SOCK_OPAQUE (1u << 1) /* its process is opaque: captured (else: judged later) */
+#define AB_OPQ_SOCK_CLOSED (1u << 2) /* its close was reported */
+
+/* An opaque request counts once its write burst carries this many application-data bytes:
+ * a TLS 1.3 client Finished (58 bytes) or an HTTP/2 WINDOW_UPDATE never does; a request does. */
+#define AB_OPQ_REQUEST_MIN_BYTES 128
+
+enum ab_opaque_kind {
+	AB_OPQ_REQUEST = 1, /* a request start: a write burst after bytes were received */
+	AB_OPQ_REFUSED = 2, /* a request start refused at the socket (no credit, or denied) */
+	AB_OPQ_CLOSE = 3,   /* the connection closed (totals) */
+};
+
+struct ab_opaque_event {
+	struct ab_event_header hdr;
+	__u64 conn;      /* socket cookie */
+	__u64 bytes_out; /* bytes sent on the connection so far */
+	__u64 bytes_in;  /* bytes received on the connection so far (tcp bytes_received) */
+	__u32 kind;      /* enum ab_opaque_kind */
+	__u32 requests;  /* request starts on the connection so far */
+};
 
 #endif /* AGENTBRAKE_EVENTS_H */

@@ -100,6 +100,14 @@ struct {
 	__type(value, __u32);
 } denied_pids SEC(".maps");
 
+/* Executables judged "no readable TLS" (written by the daemon, see struct ab_exe_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ab_exe_key);
+	__type(value, struct ab_exe_value);
+} opaque_exes SEC(".maps");
+
 static __always_inline void ab_count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -141,6 +149,22 @@ static __always_inline bool ab_terminal_foreground(struct task_struct *task)
 	struct pid *fg = BPF_CORE_READ(tty, ctrl.pgrp);
 	struct pid *pg = BPF_CORE_READ(task, signal, pids[PIDTYPE_PGID]);
 	return fg && fg == pg;
+}
+
+/* Whether the current task's executable is in opaque_exes (same file: same mtime too). */
+static __always_inline bool ab_exe_opaque(struct task_struct *task)
+{
+	struct file *f = BPF_CORE_READ(task, mm, exe_file);
+	if (!f)
+		return false;
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	struct ab_exe_key k = {};
+	k.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	k.ino = BPF_CORE_READ(ino, i_ino);
+	struct ab_exe_value *v = bpf_map_lookup_elem(&opaque_exes, &k);
+	if (!v)
+		return false;
+	return v->mtime_sec == BPF_CORE_READ(ino, i_mtime_sec) && v->mtime_nsec == BPF_CORE_READ(ino, i_mtime_nsec);
 }
 
 #endif /* AB_MAPS_BPF_H */

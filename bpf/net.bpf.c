@@ -95,13 +95,21 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		if (w->state == AB_WATCH_IGNORED && !(flags & AB_SOCK_KNOWN_ENDPOINT))
 			return 0;
 		flags |= AB_SOCK_WATCHED;
+		if (w->state == AB_WATCH_OPAQUE)
+			flags |= AB_SOCK_OPAQUE; /* judged already: never held or rescanned again */
 	}
 	if (!(flags & (AB_SOCK_KNOWN_ENDPOINT | AB_SOCK_BUDGET_MATCHED | AB_SOCK_WATCHED)))
 		return 0; /* the common case: an unrelated process, nothing to say */
 
 	bool first = !w || (w->state == AB_WATCH_IGNORED && (flags & AB_SOCK_KNOWN_ENDPOINT));
-	bool want_hold = first && cfg_capture_holds;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (first && ab_exe_opaque(task)) {
+		/* Its executable was judged "no readable TLS" before (another process of the same
+		 * file): nothing to attach, so nothing to wait for. */
+		flags |= AB_SOCK_OPAQUE;
+		ab_count(AB_CNT_OPAQUE_EXE_SKIPS, 1);
+	}
+	bool want_hold = first && cfg_capture_holds && !(flags & AB_SOCK_OPAQUE);
 	if (want_hold && ab_terminal_foreground(task)) {
 		ab_count(AB_CNT_HOLDS_SKIPPED_FG, 1);
 		want_hold = false;
@@ -131,7 +139,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 
 	if (first) {
 		struct ab_watch_value nw = {};
-		nw.state = AB_WATCH_PENDING;
+		nw.state = (flags & AB_SOCK_OPAQUE) ? AB_WATCH_OPAQUE : AB_WATCH_PENDING;
 		nw.since_ns = e->hdr.ts_ns;
 		bpf_map_update_elem(&watch, &pid, &nw, BPF_ANY);
 	}

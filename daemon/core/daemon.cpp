@@ -86,6 +86,10 @@ std::string counter_name(int i) {
     case AB_CNT_GATE_FG_LATE: return "gate_foreground_not_held";
     case AB_CNT_DENIED_CONNECT: return "denied_connects";
     case AB_CNT_GATE_H2_UNSYNCED: return "gate_h2_unsynced";
+    case AB_CNT_OPAQUE_REQUESTS: return "opaque_request_starts";
+    case AB_CNT_OPAQUE_REFUSED: return "opaque_requests_refused_kernel";
+    case AB_CNT_OPAQUE_SOCKETS: return "opaque_sockets";
+    case AB_CNT_OPAQUE_EXE_SKIPS: return "opaque_exe_holds_skipped";
     default: return "counter_" + std::to_string(i);
   }
 }
@@ -349,6 +353,7 @@ int Daemon::start() {
     int rc = rt_->attach_deny(cg_mount_);
     deny_available_ = rc == 0;
     if (rc < 0) spdlog::warn("deny programs (cgroup connect4/6) unavailable: {}; deny holds requests instead", strerror(-rc));
+    opaque_start();
   }
   apply_policy(policy_);
   restore_budgets();
@@ -481,6 +486,14 @@ void Daemon::on_record(const void* data, size_t size) {
     case AB_EV_CLOSE:
       if (size < sizeof(ab_sock_event)) break;
       return;  // channels between agents: used by the loop detectors
+    case AB_EV_OPAQUE:
+      if (size < sizeof(ab_opaque_event)) break;
+      {
+        ab_opaque_event e;
+        std::memcpy(&e, data, sizeof e);
+        on_opaque_event(e);
+      }
+      return;
     case AB_EV_DNS:
       if (size < sizeof(ab_dns_event)) break;
       {
@@ -494,6 +507,7 @@ void Daemon::on_record(const void* data, size_t size) {
     case AB_EV_SSL_NEW:
     case AB_EV_SSL_FREE:
       streams_->on_record(data, size);
+      if (h.type == AB_EV_TLS_DATA && size >= sizeof(ab_tls_event)) note_tls_bytes(data);  // attach health
       return;
     default:
       break;
@@ -546,6 +560,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
       brake_forget(pid);  // its holds end (a frozen cgroup is thawed), its reservations go
       if (freezer_) freezer_->release(pid);
+      opaque_on_exit(pid);
       loops_.on_exit(pid);
       storm_until_.erase(pid);
       for (auto it = call_ids_.lower_bound({pid, 0}); it != call_ids_.end() && it->first.first == pid;)
@@ -576,6 +591,13 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (const auto* info = endpoints_.find(k)) {
     w.endpoint_host = info->host;
     w.endpoint_api = info->api;
+    if (w.opaque) opaque_track_socket(pid, e.sock.fd);  // no-op unless it connected mid-verdict
+    else if (!w.opaque && w.endpoint_fds.size() < 8 && e.sock.fd >= 0) w.endpoint_fds.push_back(e.sock.fd);
+  }
+  if (w.opaque) return;  // judged: counted at the socket, never held or rescanned again
+  if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not held, not scanned
+    opaque_from_kernel(pid);
+    return;
   }
   if (procs_.find(static_cast<int>(pid)) == nullptr) {
     if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
@@ -677,6 +699,8 @@ void Daemon::on_attach_done() {
       // its gate is written before its capture hold lets its first request start go
       if (gate_) apply_gate(gate_->process_attached(gate_info(pid), clock_ns(CLOCK_MONOTONIC)));
       scan_channels();  // its pipes and loopback peers, before its first turn
+    } else if (r.err == -ENOENT && judge_unreadable(pid, r.blind.empty() ? r.error : r.blind)) {
+      stats_["processes_without_openssl"]++;  // opaque: capture_blind recorded, counted at the socket
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
@@ -733,20 +757,28 @@ void Daemon::process_exchanges() {
     on_request_seen(r);
   }
   for (auto& c : streams_->take_exchanges()) {
+    if (auto w = watched_.find(c.pid); w != watched_.end()) w->second.exchanges++;
     if (!c.exchange.is_llm) {
       confirm_endpoint(c.pid, c.exchange);
       continue;
     }
-    if (auto w = watched_.find(c.pid); w != watched_.end()) w->second.llm_calls++;
-    LlmCall call = std::move(c.exchange.call);
-    call.who = attribute(c.pid);
     const auto& ex = c.exchange;
-    call.start_unix_ns = mono_to_unix(ex.request_start_ns);
-    call.end_unix_ns = mono_to_unix(ex.response_end_ns ? ex.response_end_ns
-                                                       : (ex.request_end_ns ? ex.request_end_ns : ex.request_start_ns));
-    call.latency_ms = ex.response_end_ns > ex.request_start_ns
-                          ? double(ex.response_end_ns - ex.request_start_ns) / 1e6
-                          : 0;
+    const uint64_t end = ex.response_end_ns ? ex.response_end_ns : (ex.request_end_ns ? ex.request_end_ns : ex.request_start_ns);
+    record_call(std::move(c.exchange.call), c.pid, c.ssl, ex.request_start_ns, end, ex.response_end_ns);
+  }
+}
+
+// One LLM call, read from the wire or estimated at the socket (opaque.cpp): accounted,
+// stored, settled against its reservation, fed to pacing and the loop detectors.
+void Daemon::record_call(LlmCall call, uint32_t pid, uint64_t ssl, uint64_t start_mono, uint64_t end_mono,
+                         uint64_t response_end_mono, const Attribution* who) {
+  {
+    const uint32_t cpid = pid;
+    if (auto w = watched_.find(cpid); w != watched_.end()) w->second.llm_calls++;
+    call.who = who ? *who : attribute(cpid);
+    call.start_unix_ns = mono_to_unix(start_mono);
+    call.end_unix_ns = mono_to_unix(end_mono);
+    call.latency_ms = response_end_mono > start_mono ? double(response_end_mono - start_mono) / 1e6 : 0;
     accounting::price_call(call, prices_);
     if (!call.price_known) stats_["unpriced_calls"]++;
     if (call.estimated) stats_["estimated_calls"]++;
@@ -772,17 +804,16 @@ void Daemon::process_exchanges() {
                   call.model, call.path, call.status, call.input_tokens, call.output_tokens, call.cost_usd,
                   call.complete ? "" : " (cut off)");
     store_->add_call(call);
-    settle_call(call, c.pid, c.ssl);
-    pace_on_response(call, c.pid);
-    project_spend(call, c.pid);
+    settle_call(call, cpid, ssl);
+    pace_on_response(call, cpid);
+    project_spend(call, cpid);
     uint64_t call_id = 0;
-    if (auto it = call_ids_.find({c.pid, c.ssl}); it != call_ids_.end()) {
+    if (auto it = call_ids_.find({cpid, ssl}); it != call_ids_.end()) {
       call_id = it->second.front();
       it->second.pop_front();
       if (it->second.empty()) call_ids_.erase(it);
     }
-    loops_on_response(call, c.pid, call_id, ex.request_start_ns,
-                      ex.response_end_ns ? ex.response_end_ns : static_cast<uint64_t>(now));
+    loops_on_response(call, cpid, call_id, start_mono, response_end_mono ? response_end_mono : static_cast<uint64_t>(now));
   }
 }
 
@@ -814,6 +845,7 @@ void Daemon::on_tick() {
   if (tick_ % 2 == 0) store_->flush();  // every 200 ms: a call is visible well within 2 s
   sweep_watch_map();
   brake_tick();
+  opaque_tick();
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 10 == 0) publish_metrics();
@@ -1055,6 +1087,7 @@ json Daemon::cmd_status() {
       {"open_streams", streams_->open_streams()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
+      {"opaque", opaque_status()},
       {"counters", counters},
   };
 }
@@ -1102,7 +1135,8 @@ json Daemon::cmd_agents() {
                    {"tokens_per_min", live_.tokens_per_min(accounting::EntityKey::tree(root), now)},
                    {"spend_per_min_usd", live_.spend_per_min_usd(accounting::EntityKey::tree(root), now)},
                    {"state", state},
-                   {"reason", reason}});
+                   {"reason", reason},
+                   {"capture", a.opaque ? "opaque" : "plaintext"}});
   }
   return out;
 }

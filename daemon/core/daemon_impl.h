@@ -24,6 +24,7 @@
 #include "alerts/dispatcher.h"
 #include "alerts/metrics.h"
 #include "brake/budget_engine.h"
+#include "capture/opaque_calls.h"
 #include "capture/stream_table.h"
 #include "control/control.h"
 #include "gate/ledger.h"
@@ -85,6 +86,8 @@ class Daemon {
   void on_attach_done();
   void request_attach(uint32_t pid, const char* why);
   void process_exchanges();
+  void record_call(LlmCall call, uint32_t pid, uint64_t ssl, uint64_t start_mono, uint64_t end_mono,
+                   uint64_t response_end_mono, const Attribution* who = nullptr);
   void confirm_endpoint(uint32_t pid, const protocol::Exchange& ex);
   void on_tick();
   void sweep_watch_map();
@@ -101,6 +104,23 @@ class Daemon {
   void record_event(const std::string& kind, uint32_t pid, const std::string& cgroup, const std::string& comm,
                     json detail);
   void set_watch(uint32_t pid, uint32_t state);
+
+  // ---- opaque processes: no readable TLS, counted at the socket (opaque.cpp)
+  // The attach found nothing to read: a process that talks to an endpoint becomes opaque
+  // (true); any other stays ignored (false).
+  bool judge_unreadable(uint32_t pid, const std::string& why);
+  // The kernel says its executable is known opaque (AB_SOCK_OPAQUE on a first connect).
+  void opaque_from_kernel(uint32_t pid);
+  void become_opaque(uint32_t pid, const std::string& why, bool cached);
+  void opaque_track_socket(uint32_t pid, int fd);
+  void on_opaque_event(const ab_opaque_event& e);
+  void account_opaque(const capture::OpaqueCall& c);
+  void opaque_on_exit(uint32_t pid);
+  void opaque_tick();
+  void note_tls_bytes(const void* record);  // attach health: bytes of a hooked process
+  void check_attach_health(int64_t now);
+  void opaque_start();
+  json opaque_status() const;
 
   // ---- the gate (enforce.cpp): inputs to the ledger, its effects applied and recorded
   static policy::ProcessFacts facts_of(const Attribution& who);
@@ -174,6 +194,12 @@ class Daemon {
     std::string endpoint_api;
     uint64_t llm_calls = 0;
     uint64_t host_mismatches = 0;  // non-LLM exchanges whose Host is not the endpoint's name
+    bool opaque = false;            // no readable TLS: counted at the socket (`attached` too)
+    uint64_t exchanges = 0;         // HTTP exchanges parsed (LLM or not)
+    uint64_t tls_out = 0, tls_in = 0;  // plaintext bytes captured each way (attach health)
+    int64_t tls_first_ns = 0;          // when the first of them arrived (mono)
+    bool health_reported = false;      // capture_blind for "bytes but nothing parsed" recorded
+    std::vector<int> endpoint_fds;  // fds of its connects to endpoints before it was judged
   };
   std::unordered_map<uint32_t, Watched> watched_;
 
@@ -185,8 +211,23 @@ class Daemon {
     int64_t input = 0, output = 0;
     double cost = 0;
     int64_t last_unix_ns = 0;
+    bool opaque = false;  // some of its calls were counted at the socket (capture: opaque)
   };
   std::map<uint32_t, Agent> agents_;
+
+  // opaque processes (opaque.cpp)
+  struct OpaqueExe {
+    int64_t mtime_sec = 0;
+    uint32_t mtime_nsec = 0;
+    std::string why;
+  };
+  std::map<std::pair<uint64_t, uint64_t>, OpaqueExe> opaque_exes_;  // (kernel dev, inode)
+  capture::OpaqueTracker opaque_;
+  std::unordered_map<uint32_t, Attribution> opaque_who_;     // pid → who, kept past its exit
+  std::unordered_map<uint32_t, int64_t> opaque_exited_;      // pid → exit (mono): leftovers end later
+  std::unordered_map<uint32_t, std::string> opaque_why_;     // pid → why it is opaque
+  std::unordered_map<uint32_t, std::pair<std::string, std::string>> opaque_ep_;  // pid → endpoint (api, host)
+  bool opaque_capture_ = false;                              // sock.bpf.c attached
   struct Paused {
     std::string target, reason;
     bool cgroup = false;

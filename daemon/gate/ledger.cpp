@@ -640,6 +640,15 @@ bool Ledger::capture_record_allowed(uint32_t pid, int64_t now) {
   return true;
 }
 
+EffectList Ledger::request_refused(uint32_t pid, int64_t now) {
+  EffectList out;
+  Proc& p = proc(pid);
+  brake::Decision d = engine_.admit(typical(p), now);
+  if (d.reservation_id) engine_.cancel(d.reservation_id);
+  if (!d.admitted) note_exceeded(d, pid, /*held=*/true, now, out);
+  return out;
+}
+
 EffectList Ledger::pace(const Pace& pc, int64_t now) {
   EffectList out;
   Proc& p = proc(pc.pid);

@@ -190,6 +190,10 @@ class Ledger {
   EffectList hold_reported(const HoldReport& report, int64_t now_ns);
   EffectList request_seen(const RequestStart& request, int64_t now_ns);
   EffectList response_ended(const ResponseEnd& response, int64_t now_ns);
+  // A request start the kernel refused instead of holding (an opaque process's, at its socket:
+  // no hook there can stop a process): the budget that closed its gate is reported as for a
+  // hold (budget_exceeded), nothing reserved.
+  EffectList request_refused(uint32_t pid, int64_t now_ns);
   EffectList pace(const Pace& pace, int64_t now_ns);
   EffectList loop_found(const LoopFinding& finding, int64_t now_ns);
   // Timer: max_hold and the capture bound, holds whose reason is gone, credits.

@@ -19,6 +19,7 @@
 
 #include "net.skel.h"
 #include "proc.skel.h"
+#include "sock.skel.h"
 #include "tls.skel.h"
 
 namespace ab::loader {
@@ -40,7 +41,7 @@ bool is_fs(const char* path, unsigned long magic) {
 int reuse_shared_maps(bpf_object* owner, bpf_object* obj) {
   static const char* kShared[] = {"events", "counters", "watch", "holds",
                                   "matched_pids", "matched_cgroups", "endpoints", "gate",
-                                  "denied_cgroups", "denied_pids"};
+                                  "denied_cgroups", "denied_pids", "opaque_exes"};
   for (const char* name : kShared) {
     bpf_map* src = bpf_object__find_map_by_name(owner, name);
     bpf_map* dst = bpf_object__find_map_by_name(obj, name);
@@ -170,6 +171,24 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
     spdlog::info("uprobe_multi unavailable ({}), using perf-event uprobes", errstr(err));
   }
 
+  // Socket capture of opaque processes: optional (a kernel without sk_msg or sk_storage still
+  // runs the daemon; attach_opaque() then reports why).
+  rt->sock_ = ab_sock__open();
+  if (rt->sock_) {
+    int err = reuse_shared_maps(rt->proc_->obj, rt->sock_->obj);
+    if (!err) {
+      rt->sock_->rodata->cfg_daemon_tgid = opts.daemon_tgid;
+      bpf_program__set_autoattach(rt->sock_->progs.ab_sockops, false);
+      bpf_program__set_autoattach(rt->sock_->progs.ab_opaque_msg, false);
+      err = ab_sock__load(rt->sock_);
+    }
+    if (err) {
+      spdlog::warn("socket capture of opaque processes unavailable: load sock BPF object: {}", errstr(err));
+      ab_sock__destroy(rt->sock_);
+      rt->sock_ = nullptr;
+    }
+  }
+
   if (int err = ab_proc__attach(rt->proc_)) return fail("attach process tracepoints: " + errstr(err));
   if (int err = ab_net__attach(rt->net_)) return fail("attach connect tracepoints: " + errstr(err));
   return rt;
@@ -178,6 +197,9 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
 BpfRuntime::~BpfRuntime() {
   for (auto* l : host_links_) bpf_link__destroy(l);
   host_links_.clear();
+  if (sock_ && sk_msg_attached_map_ >= 0)
+    bpf_prog_detach2(bpf_program__fd(sock_->progs.ab_opaque_msg), sk_msg_attached_map_, BPF_SK_MSG_VERDICT);
+  if (sock_) ab_sock__destroy(sock_);
   if (net_) ab_net__destroy(net_);
   if (tls_) ab_tls__destroy(tls_);
   if (proc_) ab_proc__destroy(proc_);
@@ -198,6 +220,24 @@ int BpfRuntime::attach_deny(const std::string& cgroup_root) {
   close(fd);
   return rc;
 }
+
+int BpfRuntime::attach_opaque(const std::string& cgroup_root) {
+  if (!sock_) return -EOPNOTSUPP;
+  int map = bpf_map__fd(sock_->maps.opaque_socks);
+  if (bpf_prog_attach(bpf_program__fd(sock_->progs.ab_opaque_msg), map, BPF_SK_MSG_VERDICT, 0) != 0) return -errno;
+  sk_msg_attached_map_ = map;
+  int fd = open(cgroup_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  bpf_link* l = bpf_program__attach_cgroup(sock_->progs.ab_sockops, fd);
+  int rc = l ? 0 : -errno;
+  close(fd);
+  if (l) host_links_.push_back(l);
+  opaque_attached_ = rc == 0;
+  return rc;
+}
+int BpfRuntime::opaque_exes_fd() const { return bpf_map__fd(proc_->maps.opaque_exes); }
+int BpfRuntime::opaque_state_fd() const { return sock_ ? bpf_map__fd(sock_->maps.opaque_state) : -1; }
+int BpfRuntime::opaque_socks_fd() const { return sock_ ? bpf_map__fd(sock_->maps.opaque_socks) : -1; }
 
 int BpfRuntime::gate_fd() const { return bpf_map__fd(proc_->maps.gate); }
 int BpfRuntime::denied_cgroups_fd() const { return bpf_map__fd(proc_->maps.denied_cgroups); }

@@ -15,6 +15,7 @@
 struct ab_proc;
 struct ab_net;
 struct ab_tls;
+struct ab_sock;
 struct bpf_link;
 struct bpf_program;
 
@@ -77,6 +78,15 @@ class BpfRuntime {
   // Returns 0 or negative errno (deny then falls back to holding requests).
   int attach_deny(const std::string& cgroup_root);
 
+  // Socket-level capture of opaque processes (sock.bpf.c): the sock_ops program at the cgroup2
+  // root and the sk_msg program on the opaque_socks sockhash. Returns 0 or negative errno (the
+  // daemon then sees opaque processes' connects only).
+  int attach_opaque(const std::string& cgroup_root);
+  bool opaque_attached() const { return opaque_attached_; }
+  int opaque_exes_fd() const;   // struct ab_exe_key -> struct ab_exe_value
+  int opaque_state_fd() const;  // sk_storage: socket fd -> struct ab_opaque_sock
+  int opaque_socks_fd() const;  // sockhash: cookie -> socket
+
   // true: TLS programs were loaded as uprobe_multi (attach with raw BPF_LINK_CREATE, ~0.06 ms);
   // false: classic perf-event uprobes through libbpf (slower to detach).
   bool uprobe_multi() const { return uprobe_multi_; }
@@ -97,7 +107,10 @@ class BpfRuntime {
   ab_proc* proc_ = nullptr;
   ab_net* net_ = nullptr;
   ab_tls* tls_ = nullptr;
+  ab_sock* sock_ = nullptr;
   bool uprobe_multi_ = false;
+  bool opaque_attached_ = false;
+  int sk_msg_attached_map_ = -1;
   std::vector<bpf_link*> host_links_;
 };
 

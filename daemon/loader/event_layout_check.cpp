@@ -20,3 +20,7 @@ static_assert(sizeof(ab_endpoint_key) == 20);
 static_assert(sizeof(ab_watch_value) == 16);
 static_assert(sizeof(ab_hold_value) == 24);
 static_assert(sizeof(ab_gate) == 16);
+static_assert(sizeof(ab_exe_key) == 16);
+static_assert(sizeof(ab_exe_value) == 16);
+static_assert(sizeof(ab_opaque_sock) == 56);
+static_assert(sizeof(ab_opaque_event) == 32 + 24 + 8);

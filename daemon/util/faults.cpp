@@ -20,6 +20,7 @@ struct Switch {
 // Bounded so a typo cannot stop the daemon for hours.
 constexpr Switch kSwitches[] = {
     {"attach_delay_ms", &Faults::attach_delay_ms, 600'000},
+    {"no_socket_capture", &Faults::no_socket_capture, 1},
 };
 
 }  // namespace

@@ -18,8 +18,10 @@ struct Faults {
   // in its capture hold (stopped at its first connect) for that long. The stale-hold bound
   // still applies: a delay past it releases the hold unattached.
   int64_t attach_delay_ms = 0;
+  // 1: the socket capture of opaque processes (bpf/sock.bpf.c) is not attached (bench A/B).
+  int64_t no_socket_capture = 0;
 
-  bool any() const { return attach_delay_ms != 0; }
+  bool any() const { return attach_delay_ms != 0 || no_socket_capture != 0; }
   std::string describe() const;  // "attach_delay_ms=3000" (only the switches that are on)
 };
 

@@ -153,6 +153,29 @@ def make_cert(directory):
     return cert, key
 
 
+def make_cert_chain(directory):
+    """A CA and a localhost / 127.0.0.1 server certificate it signed (rustls, e.g. Codex,
+    refuses a CA certificate presented as the server's own). Returns (ca, chain, key)."""
+    ca_key, ca = os.path.join(directory, "ca-key.pem"), os.path.join(directory, "ca.pem")
+    key, csr = os.path.join(directory, "leaf-key.pem"), os.path.join(directory, "leaf.csr")
+    leaf, chain = os.path.join(directory, "leaf.pem"), os.path.join(directory, "chain.pem")
+    ext = os.path.join(directory, "leaf.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    run = lambda *argv: subprocess.run(list(argv), check=True, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, timeout=60)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+        "-keyout", ca_key, "-out", ca, "-subj", "/CN=agentbrake e2e CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+        "-out", leaf, "-days", "2", "-sha256", "-extfile", ext)
+    with open(chain, "w") as out, open(leaf) as l1, open(ca) as l2:
+        out.write(l1.read() + l2.read())
+    return ca, chain, key
+
+
 def peer_info(server_port, peer_port):
     """Dev aid (--peer-info): the local process owning the client end of this loopback
     connection, with its ancestors [{pid, comm, cgroup}], found through /proc/net/tcp*."""
@@ -639,6 +662,8 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--plain", action="store_true", help="plain HTTP instead of HTTPS")
     p.add_argument("--cert-dir", help="where to put the generated certificate (default: a temp dir)")
+    p.add_argument("--ca-chain", action="store_true",
+                   help="serve a certificate signed by a generated CA (cafile is the CA) instead of a self-signed one")
     p.add_argument("--log", help="JSONL file, one line per served request")
     p.add_argument("--control", help="JSON file with settings, re-read when it changes")
     p.add_argument("--peer-info", action="store_true",
@@ -663,9 +688,13 @@ def main(argv=None):
             tmp = tempfile.mkdtemp(prefix="ab-sim-")
             cert_dir = tmp
         os.makedirs(cert_dir, exist_ok=True)
-        cafile, key = make_cert(cert_dir)
+        if a.ca_chain:
+            cafile, chain, key = make_cert_chain(cert_dir)
+        else:
+            cafile, key = make_cert(cert_dir)
+            chain = cafile
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cafile, key)
+        ctx.load_cert_chain(chain, key)
         ctx.set_alpn_protocols(["http/1.1"])
 
     srv = Server((a.host, a.port), Handler, Config(flags, a.control), a.log, ctx)

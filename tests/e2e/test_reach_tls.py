@@ -6,7 +6,8 @@ real agentbraked, against the TLS simulator (issue 12, item 1).
   its cgroup, with the tokens the simulator served, and no key anywhere;
 - the probes were found by the build-id table, and a copy of the binary with another build id
   is found by the xref scan, the result cached in the state dir (a second daemon reads it);
-- a copy whose SSL_write cannot be singled out gives one `capture_blind` naming the executable;
+- a copy whose SSL_write cannot be singled out gives one `capture_blind` naming the executable,
+  and its call is still counted at the socket (estimated, `opaque_tls`);
 - under a tiny tokens budget with action deny, the next claude is held before its request leaves;
 - Debian's wget (GnuTLS, issue 12 item 3): its call is recorded with its tokens.
 
@@ -166,7 +167,11 @@ class BunClaude(unittest.TestCase):
             dd = detail(blind[0])
             self.assertEqual(dd.get("exe"), binary, blind)
             self.assertIn("SSL_write/SSL_read not singled out", dd.get("why", ""), blind)
-            self.assertEqual([e for e in d.events("llm_call") if e.get("cgroup") == cg.path], [])
+            self.assertEqual(dd.get("capture"), "opaque", blind)
+            # not invisible: its call is counted at the socket, estimated
+            calls = d.wait_for(lambda: [e for e in d.events("llm_call") if e.get("cgroup") == cg.path] or None,
+                               15, what="the blind claude's estimated call")
+            self.assertTrue(all(detail(e).get("estimate_reason") == "opaque_tls" for e in calls), calls)
         os.unlink(binary)
 
     def test_04_deny_budget_holds_the_next_claude(self):
