@@ -704,6 +704,7 @@ void Daemon::on_attach_done() {
         }
       } else {
         stats_["attach_failures"]++;
+        if (r.err == -ETIMEDOUT) stats_["attach_deadline_exceeded"]++;
         spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
