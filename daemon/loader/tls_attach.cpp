@@ -79,8 +79,16 @@ std::optional<MappedObject> parse_maps_line(const std::string& line) {
   std::getline(is >> std::ws, path);
   if (perms.size() < 3 || perms[2] != 'x' || path.empty() || path[0] != '/') return std::nullopt;
   if (path.find(" (deleted)") != std::string::npos) return std::nullopt;
-  if (addr.empty() || addr.find_first_not_of("0123456789abcdef-") != std::string::npos) return std::nullopt;
-  return MappedObject{path, addr};
+  // maps pads addresses to 8 digits; map_files names them "%lx-%lx", without leading zeros
+  const auto dash = addr.find('-');
+  if (dash == std::string::npos || addr.find_first_not_of("0123456789abcdef-") != std::string::npos) return std::nullopt;
+  auto unpad = [](std::string h) {
+    const auto nz = h.find_first_not_of('0');
+    return nz == std::string::npos ? std::string("0") : h.substr(nz);
+  };
+  const std::string lo = unpad(addr.substr(0, dash)), hi = unpad(addr.substr(dash + 1));
+  if (lo.empty() || hi.empty() || hi.find('-') != std::string::npos) return std::nullopt;
+  return MappedObject{path, lo + "-" + hi};
 }
 
 std::vector<MappedObject> mapped_executable_files(int pid, const std::string& proc_root) {

@@ -80,6 +80,10 @@ TEST(ObjectFile, ParseMapsLine) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->range, "7f1c2a000000-7f1c2a1c5000");
   EXPECT_EQ(m->path, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+  // maps pads to 8 digits, map_files does not (a non-PIE executable at 0x400000)
+  auto np = ab::loader::parse_maps_line("00400000-0063f000 r-xp 00000000 fd:01 77 /tmp/go_agent");
+  ASSERT_TRUE(np);
+  EXPECT_EQ(np->range, "400000-63f000");
   auto sp = ab::loader::parse_maps_line("1000-2000 r-xp 0 fd:01 9 /tmp/a b/lib.so");
   ASSERT_TRUE(sp);
   EXPECT_EQ(sp->path, "/tmp/a b/lib.so");
