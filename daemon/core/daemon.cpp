@@ -1014,6 +1014,7 @@ json Daemon::cmd_status() {
   counters["unparsed_http_errors"] = ss.parse_errors;
   counters["unparsed_bytes"] = ss.unparsed_bytes;
   counters["streams_evicted"] = ss.streams_evicted;
+  if (cgroups_) counters["cgroup_rescans_deferred"] = cgroups_->stats().rescans_deferred;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();
   if (alerts_) {
