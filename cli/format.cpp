@@ -13,6 +13,29 @@ namespace ab::cli {
 
 using json = nlohmann::json;
 
+// Control characters (C0, DEL, C1) become visible escapes: a process name, model or cgroup
+// chosen by whoever runs an agent cannot move the cursor, retitle or recolour the terminal.
+std::string terminal_safe(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  auto esc = [&](unsigned v) {
+    char b[8];
+    std::snprintf(b, sizeof b, "\\x%02x", v);
+    out += b;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      esc(c);
+    } else if (c == 0xC2 && i + 1 < s.size() && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F) {
+      esc((unsigned char)s[++i]);  // U+0080..U+009F (CSI is U+009B)
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 namespace {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -45,8 +68,8 @@ std::string clip(const std::string& s, size_t w) {
 std::string str(const json& o, const char* key, const std::string& dflt = "") {
   auto it = o.find(key);
   if (it == o.end() || it->is_null()) return dflt;
-  if (it->is_string()) return it->get<std::string>();
-  return dump(*it);
+  if (it->is_string()) return terminal_safe(it->get<std::string>());
+  return terminal_safe(dump(*it));
 }
 
 int64_t i64(const json& o, const char* key) {
@@ -112,7 +135,7 @@ std::string render_table(const std::vector<std::string>& headers, const std::vec
   size_t ncol = headers.size();
   std::vector<size_t> w(ncol, 0);
   auto measure = [&](const std::vector<std::string>& r) {
-    for (size_t i = 0; i < ncol && i < r.size(); ++i) w[i] = std::max(w[i], width_of(r[i]));
+    for (size_t i = 0; i < ncol && i < r.size(); ++i) w[i] = std::max(w[i], width_of(terminal_safe(r[i])));
   };
   measure(headers);
   for (const auto& r : rows) measure(r);
@@ -121,7 +144,7 @@ std::string render_table(const std::vector<std::string>& headers, const std::vec
   auto line = [&](const std::vector<std::string>& r) {
     std::string out;
     for (size_t i = 0; i < ncol; ++i) {
-      std::string cell = i < r.size() ? r[i] : "";
+      std::string cell = i < r.size() ? terminal_safe(r[i]) : "";
       std::string pad(w[i] - width_of(cell), ' ');
       if (i) out += "  ";
       if (is_right(i))
@@ -175,8 +198,8 @@ std::string format_rate(double v) {
 std::string format_scalar(const json& v) {
   if (v.is_string()) {
     std::string s = v.get<std::string>();
-    if (s.empty() || s.find_first_of(" \t\"=") != std::string::npos) return dump(v);
-    return s;
+    if (s.empty() || s.find_first_of(" \t\"=") != std::string::npos) return terminal_safe(dump(v));
+    return terminal_safe(s);
   }
   if (v.is_null()) return "-";
   return dump(v);

@@ -14,6 +14,10 @@
 namespace ab::cli {
 
 // ---- primitives ----
+// Text with control characters (C0, DEL, C1) shown as \xNN: what the CLI prints of names,
+// models and cgroups that agents choose.
+std::string terminal_safe(const std::string& s);
+
 // A plain-text table: columns padded to their widest cell, two spaces apart; `right` lists the
 // right-aligned (numeric) column indexes. `footer` rows come after a dashed rule.
 std::string render_table(const std::vector<std::string>& headers,

@@ -31,6 +31,11 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxPendingOutput = 16u << 20;
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kMaxReadPerWakeup = 1u << 20;
+// Work and memory per connection are bounded: at most this many requests are answered per
+// wakeup, and none while this much output waits for the client to read it; meanwhile its
+// input stays in the kernel's socket buffer (the client's writes block), nothing is dropped.
+constexpr size_t kMaxRequestsPerPass = 32;
+constexpr size_t kOutputHighWater = 1u << 20;
 
 std::string errno_str(int e) { return std::strerror(e); }
 
@@ -288,11 +293,16 @@ void Server::handle_client(int fd, uint32_t events) {
 
   if (events & EPOLLOUT) try_write(c);
   if (!clients_.count(fd)) return;
+  // requests already read but not answered yet (the per-pass bound): their turn now
+  if (c.out.size() < kOutputHighWater && c.in.find('\n') != std::string::npos) {
+    process_lines(c);
+    if (!clients_.count(fd)) return;
+  }
 
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) && wants_input(c)) {
     size_t got_total = 0;
     char buf[kReadChunk];
-    while (!c.peer_closed && got_total < kMaxReadPerWakeup) {
+    while (!c.peer_closed && got_total < kMaxReadPerWakeup && wants_input(c)) {
       ssize_t n = ::recv(fd, buf, sizeof buf, 0);
       if (n > 0) {
         c.in.append(buf, static_cast<size_t>(n));
@@ -313,7 +323,7 @@ void Server::handle_client(int fd, uint32_t events) {
       if (!clients_.count(fd)) return;
     }
   }
-  if (c.peer_closed && c.out.empty()) {
+  if (c.peer_closed && c.out.empty() && (c.close_after_write || c.in.find('\n') == std::string::npos)) {
     close_client(fd);
     return;
   }
@@ -322,9 +332,17 @@ void Server::handle_client(int fd, uint32_t events) {
   update_interest(c);
 }
 
+// More input is read only when the buffered input holds no complete request, less than one
+// request's worth of bytes, and the client has read most of its answers.
+bool Server::wants_input(const Conn& c) const {
+  return !c.close_after_write && c.out.size() < kOutputHighWater && c.in.size() <= opts_.max_request_bytes &&
+         c.in.find('\n') == std::string::npos;
+}
+
 void Server::process_lines(Conn& c) {
   size_t start = 0;
-  while (!c.close_after_write) {
+  size_t answered = 0;
+  while (!c.close_after_write && answered < kMaxRequestsPerPass && c.out.size() < kOutputHighWater) {
     size_t nl = c.in.find('\n', start);
     if (nl == std::string::npos) break;
     std::string line = c.in.substr(start, nl - start);
@@ -338,9 +356,10 @@ void Server::process_lines(Conn& c) {
       break;
     }
     c.out += handle_request(line, c.peer);
+    answered++;
   }
   c.in.erase(0, start);
-  if (!c.close_after_write && c.in.size() > opts_.max_request_bytes) {
+  if (!c.close_after_write && c.in.size() > opts_.max_request_bytes && c.in.find('\n') == std::string::npos) {
     c.out += error_line("request too large (limit " + std::to_string(opts_.max_request_bytes) + " bytes)",
                         codes::kTooLarge);
     c.close_after_write = true;
@@ -415,7 +434,7 @@ void Server::try_write(Conn& c) {
     return;
   }
   if (c.out.empty()) {
-    if (c.close_after_write || c.peer_closed) {
+    if (c.close_after_write || (c.peer_closed && c.in.find('\n') == std::string::npos)) {
       close_client(c.fd);
       return;
     }
@@ -427,8 +446,9 @@ void Server::update_interest(Conn& c) {
   // once the peer has closed (or we will close), stop listening for input: a half-closed
   // socket is always readable and would spin the caller's loop
   uint32_t want = 0;
-  if (!c.peer_closed && !c.close_after_write) want |= EPOLLIN | EPOLLRDHUP;
-  if (!c.out.empty()) want |= EPOLLOUT;
+  if (!c.peer_closed && wants_input(c)) want |= EPOLLIN | EPOLLRDHUP;
+  // requests left for a later pass: writable comes at once, and then it is their turn
+  if (!c.out.empty() || (!c.close_after_write && c.in.find('\n') != std::string::npos)) want |= EPOLLOUT;
   if (want == c.interest) return;
   epoll_event ev{};
   ev.events = want;

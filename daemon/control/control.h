@@ -113,6 +113,7 @@ class Server {
   struct Conn;
   void accept_all();
   void handle_client(int fd, uint32_t events);
+  bool wants_input(const Conn& c) const;
   void process_lines(Conn& c);
   std::string handle_request(const std::string& line, const Peer& peer);
   void try_write(Conn& c);

@@ -715,6 +715,7 @@ void Daemon::on_attach_done() {
         }
       } else {
         stats_["attach_failures"]++;
+        if (r.err == -ETIMEDOUT) stats_["attach_deadline_exceeded"]++;
         spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
@@ -1041,6 +1042,7 @@ json Daemon::cmd_status() {
   counters["h2_streams"] = ss.h2_streams;
   counters["h2_hpack_desync"] = ss.h2_hpack_desync;
   counters["h2_protocol_errors"] = ss.h2_protocol_errors;
+  if (cgroups_) counters["cgroup_rescans_deferred"] = cgroups_->stats().rescans_deferred;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();
   if (alerts_) {

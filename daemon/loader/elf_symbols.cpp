@@ -4,8 +4,10 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace ab::loader {
@@ -35,12 +37,64 @@ std::optional<uint64_t> vaddr_to_offset(Elf* e, uint64_t vaddr) {
 
 }  // namespace
 
+constexpr long kFuseSuperMagic = 0x65735546;
+
+ObjectFile& ObjectFile::operator=(ObjectFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.fd_;
+    st_ = o.st_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+ObjectFile::~ObjectFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+// O_PATH descriptor → checked regular file → O_RDONLY descriptor of that same inode.
+std::optional<ObjectFile> ObjectFile::open_path(const std::string& name, std::string* why) {
+  auto fail = [&](const std::string& w) -> std::optional<ObjectFile> {
+    if (why) *why = w;
+    return std::nullopt;
+  };
+  FdGuard p{open(name.c_str(), O_PATH | O_CLOEXEC)};
+  if (p.fd < 0) return fail(name + ": " + strerror(errno));
+  struct stat st {};
+  if (fstat(p.fd, &st) != 0) return fail(name + ": " + strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail(name + ": not a regular file");
+  struct statfs sfs {};
+  if (fstatfs(p.fd, &sfs) != 0) return fail(name + ": " + strerror(errno));
+  if ((long)sfs.f_type == kFuseSuperMagic) return fail(name + ": on a FUSE filesystem (not read)");
+  const std::string via = "/proc/self/fd/" + std::to_string(p.fd);
+  ObjectFile f;
+  f.fd_ = open(via.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (f.fd_ < 0) return fail(name + ": " + strerror(errno));
+  if (fstat(f.fd_, &f.st_) != 0 || f.st_.st_dev != st.st_dev || f.st_.st_ino != st.st_ino || !S_ISREG(f.st_.st_mode))
+    return fail(name + ": changed while opened");
+  return f;
+}
+
+std::optional<ObjectFile> ObjectFile::open_mapped(int pid, const std::string& range, std::string* why,
+                                                  const std::string& proc_root) {
+  if (range.empty() || range.find_first_not_of("0123456789abcdef-") != std::string::npos) {
+    if (why) *why = "bad mapping range '" + range + "'";
+    return std::nullopt;
+  }
+  return open_path(proc_root + "/" + std::to_string(pid) + "/map_files/" + range, why);
+}
+
 std::optional<std::map<std::string, uint64_t>> resolve_symbols(const std::string& path,
                                                                const std::vector<std::string>& names) {
+  auto f = ObjectFile::open_path(path, nullptr);
+  if (!f) return std::nullopt;
+  return resolve_symbols(f->fd(), names);
+}
+
+std::optional<std::map<std::string, uint64_t>> resolve_symbols(int fd, const std::vector<std::string>& names) {
   if (elf_version(EV_CURRENT) == EV_NONE) return std::nullopt;
-  FdGuard fd{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) return std::nullopt;
-  ElfGuard e{elf_begin(fd.fd, ELF_C_READ_MMAP, nullptr)};
+  ElfGuard e{elf_begin(fd, ELF_C_READ_MMAP, nullptr)};
   if (!e.e || elf_kind(e.e) != ELF_K_ELF) return std::nullopt;
 
   std::map<std::string, uint64_t> out;
@@ -68,16 +122,14 @@ std::optional<std::map<std::string, uint64_t>> resolve_symbols(const std::string
   return out;
 }
 
-std::optional<FileKey> file_key(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return std::nullopt;
+FileKey file_key(const struct stat& st) {
   return FileKey{(uint64_t)st.st_dev, (uint64_t)st.st_ino,
                  (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
 }
 
-std::optional<TlsSymbols> TlsSymbolCache::get(const std::string& path) {
-  return cache_.get(path, [&]() -> std::optional<TlsSymbols> {
-    auto syms = resolve_symbols(path, {"SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_new", "SSL_free"});
+std::optional<TlsSymbols> TlsSymbolCache::get(const ObjectFile& f) {
+  return cache_.get(f.key(), [&]() -> std::optional<TlsSymbols> {
+    auto syms = resolve_symbols(f.fd(), {"SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_new", "SSL_free"});
     if (!syms) return std::nullopt;
     TlsSymbols t;
     auto get = [&](const char* n) { auto it = syms->find(n); return it == syms->end() ? 0 : it->second; };

@@ -35,9 +35,8 @@ int multi_link(int prog_fd, const std::string& path, const std::vector<uint64_t>
 
 }  // namespace
 
-int attach_go_object(BpfRuntime& rt, int pid, const std::string& path, const GoTlsSymbols& syms,
-                     ProcessLinks* out, std::string* error) {
-  const std::string target = "/proc/" + std::to_string(pid) + "/root" + path;
+int attach_go_object(BpfRuntime& rt, int pid, const std::string& target, const std::string& path,
+                     const GoTlsSymbols& syms, ProcessLinks* out, std::string* error) {
   // The RET probes first: an entry without its return would leave scratch state behind.
   const std::pair<TlsHook, std::vector<uint64_t>> plan[] = {
       {TlsHook::GoWriteRet, syms.write_rets},

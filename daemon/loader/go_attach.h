@@ -10,9 +10,11 @@
 namespace ab::loader {
 
 // Attaches entry probes of (*Conn).Write / Read / Close and a probe on every RET of Write and
-// Read, for pid only, to the file `path` (as the process sees it). Links are appended to out;
-// returns 0 or negative errno (links already made stay in out for the caller to detach).
-int attach_go_object(BpfRuntime& rt, int pid, const std::string& path, const GoTlsSymbols& syms,
-                     ProcessLinks* out, std::string* error);
+// Read, for pid only, to the file named by `target` (ObjectFile::fd_path(): the inode the
+// process maps); `path` is its name as the process sees it, for errors and out->objects.
+// Links are appended to out; returns 0 or negative errno (links already made stay in out for
+// the caller to detach).
+int attach_go_object(BpfRuntime& rt, int pid, const std::string& target, const std::string& path,
+                     const GoTlsSymbols& syms, ProcessLinks* out, std::string* error);
 
 }  // namespace ab::loader

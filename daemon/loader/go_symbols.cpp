@@ -219,11 +219,15 @@ bool find_go_probe_sites(const uint8_t* code, size_t n, uint64_t vaddr, GoProbeS
 }
 
 std::optional<GoTlsSymbols> locate_go_tls(const std::string& path) {
+  auto f = ObjectFile::open_path(path, nullptr);
+  if (!f) return std::nullopt;
+  return locate_go_tls(f->fd());
+}
+
+std::optional<GoTlsSymbols> locate_go_tls(int fd) {
   auto t0 = std::chrono::steady_clock::now();
   if (elf_version(EV_CURRENT) == EV_NONE) return std::nullopt;
-  FdGuard fd{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) return std::nullopt;
-  ElfGuard e{elf_begin(fd.fd, ELF_C_READ_MMAP, nullptr)};
+  ElfGuard e{elf_begin(fd, ELF_C_READ_MMAP, nullptr)};
   if (!e.e || elf_kind(e.e) != ELF_K_ELF) return std::nullopt;
   size_t fsize = 0;
   const uint8_t* file = (const uint8_t*)elf_rawfile(e.e, &fsize);
@@ -330,9 +334,9 @@ std::optional<GoTlsSymbols> locate_go_tls(const std::string& path) {
   return r;
 }
 
-std::optional<GoTlsSymbols> GoTlsCache::get(const std::string& path) {
-  return cache_.get(path, [&] {
-    auto r = locate_go_tls(path);
+std::optional<GoTlsSymbols> GoTlsCache::get(const ObjectFile& f, const std::string& path) {
+  return cache_.get(f.key(), [&] {
+    auto r = locate_go_tls(f.fd());
     if (r && r->is_go) {
       if (r->usable())
         spdlog::info("Go {} crypto/tls located in {} in {:.2f} ms: Write ({} RETs), Read ({} RETs){}",

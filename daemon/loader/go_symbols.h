@@ -80,13 +80,16 @@ struct GoTlsSymbols {
   bool usable() const { return is_go && write && read && !write_rets.empty() && !read_rets.empty(); }
 };
 
-// Locates the probe points in the ELF file at path. std::nullopt: not a readable ELF file.
+// Locates the probe points in the ELF file open at fd. std::nullopt: not a readable ELF file.
+std::optional<GoTlsSymbols> locate_go_tls(int fd);
+// The same for a path, opened as ObjectFile::open_path does.
 std::optional<GoTlsSymbols> locate_go_tls(const std::string& path);
 
 // Thread-safe cache of locate_go_tls per file identity (dev, inode, mtime).
 class GoTlsCache {
  public:
-  std::optional<GoTlsSymbols> get(const std::string& path);
+  // name: the object as the process maps it (for logs).
+  std::optional<GoTlsSymbols> get(const ObjectFile& f, const std::string& name);
   size_t size() const { return cache_.size(); }
 
  private:

@@ -71,28 +71,43 @@ uint64_t hook_offset(const TlsSymbols& s, TlsHook h) {
 
 }  // namespace
 
-std::vector<std::string> mapped_executable_files(int pid, const std::string& proc_root) {
-  std::vector<std::string> out;
+std::optional<MappedObject> parse_maps_line(const std::string& line) {
+  // address perms offset dev inode path
+  std::istringstream is(line);
+  std::string addr, perms, off, dev, inode, path;
+  if (!(is >> addr >> perms >> off >> dev >> inode)) return std::nullopt;
+  std::getline(is >> std::ws, path);
+  if (perms.size() < 3 || perms[2] != 'x' || path.empty() || path[0] != '/') return std::nullopt;
+  if (path.find(" (deleted)") != std::string::npos) return std::nullopt;
+  // maps pads addresses to 8 digits; map_files names them "%lx-%lx", without leading zeros
+  const auto dash = addr.find('-');
+  if (dash == std::string::npos || addr.find_first_not_of("0123456789abcdef-") != std::string::npos) return std::nullopt;
+  auto unpad = [](std::string h) {
+    const auto nz = h.find_first_not_of('0');
+    return nz == std::string::npos ? std::string("0") : h.substr(nz);
+  };
+  const std::string lo = unpad(addr.substr(0, dash)), hi = unpad(addr.substr(dash + 1));
+  if (lo.empty() || hi.empty() || hi.find('-') != std::string::npos) return std::nullopt;
+  return MappedObject{path, lo + "-" + hi};
+}
+
+std::vector<MappedObject> mapped_executable_files(int pid, const std::string& proc_root) {
+  std::vector<MappedObject> out;
   std::set<std::string> seen;
   std::ifstream f(proc_root + "/" + std::to_string(pid) + "/maps");
   std::string line;
   while (std::getline(f, line)) {
-    // address perms offset dev inode path
-    std::istringstream is(line);
-    std::string addr, perms, off, dev, inode, path;
-    if (!(is >> addr >> perms >> off >> dev >> inode)) continue;
-    std::getline(is >> std::ws, path);
-    if (perms.size() < 3 || perms[2] != 'x' || path.empty() || path[0] != '/') continue;
-    if (path.find(" (deleted)") != std::string::npos) continue;
-    if (seen.insert(path).second) out.push_back(path);
+    auto m = parse_maps_line(line);
+    if (m && seen.insert(m->path).second) out.push_back(std::move(*m));
   }
   return out;
 }
 
-int TlsAttacher::attach_object(int pid, const std::string& path, const TlsSymbols& syms,
+int TlsAttacher::attach_object(int pid, const ObjectFile& f, const std::string& path, const TlsSymbols& syms,
                                ProcessLinks* out, std::string* error) {
-  // Through the process's root so a process in another mount namespace resolves its own file.
-  std::string target = "/proc/" + std::to_string(pid) + "/root" + path;
+  // The kernel resolves this name in the daemon's own fd table: the inode the process maps,
+  // whatever its path names now (or in its mount namespace).
+  const std::string target = f.fd_path();
   // Return probes first: an entry without its return would leave scratch state behind.
   static const TlsHook kOrder[] = {TlsHook::WriteExit, TlsHook::WriteExExit, TlsHook::ReadExit,
                                    TlsHook::ReadExExit, TlsHook::NewExit, TlsHook::FreeEnter,
@@ -124,21 +139,36 @@ int TlsAttacher::attach_object(int pid, const std::string& path, const TlsSymbol
   return 0;
 }
 
-int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
+int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms) {
   out->pid = pid;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
   auto files = mapped_executable_files(pid);
   if (files.empty()) {
     if (error) *error = "process has no mapped files (exited?)";
     return -ESRCH;
   }
   std::string go_problem;  // a Go binary that cannot be watched says why
-  for (const auto& path : files) {
-    const std::string full = "/proc/" + std::to_string(pid) + "/root" + path;
-    auto syms = symbols_.get(full);
+  std::string unreadable;  // the first mapped object that could not be opened safely
+  for (size_t i = 0; i < files.size(); i++) {
+    const auto& [path, range] = files[i];
+    if (std::chrono::steady_clock::now() > deadline) {
+      detach(*out);
+      if (error)
+        *error = "attach deadline (" + std::to_string(deadline_ms) + " ms) exceeded at " + path + " (" +
+                 std::to_string(i) + " of " + std::to_string(files.size()) + " mapped objects read)";
+      return -ETIMEDOUT;
+    }
+    std::string why;
+    auto f = ObjectFile::open_mapped(pid, range, &why);
+    if (!f) {  // gone, not a regular file, FUSE: never opened by name instead
+      if (unreadable.empty()) unreadable = path + " (" + why + ")";
+      continue;
+    }
+    auto syms = symbols_.get(*f);
     std::string stack = "openssl:symbols";
     if (!syms || !syms->usable()) {
       const size_t before = out->objects.size();
-      if (int err = attach_go(pid, path, out, &go_problem, error)) {  // Go crypto/tls (.gopclntab)
+      if (int err = attach_go(pid, *f, path, out, &go_problem, error)) {  // Go crypto/tls (.gopclntab)
         detach(*out);
         return err;
       }
@@ -147,14 +177,14 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
         continue;
       }
       if (!go_problem.empty()) continue;  // a Go binary it cannot watch: not a locator's job
-      TlsLocation loc = locator_.locate(full);  // GnuTLS, stripped BoringSSL (cached per file)
+      TlsLocation loc = locator_.locate(*f);  // GnuTLS, stripped BoringSSL (cached per file)
       if (loc.kind == TlsLocation::Kind::Unrecognised && out->blind.empty())
         out->blind = path + ": " + loc.why + (loc.build_id.empty() ? "" : " (build id " + loc.build_id + ")");
       if (loc.kind != TlsLocation::Kind::Found) continue;
       syms = loc.syms;
       stack = loc.library + ":" + loc.method;
     }
-    int err = attach_object(pid, path, *syms, out, error);
+    int err = attach_object(pid, *f, path, *syms, out, error);
     if (err) {
       detach(*out);
       return err;
@@ -165,22 +195,23 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error) {
     if (error)
       *error = !out->blind.empty()   ? out->blind
                : !go_problem.empty() ? go_problem
-                                     : "no OpenSSL (SSL_write/SSL_read), GnuTLS, BoringSSL or Go crypto/tls in any mapped object";
+               : "no OpenSSL (SSL_write/SSL_read), GnuTLS, BoringSSL or Go crypto/tls in any mapped object" +
+                     (unreadable.empty() ? std::string() : "; not read: " + unreadable);
     return -ENOENT;
   }
   return 0;
 }
 
 // Go executables (crypto/tls): located through .gopclntab, once per file.
-int TlsAttacher::attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
-                           std::string* error) {
-  auto go = go_symbols_.get("/proc/" + std::to_string(pid) + "/root" + path);
+int TlsAttacher::attach_go(int pid, const ObjectFile& f, const std::string& path, ProcessLinks* out,
+                           std::string* problem, std::string* error) {
+  auto go = go_symbols_.get(f, path);
   if (!go || !go->is_go) return 0;
   if (!go->usable()) {
     *problem = "Go binary " + path + ": " + go->problem;
     return 0;
   }
-  return attach_go_object(rt_, pid, path, *go, out, error);
+  return attach_go_object(rt_, pid, f.fd_path(), path, *go, out, error);
 }
 
 // Each link's release waits in the kernel (~40-60 ms here) for probes in flight; the waits

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,8 +35,23 @@ struct ProcessLinks {
   size_t count() const { return multi_link_fds.size() + perf_links.size(); }
 };
 
-// The mapped files of /proc/<pid>/maps that are executable and could carry OpenSSL.
-std::vector<std::string> mapped_executable_files(int pid, const std::string& proc_root = "/proc");
+// One executable file mapping of /proc/<pid>/maps: its path as the process sees it (for logs
+// and events only: the daemon never opens it by this name) and the address range that names
+// it under /proc/<pid>/map_files/.
+struct MappedObject {
+  std::string path;
+  std::string range;  // "start-end", lower-case hex, as in maps
+};
+
+// The mapped files of /proc/<pid>/maps that are executable and could carry OpenSSL, once per
+// path (the first executable mapping of each).
+std::vector<MappedObject> mapped_executable_files(int pid, const std::string& proc_root = "/proc");
+// Parses one line of /proc/<pid>/maps; nullopt unless it is an executable mapping of a file.
+std::optional<MappedObject> parse_maps_line(const std::string& line);
+
+// Every attach request ends within this bound: objects left when it is reached are not looked
+// at, the attach fails (-ETIMEDOUT) and is counted, so one process cannot hold up the others.
+constexpr int64_t kAttachDeadlineMs = 3000;
 
 class TlsAttacher {
  public:
@@ -43,7 +59,7 @@ class TlsAttacher {
   // Attaches to every OpenSSL-carrying object mapped by pid. Returns 0 on success with links
   // filled, -ENOENT if the process maps no OpenSSL (nothing attached), other negative errno
   // on failure (partially attached links are detached before returning).
-  int attach(int pid, ProcessLinks* out, std::string* error);
+  int attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms = kAttachDeadlineMs);
   // Closes every link of the process.
   void detach(ProcessLinks& links);
   // Closes every link of n processes at once (a pool of threads: the kernel's waits overlap).
@@ -54,10 +70,10 @@ class TlsAttacher {
   TlsLocator& locator() { return locator_; }
 
  private:
-  int attach_object(int pid, const std::string& path, const TlsSymbols& syms, ProcessLinks* out,
-                    std::string* error);
-  int attach_go(int pid, const std::string& path, ProcessLinks* out, std::string* problem,
-                std::string* error);
+  int attach_object(int pid, const ObjectFile& f, const std::string& path, const TlsSymbols& syms,
+                    ProcessLinks* out, std::string* error);
+  int attach_go(int pid, const ObjectFile& f, const std::string& path, ProcessLinks* out,
+                std::string* problem, std::string* error);
   BpfRuntime& rt_;
   TlsSymbolCache symbols_;
   GoTlsCache go_symbols_;

@@ -400,8 +400,13 @@ struct Mapping {
 }  // namespace
 
 TlsLocation TlsLocator::locate(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  auto f = ObjectFile::open_path(path, nullptr);
+  if (!f) return {};
+  return locate(*f);
+}
+
+TlsLocation TlsLocator::locate(const ObjectFile& f) {
+  const struct stat& st = f.st();
   FileIdentity id{(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
                   (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
   std::lock_guard lk(mu_);
@@ -416,7 +421,7 @@ TlsLocation TlsLocator::locate(const std::string& path) {
   TlsLocation loc;
   // GnuTLS exports its API: same argument shape as SSL_write/SSL_read (session, buffer,
   // size; ssize_t result), and gnutls_deinit(session) ends a session as SSL_free does.
-  if (auto g = resolve_symbols(path, {"gnutls_record_send", "gnutls_record_recv", "gnutls_deinit"})) {
+  if (auto g = resolve_symbols(f.fd(), {"gnutls_record_send", "gnutls_record_recv", "gnutls_deinit"})) {
     auto get = [&](const char* n) { auto i = g->find(n); return i == g->end() ? 0 : i->second; };
     loc.syms.ssl_write = get("gnutls_record_send");
     loc.syms.ssl_read = get("gnutls_record_recv");
@@ -430,12 +435,9 @@ TlsLocation TlsLocator::locate(const std::string& path) {
     }
     loc = {};
   }
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
   Mapping m;
   m.n = (size_t)st.st_size;
-  if (m.n >= sizeof(Elf64_Ehdr)) m.p = mmap(nullptr, m.n, PROT_READ, MAP_PRIVATE, fd, 0);
-  close(fd);
+  if (m.n >= sizeof(Elf64_Ehdr)) m.p = mmap(nullptr, m.n, PROT_READ, MAP_PRIVATE, f.fd(), 0);
   if (m.p == MAP_FAILED) return {};
   std::string_view image((const char*)m.p, m.n);
   Image im;

@@ -67,7 +67,9 @@ class TlsLocator {
   // cache_dir: where "tls-locations" is kept ("" = memory only).
   explicit TlsLocator(std::string cache_dir = "") : cache_dir_(std::move(cache_dir)) {}
   void set_cache_dir(const std::string& dir);
-  // path: the object as the daemon opens it (through /proc/<pid>/root).
+  // f: the object, opened safely (ObjectFile).
+  TlsLocation locate(const ObjectFile& f);
+  // The same for a path (tests, bench), opened as ObjectFile::open_path does.
   TlsLocation locate(const std::string& path);
   // counters for status/bench
   size_t scans() const { return scans_; }

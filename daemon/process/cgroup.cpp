@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "process/cgroup.h"
 
 #include "process/io_detail.h"
@@ -282,11 +283,31 @@ std::optional<std::string> CgroupResolver::path_for_id(uint64_t id) {
 		}
 		negative_.erase(it);
 	}
+	if (!take_rescan_token(now)) {
+		++stats_.rescans_deferred;
+		return std::nullopt;
+	}
 	rescan();
 	if (auto it = by_id_.find(id); it != by_id_.end()) return it->second;
 	if (negative_.size() >= opts_.max_negative) negative_.clear();
 	negative_[id] = now;
 	return std::nullopt;
+}
+
+bool CgroupResolver::take_rescan_token(std::chrono::steady_clock::time_point now) {
+	const double burst = double(opts_.rescan_burst ? opts_.rescan_burst : 1);
+	if (rescan_tokens_ < 0) {
+		rescan_tokens_ = burst;
+	} else if (opts_.rescan_refill.count() > 0) {
+		rescan_tokens_ = std::min(burst, rescan_tokens_ + std::chrono::duration<double>(now - rescan_tokens_at_).count() /
+		                                                      std::chrono::duration<double>(opts_.rescan_refill).count());
+	} else {
+		rescan_tokens_ = burst;
+	}
+	rescan_tokens_at_ = now;
+	if (rescan_tokens_ < 1) return false;
+	rescan_tokens_ -= 1;
+	return true;
 }
 
 std::optional<uint64_t> CgroupResolver::id_for_path(const std::string& rel) {

@@ -80,10 +80,15 @@ public:
 		// (bounds the cost of events carrying ids of cgroups that are already gone).
 		std::chrono::milliseconds negative_ttl{1000};
 		size_t max_negative = 4096;
+		// Rescans on a miss are rate-limited (a token bucket: this many at once, then one per
+		// refill period): a storm of execs in new or vanished cgroups costs at most a few full
+		// walks per second. A miss without a token is answered "unknown" and counted.
+		size_t rescan_burst = 8;
+		std::chrono::milliseconds rescan_refill{250};
 	};
 	struct Stats {
 		uint64_t hits = 0, misses = 0, rescans = 0, rescans_truncated = 0, cache_resets = 0,
-		         negative_hits = 0;
+		         negative_hits = 0, rescans_deferred = 0;
 	};
 
 	explicit CgroupResolver(std::string mount);
@@ -119,6 +124,9 @@ private:
 	std::unordered_map<uint64_t, std::string> by_id_;
 	std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> negative_;
 	Stats stats_;
+	double rescan_tokens_ = -1;  // < 0: not started (a full bucket)
+	std::chrono::steady_clock::time_point rescan_tokens_at_{};
+	bool take_rescan_token(std::chrono::steady_clock::time_point now);
 };
 
 // ---- the brake's cgroupfs side effects -------------------------------------------------

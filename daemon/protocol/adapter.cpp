@@ -205,6 +205,8 @@ void Adapter::finish(const FinishInfo& fi) {
     call_.estimate_reason = "malformed_usage";
   } else if (!fi.have_response) {
     call_.estimate_reason = "no_response";
+  } else if (fi.body_too_large) {
+    call_.estimate_reason = "body_too_large";
   } else if (fi.body_unparsed || (!any_doc_ok_ && !call_.usage_present)) {
     call_.estimate_reason = fi.complete ? "unparsed_body" : "cut_off";
   } else if (!fi.complete) {

@@ -22,6 +22,7 @@ namespace ab::protocol {
 struct FinishInfo {
   bool have_response = false;    // a status line arrived
   bool complete = false;         // the response ended where its framing said it would
+  bool body_too_large = false;   // ... because it decoded to more than ContentDecoder::max_output
   bool body_unparsed = false;    // the body could not be decoded (bad/unsupported encoding, lost sync)
   uint64_t request_body_bytes = 0;
   bool request_scan_ok = false;  // the request JSON was scanned without a gap or syntax error

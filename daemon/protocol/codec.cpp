@@ -54,7 +54,7 @@ bool ContentDecoder::feed(std::string_view in, const Out& out) {
   auto emit = [&](const unsigned char* p, size_t n) {
     if (!n) return true;
     produced_ += n;
-    if (produced_ > max_output) { failed_ = true; return false; }
+    if (produced_ > max_output) { failed_ = too_large_ = true; return false; }
     out(std::string_view(reinterpret_cast<const char*>(p), n));
     return true;
   };

@@ -29,14 +29,18 @@ class ContentDecoder {
   // `max_output` decoded bytes (decompression bombs).
   bool feed(std::string_view in, const Out& out);
   bool failed() const { return failed_; }
+  // failed because the body decoded to more than max_output (a bomb, or a body no LLM answer is)
+  bool too_large() const { return too_large_; }
   Kind kind() const { return kind_; }
   uint64_t produced() const { return produced_; }
-  static constexpr uint64_t max_output = 1ULL << 30;
+  // 64 MiB: far above any LLM answer, and what one response may cost the event loop to inflate
+  static constexpr uint64_t max_output = 64ULL << 20;
 
  private:
   struct Impl;
   Kind kind_;
   bool failed_ = false;
+  bool too_large_ = false;
   uint64_t produced_ = 0;
   std::unique_ptr<Impl> impl_;
 };

@@ -76,6 +76,7 @@ struct Pending {
   bool resp_lost = false;     // response framing lost (gap); ends at the next request/close
   bool truncated = false;
   bool body_unparsed = false;
+  bool body_too_large = false;
   std::unique_ptr<ContentDecoder> dec;
   std::unique_ptr<DocStream> docs;
 };
@@ -154,6 +155,7 @@ struct Connection::Impl final : H2Reader::Events {
       fi.have_response = p->resp_started;
       fi.complete = c.complete;
       fi.body_unparsed = p->body_unparsed;
+      fi.body_too_large = p->body_too_large;
       fi.request_body_bytes = p->req_body_bytes;
       fi.request_scan_ok = !p->req_scan_broken && !p->req_scan.failed() && p->req_scan.started();
       fi.request_string_bytes = p->req_scan.string_bytes();
@@ -751,7 +753,10 @@ struct Connection::Impl final : H2Reader::Events {
 
   void resp_body_data_to(Pending* p, std::string_view d) {
     if (!p || !p->adapter || p->body_unparsed || !p->dec) return;
-    if (!p->dec->feed(d, [&](std::string_view x) { p->docs->feed(x); })) p->body_unparsed = true;
+    if (!p->dec->feed(d, [&](std::string_view x) { p->docs->feed(x); })) {
+      p->body_unparsed = true;
+      p->body_too_large = p->dec->too_large();
+    }
   }
 
   void response_done(uint64_t t) {

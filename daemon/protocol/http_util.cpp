@@ -106,7 +106,7 @@ std::optional<double> parse_retry_after(std::string_view value, std::string_view
   if ((value[0] >= '0' && value[0] <= '9') || value[0] == '.') {
     double v = 0;
     auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-    if (ec != std::errc() || p != value.data() + value.size() || !(v >= 0) || v > 1e9)
+    if (ec != std::errc() || p != value.data() + value.size() || !(v >= 0) || v > kMaxRetryAfterS)
       return std::nullopt;
     return v;
   }
@@ -115,6 +115,7 @@ std::optional<double> parse_retry_after(std::string_view value, std::string_view
   int64_t base = now_unix_s;
   if (auto d = parse_http_date(date_header)) base = *d;
   int64_t delta = *when - base;
+  if (double(delta) > kMaxRetryAfterS) return std::nullopt;  // as a delay that large is
   return delta > 0 ? double(delta) : 0.0;
 }
 

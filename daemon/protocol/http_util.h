@@ -20,7 +20,10 @@ bool looks_like_status_line(std::string_view line);
 std::optional<int64_t> parse_http_date(std::string_view s);
 
 // retry-after value in seconds: a delay ("120", "1.5") or an HTTP-date, taken relative to the
-// response's Date header when given, else to `now_unix_s`. Never negative; nullopt if invalid.
+// response's Date header when given, else to `now_unix_s`. Never negative; nullopt if invalid,
+// and for a delay above kMaxRetryAfterS in either form (how long a hold lasts is still bounded
+// by max_hold where it is applied).
+constexpr double kMaxRetryAfterS = 1e9;
 std::optional<double> parse_retry_after(std::string_view value, std::string_view date_header,
                                         int64_t now_unix_s);
 

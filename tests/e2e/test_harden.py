@@ -10,9 +10,17 @@ use against the daemon, one test per finding, on a real agentbraked and the real
     `resumed` of reason max_hold), never for the day the server asked for.
   * M6: a kill the policy asks for on the daemon's own cgroup is refused: the daemon and its
     cgroup live on, the `killed` event carries `error`, `actions_refused` counts it.
+  * C1: the attach worker never opens a path a local user controls. An unprivileged process
+    (uid 65534 in a user + mount namespace) maps a file executable, binds a FIFO over its path
+    and connects once to the endpoint: an honest agent in another cgroup is still attached
+    promptly and every one of its calls recorded, and the daemon stops on SIGTERM within 5 s.
 """
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +144,62 @@ class NeverTheDaemonItself(abtest.SimulatorCase):
             self.assertIsNone(d.proc.poll(), "the daemon was killed")
             a.wait(timeout=60)  # exits 0: the agent sharing the daemon's cgroup was not killed
             self.assertTrue(os.path.exists(os.path.join(cg.fs, "cgroup.procs")))
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"   # the test's own interpreter may live where uid 65534 cannot read
+
+
+class HostileLocalUser(abtest.SimulatorCase):
+    def test_fifo_at_a_mapped_path_does_not_stall_attaching(self):
+        abtest.require_tools("setpriv", "unshare", "mount")
+        abtest.require_or_skip(os.access(SYSTEM_PYTHON, os.X_OK), "no %s (run as uid %d)" % (SYSTEM_PYTHON, NOBODY))
+        d_host = tempfile.mkdtemp(prefix="ab-e2e-hostile-")
+        self.addCleanup(shutil.rmtree, d_host, True)
+        os.chown(d_host, NOBODY, NOBODY)
+        probe = subprocess.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+                                "unshare", "-Urm", "true"], capture_output=True, text=True)
+        abtest.require_or_skip(probe.returncode == 0,
+                               "no unprivileged user namespaces here: %s" % probe.stderr.strip())
+        bad_cg, good_cg = Cgroup("c1-hostile"), Cgroup("c1-honest")
+        d = Daemon(abtest.policy_for(self.sim))
+        with d, bad_cg, good_cg:
+            hostile = bad_cg.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
+                                  "unshare", "-Urm", SYSTEM_PYTHON,
+                                  os.path.join(abtest.CLIENTS, "hostile_mapper.py"), d_host, "127.0.0.1",
+                                  str(self.sim.port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            # its connect is seen (a capture hold, an attach request) before the honest agent starts
+            try:
+                d.wait_for(lambda: ("attach pid %d:" % hostile.pid) in d.log_text(), 15,
+                           what="an attach of the hostile process requested (its connect seen)")
+            except AssertionError:
+                if hostile.poll() is not None:
+                    raise AssertionError("the hostile process failed (%s): %s" % (
+                        hostile.returncode, hostile.stderr.read().decode(errors="replace"))) from None
+                raise
+            t0 = time.monotonic()
+            honest = abtest.start_agent(good_cg, "py_httpclient", self.sim, "--tag", "c1-honest", "-n", "3",
+                                        label="honest")
+            honest.wait(timeout=30)
+            first_call_s = time.monotonic() - t0
+            try:
+                calls = d.wait_for(lambda: (lambda c: c if len(c) >= 3 else None)(d.calls(cgroup=good_cg.path)),
+                                   10, what="the honest agent's 3 calls recorded")
+            except AssertionError as e:
+                raise AssertionError("%s: %d recorded; the honest agent took %.1f s\nlog:\n%s"
+                                     % (e, len(d.calls(cgroup=good_cg.path)), first_call_s, d.log_tail(30))) from None
+            self.assertEqual(len(calls), 3, calls)
+            attached = [e for e in d.events("probe_attached") if detail(e).get("pid") == honest.pid
+                        or e.get("pid") == honest.pid]
+            self.assertTrue(attached, "no probe_attached for the honest agent")
+            self.assertLess(first_call_s, 4.0, "the honest agent was held %.1f s" % first_call_s)
+            sys.stderr.write("C1: honest agent (3 calls) done in %.2f s beside the hostile mapper\n" % first_call_s)
+            t_stop = time.monotonic()
+            rc = d.stop(grace=5)
+            stop_s = time.monotonic() - t_stop
+            self.assertEqual(rc, 0, "the daemon did not stop on SIGTERM within 5 s (%s)\n%s" % (rc, d.log_tail(20)))
+            sys.stderr.write("C1: daemon stopped in %.2f s\n" % stop_s)
+            self.assertIsNone(hostile.poll(), "the hostile process did not stay: %s"
+                              % (hostile.stderr.read().decode(errors="replace") if hostile.poll() is not None else ""))
 
 
 if __name__ == "__main__":

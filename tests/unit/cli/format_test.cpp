@@ -213,3 +213,24 @@ TEST(Top, TrendShowsEachAgentsRecentSpendRate) {
   EXPECT_EQ(spark({0, 1, 2, 4}), " -+@");
   EXPECT_EQ(spark({}), "");
 }
+
+// Harden L1: names an agent chooses cannot drive the terminal (ESC, CSI, BEL, newline).
+TEST(Format, ControlCharactersInNamesAreEscaped) {
+  json a = json::array({{{"cgroup", "/evil\x1b]0;owned\x07"}, {"comm", "x\x1b[2J\ry"}, {"model", "gpt\xc2\x9b" "31m"},
+                         {"calls", 1}, {"pids", json::array({1})}}});
+  for (const std::string& out : {format_agents(a),
+                                 format_event({{"ts", "t"}, {"kind", "llm_call"}, {"cgroup", "/a\x1b[1m"}, {"pid", 5},
+                                               {"comm", "c\nd"}, {"detail", {{"model", "m\x1b"}}}})}) {
+    EXPECT_EQ(out.find('\x1b'), std::string::npos) << out;
+    EXPECT_EQ(out.find('\x07'), std::string::npos) << out;
+    EXPECT_EQ(out.find('\r'), std::string::npos) << out;
+    EXPECT_EQ(out.find("\xc2\x9b"), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), out.rfind('\n') == std::string::npos ? 0 : std::count(out.begin(), out.end(), '\n'));
+  }
+  EXPECT_NE(format_agents(a).find("x\\x1b[2J\\x0dy"), std::string::npos) << format_agents(a);
+  EXPECT_EQ(terminal_safe("plain /a/b é"), "plain /a/b é");
+  EXPECT_EQ(terminal_safe("a\nb"), "a\\x0ab");
+  // event lines stay one line
+  std::string ev = format_event({{"ts", "t"}, {"kind", "x"}, {"cgroup", "/a"}, {"pid", 5}, {"comm", "c\nd"}});
+  EXPECT_EQ(ev.find('\n'), std::string::npos) << ev;
+}

@@ -477,3 +477,69 @@ TEST(Control, IdleConnectionsAreReaped) {
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(rs.server->client_count(), 0u);
 }
+
+// Harden M2: a read-only member that pipelines requests and reads no answers makes the daemon
+// answer a bounded number of them (its writes block), and every request is still answered,
+// in order, once it reads. Before: every request read was answered at once (up to 1 MiB of
+// input per wakeup), past 16 MiB of answers the connection was dropped.
+TEST(Control, PipelinedFloodIsBoundedPerConnection) {
+  TempDir t;
+  ServerOptions o;
+  o.socket_mode = 0666;
+  o.reader_gid = 4242;
+  RunningServer rs(t.sock(), o);
+  std::atomic<long> handled{0};
+  rs.server->add_command("dump", Access::ReadOnly, [&](const json&, const Peer&) {
+    handled++;
+    return json{{"blob", std::string(1000, 'x')}};
+  });
+  rs.start();
+  int pfd[2];
+  ASSERT_EQ(pipe(pfd), 0);
+  std::string path = t.sock();
+  std::atomic<long> handled_when_sent{-1};
+  std::thread watcher([&] {  // the server's work when the member has sent all it could
+    long n = 0;
+    if (read(pfd[0], &n, sizeof n) == sizeof n) handled_when_sent = handled.load();
+  });
+  int rc = as_user(65534, 65534, {4242}, [&]() -> int {
+    int fd = raw_connect(path);
+    if (fd < 0) return 10;
+    const std::string req = "{\"cmd\":\"dump\"}\n";
+    long sent = 0;
+    size_t off = 0;
+    auto end = std::chrono::steady_clock::now() + 1s;
+    while (std::chrono::steady_clock::now() < end) {  // flood for 1 s, never reading
+      ssize_t n = send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno != EAGAIN) return 11;
+        pollfd p{fd, POLLOUT, 0};
+        poll(&p, 1, 10);
+        continue;
+      }
+      off += (size_t)n;
+      if (off == req.size()) off = 0, sent++;
+    }
+    while (off) {  // finish the last request
+      ssize_t n = send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return 12;
+      off = (off + (size_t)n) % req.size();
+      if (!off) sent++;
+    }
+    (void)!write(pfd[1], &sent, sizeof sent);
+    usleep(200 * 1000);
+    for (long i = 0; i < sent; i++) {
+      std::string line = read_line(fd, 5000);
+      if (line.find("\"ok\":true") == std::string::npos) return 13;
+    }
+    close(fd);
+    return 0;
+  });
+  close(pfd[1]);
+  watcher.join();
+  close(pfd[0]);
+  EXPECT_EQ(rc, 0) << "not every request of the flood was answered (13) or the flood failed";
+  EXPECT_GE(handled_when_sent.load(), 0);
+  // 1 MiB of answers waiting plus what the socket buffers hold: ~1,000-2,000 answers of 1 KB
+  EXPECT_LT(handled_when_sent.load(), 4000) << "answered while the client read nothing";
+}

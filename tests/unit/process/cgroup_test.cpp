@@ -196,6 +196,28 @@ TEST_F(FakeCgroupTree, ZeroTtlRescansEveryMiss) {
 	EXPECT_EQ(r.stats().rescans, 2u);
 }
 
+// Harden M4: a storm of misses (new or vanished cgroups at every exec) rescans a bounded
+// number of times; the rest are counted as deferred. Before: one full walk per distinct id.
+TEST_F(FakeCgroupTree, RescansOnMissAreRateLimited) {
+	CgroupResolver::Options o;
+	o.rescan_burst = 4;
+	o.rescan_refill = std::chrono::hours(1);
+	CgroupResolver r(dir.path(), o);
+	for (uint64_t i = 0; i < 1000; i++) EXPECT_EQ(r.path_for_id(0x7fff00000000ull + i), std::nullopt);
+	EXPECT_EQ(r.stats().rescans, 4u);
+	EXPECT_EQ(r.stats().rescans_deferred, 996u);
+	// known ids are still served from the cache
+	EXPECT_EQ(r.path_for_id(id("/a/b")), "/a/b");
+	CgroupResolver::Options fast;
+	fast.rescan_burst = 1;
+	fast.rescan_refill = std::chrono::milliseconds(1);
+	CgroupResolver f(dir.path(), fast);
+	EXPECT_EQ(f.path_for_id(0x7ffffffffff0ull), std::nullopt);
+	std::this_thread::sleep_for(std::chrono::milliseconds(5));  // refilled: a new cgroup is found
+	std::filesystem::create_directories(dir / "later");
+	EXPECT_EQ(f.path_for_id(id("/later")), "/later");
+}
+
 TEST_F(FakeCgroupTree, IdForPathStatsAndCaches) {
 	CgroupResolver r(dir.path());
 	EXPECT_EQ(r.id_for_path("/a/b"), id("/a/b"));

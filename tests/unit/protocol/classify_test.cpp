@@ -93,6 +93,11 @@ TEST(HttpUtil, RetryAfter) {
   EXPECT_DOUBLE_EQ(*parse_retry_after("Sat, 29 Nov 2025 10:00:20 GMT", "", when + 5), 0.0);  // past
   EXPECT_FALSE(parse_retry_after("soon", "", 0));
   EXPECT_FALSE(parse_retry_after("-3", "", 0));
+  // Harden H1: the date form is bounded as the delay form is (> 1e9 s: not a valid delay)
+  EXPECT_FALSE(parse_retry_after("1000000001", "", 0));
+  EXPECT_FALSE(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", "", when));
+  EXPECT_FALSE(parse_retry_after("Sat, 29 Nov 2025 10:00:20 GMT", "Thu, 01 Jan 1970 00:00:00 GMT", 0));
+  EXPECT_DOUBLE_EQ(*parse_retry_after("Sun, 30 Nov 2025 10:00:00 GMT", "Sat, 29 Nov 2025 10:00:00 GMT", 0), 86400.0);
   EXPECT_EQ(*parse_http_date("Thu, 01 Jan 1970 00:01:00 GMT"), 60);
   EXPECT_EQ(*parse_http_date("Thursday, 01-Jan-70 00:01:00 GMT"), 60);
   EXPECT_EQ(*parse_http_date("Thu Jan  1 00:01:00 1970"), 60);

@@ -187,6 +187,32 @@ TEST(ContentDecoder, GzipMultiMemberAndCorruption) {
   EXPECT_EQ(ContentDecoder::kind_from_header(" GZIP "), ContentDecoder::Kind::Gzip);
 }
 
+// Harden M4: a gzip bomb stops at 64 MiB decoded (it was 1 GiB), and says so.
+TEST(ContentDecoder, BombStopsAt64MiB) {
+  EXPECT_EQ(ContentDecoder::max_output, 64ull << 20);
+  z_stream z{};
+  deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string zeros(1 << 20, '\0'), bomb(1 << 20, '\0');
+  z.next_out = (Bytef*)bomb.data();
+  z.avail_out = bomb.size();
+  for (int i = 0; i < 80; i++) {  // 80 MiB of zeros
+    z.next_in = (Bytef*)zeros.data();
+    z.avail_in = zeros.size();
+    deflate(&z, i == 79 ? Z_FINISH : Z_NO_FLUSH);
+  }
+  bomb.resize(z.total_out);
+  deflateEnd(&z);
+  ContentDecoder d(ContentDecoder::Kind::Gzip);
+  uint64_t got = 0;
+  EXPECT_FALSE(d.feed(bomb, [&](std::string_view x) { got += x.size(); }));
+  EXPECT_TRUE(d.failed());
+  EXPECT_TRUE(d.too_large());
+  EXPECT_LE(got, 64ull << 20);
+  ContentDecoder bad(ContentDecoder::Kind::Gzip);
+  bad.feed("not gzip", [](std::string_view) {});
+  EXPECT_FALSE(bad.too_large());
+}
+
 TEST(BigBodies, OneMiBRequestWithModelAtTheEnd) {
   std::string body = R"({"messages":[)";
   int n = 0;
