@@ -27,6 +27,19 @@ void fill_opaque_call(const OpaqueCall& c, const std::string& api, const std::st
   out->estimate_reason = "opaque_tls";
 }
 
+OpaqueCall OpaqueTracker::Open::ended(uint32_t pid, uint64_t conn, uint64_t bytes_out, uint64_t bytes_in,
+                                      uint64_t ts_ns) const {
+  OpaqueCall c;
+  c.pid = pid;
+  c.conn = conn;
+  c.request_bytes = bytes_out > out_at_start ? bytes_out - out_at_start : 0;
+  c.response_bytes = bytes_in > in_at_start ? bytes_in - in_at_start : 0;
+  c.start_ns = start_ns;
+  c.end_ns = ts_ns;
+  c.complete = true;
+  return c;
+}
+
 std::optional<OpaqueCall> OpaqueTracker::on_request(uint32_t pid, uint64_t conn, uint64_t bytes_out,
                                                     uint64_t bytes_in, uint64_t ts_ns) {
   std::optional<OpaqueCall> ended;
@@ -34,15 +47,7 @@ std::optional<OpaqueCall> OpaqueTracker::on_request(uint32_t pid, uint64_t conn,
   auto it = open_.find(key);
   if (it != open_.end()) {
     const Open& o = it->second;
-    OpaqueCall c;
-    c.pid = pid;
-    c.conn = conn;
-    c.request_bytes = bytes_out > o.out_at_start ? bytes_out - o.out_at_start : 0;
-    c.response_bytes = bytes_in > o.in_at_start ? bytes_in - o.in_at_start : 0;
-    c.start_ns = o.start_ns;
-    c.end_ns = ts_ns;
-    c.complete = true;
-    ended = c;
+    ended = o.ended(pid, conn, bytes_out, bytes_in, ts_ns);
   }
   open_[key] = Open{bytes_out, bytes_in, ts_ns, ts_ns};
   return ended;
@@ -53,14 +58,7 @@ std::optional<OpaqueCall> OpaqueTracker::on_close(uint32_t pid, uint64_t conn, u
   auto it = open_.find({pid, conn});
   if (it == open_.end()) return std::nullopt;
   const Open& o = it->second;
-  OpaqueCall c;
-  c.pid = pid;
-  c.conn = conn;
-  c.request_bytes = bytes_out > o.out_at_start ? bytes_out - o.out_at_start : 0;
-  c.response_bytes = bytes_in > o.in_at_start ? bytes_in - o.in_at_start : 0;
-  c.start_ns = o.start_ns;
-  c.end_ns = ts_ns;
-  c.complete = true;
+  OpaqueCall c = o.ended(pid, conn, bytes_out, bytes_in, ts_ns);
   open_.erase(it);
   return c;
 }

@@ -60,6 +60,8 @@ class OpaqueTracker {
   struct Open {
     uint64_t out_at_start = 0, in_at_start = 0;
     uint64_t start_ns = 0, last_ns = 0;
+    // The call from this start to the counts at ts_ns (complete: it ended).
+    OpaqueCall ended(uint32_t pid, uint64_t conn, uint64_t bytes_out, uint64_t bytes_in, uint64_t ts_ns) const;
   };
   std::map<std::pair<uint32_t, uint64_t>, Open> open_;  // (pid, conn)
 };

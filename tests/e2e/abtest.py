@@ -593,6 +593,18 @@ def start_agent(cg, kind, sim, *args, env=None, label=None):
     return a
 
 
+def start_go_agent(cg, sim, binary, tag, *args):
+    """Start a Go client built by a test (tests/e2e/clients/go_agent) inside `cg`."""
+    errfile = tempfile.NamedTemporaryFile(prefix="go-agent-", suffix=".err", delete=False, dir=scratch_dir())
+    argv = [binary, "-port", str(sim.port), "-cafile", sim.cafile, "-tag", tag] + [str(a) for a in args]
+    p = cg.run(argv, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL, env=sim.client_env(),
+               cwd=HERE)
+    a = Agent(p, tag)
+    a.errfile = errfile
+    a.kind = "go_agent"
+    return a
+
+
 def run_agent(cg, kind, sim, *args, timeout=60, env=None):
     a = start_agent(cg, kind, sim, *args, env=env)
     a.wait(timeout=timeout)

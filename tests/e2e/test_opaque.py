@@ -76,15 +76,7 @@ def setUpModule():
 
 
 def start_go(cg, sim, tag, *args):
-    errfile = tempfile.NamedTemporaryFile(prefix="go-opaque-", suffix=".err", delete=False,
-                                          dir=abtest.scratch_dir())
-    argv = [BINARY["path"], "-port", str(sim.port), "-cafile", sim.cafile, "-tag", tag] + [str(a) for a in args]
-    p = cg.run(argv, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL, env=sim.client_env(),
-               cwd=abtest.HERE)
-    a = abtest.Agent(p, tag)
-    a.errfile = errfile
-    a.kind = "go_agent"
-    return a
+    return abtest.start_go_agent(cg, sim, BINARY["path"], tag, *args)
 
 
 def counters(d):
