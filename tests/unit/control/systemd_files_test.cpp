@@ -97,7 +97,11 @@ TEST(SystemdFiles, LifecycleDirectives) {
   EXPECT_EQ(one(k, "ExecReload"), "/bin/kill -HUP $MAINPID");
   EXPECT_EQ(one(k, "ExecStopPost"), "/usr/sbin/agentbraked --release-all");
   EXPECT_EQ(one(k, "ExecStartPre").rfind("+/usr/libexec/agentbrake/", 0), 0u) << one(k, "ExecStartPre");
-  EXPECT_EQ(one(k, "Restart"), "on-failure");
+  // a clean exit (stray SIGINT/SIGTERM) must restart too; only `systemctl stop` ends it
+  EXPECT_EQ(one(k, "Restart"), "always");
+  EXPECT_EQ(one(k, "RestartPreventExitStatus"), "2");
+  EXPECT_FALSE(one(k, "MemoryMax").empty());
+  EXPECT_FALSE(one(k, "MemoryHigh").empty());
   EXPECT_EQ(one(k, "StateDirectory"), "agentbrake");
   EXPECT_EQ(one(k, "RuntimeDirectory"), "agentbrake");
   EXPECT_EQ(one(k, "RuntimeDirectoryPreserve"), "no");
