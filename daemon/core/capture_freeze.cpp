@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "process/cgroup.h"
+#include "util/state_line.h"
 
 namespace ab::core {
 
@@ -105,7 +106,7 @@ void CaptureFreezer::save() const {
   {
     std::ofstream out(tmp, std::ios::trunc);
     for (const auto& [cg, f] : frozen_)
-      if (f.ours) out << cg << '\n';
+      if (f.ours) out << util::state_line({cg}) << '\n';
     if (!out) {
       spdlog::warn("cannot record frozen cgroups in {}", state_file_);
       return;
@@ -120,8 +121,11 @@ size_t CaptureFreezer::thaw_recorded(const std::string& mount, const std::string
   size_t n = 0;
   std::string line;
   while (std::getline(in, line)) {
-    if (line.empty() || line[0] != '/' || !process::valid_cgroup_path(line)) continue;
-    if (process::cgroup_freeze(mount, line, false)) n++;
+    auto fields = util::parse_state_line(line);
+    if (!fields || fields->size() != 1) continue;
+    const std::string& cg = fields->front();
+    if (cg[0] != '/' || !process::valid_cgroup_path(cg)) continue;
+    if (process::cgroup_freeze(mount, cg, false)) n++;
   }
   unlink(state_file.c_str());
   return n;

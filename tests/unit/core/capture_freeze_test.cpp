@@ -71,5 +71,26 @@ TEST(CaptureFreezer, NeverTheDaemonsOwnCgroupOrAnAncestor) {
   EXPECT_EQ(f.freeze_for(1, "/", 1), -EPERM);
 }
 
+// Harden L3: a crashed daemon's successor thaws exactly the cgroups it froze, whatever bytes
+// their names hold; a name with a newline must not thaw a different cgroup ("/job" here).
+TEST(CaptureFreezer, SuccessorThawsNamesWithSpacesAndNewlines) {
+  FakeCgroups cg;
+  cg.make("job", "1", "");  // frozen by someone else: must stay frozen
+  cg.make("my agent", "0", "200\n");
+  cg.make("x\n/job", "0", "201\n");
+  {
+    CaptureFreezer f(cg.root.string(), (cg.root / "state").string(), "/daemon.service");
+    ASSERT_EQ(f.freeze_for(200, "/my agent", 1), 0);
+    ASSERT_EQ(f.freeze_for(201, "/x\n/job", 1), 0);
+    EXPECT_EQ(cg.freeze_of("my agent"), "1");
+    EXPECT_EQ(cg.freeze_of("x\n/job"), "1");
+    // the daemon "crashes" here: no release; the state file is what a successor reads
+  }
+  EXPECT_EQ(CaptureFreezer::thaw_recorded(cg.root.string(), (cg.root / "state").string()), 2u);
+  EXPECT_EQ(cg.freeze_of("my agent"), "0");
+  EXPECT_EQ(cg.freeze_of("x\n/job"), "0");
+  EXPECT_EQ(cg.freeze_of("job"), "1");
+}
+
 }  // namespace
 }  // namespace ab::core
