@@ -8,33 +8,15 @@
 
 #include "util/duration.h"
 #include "util/money.h"
+#include "util/printable.h"
 
 namespace ab::cli {
 
 using json = nlohmann::json;
 
-// Control characters (C0, DEL, C1) become visible escapes: a process name, model or cgroup
-// chosen by whoever runs an agent cannot move the cursor, retitle or recolour the terminal.
-std::string terminal_safe(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  auto esc = [&](unsigned v) {
-    char b[8];
-    std::snprintf(b, sizeof b, "\\x%02x", v);
-    out += b;
-  };
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      esc(c);
-    } else if (c == 0xC2 && i + 1 < s.size() && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F) {
-      esc((unsigned char)s[++i]);  // U+0080..U+009F (CSI is U+009B)
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
+// A process name, model or cgroup chosen by whoever runs an agent cannot move the cursor,
+// retitle or recolour the terminal.
+std::string terminal_safe(const std::string& s) { return util::control_escaped(s); }
 
 namespace {
 

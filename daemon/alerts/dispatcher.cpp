@@ -6,11 +6,13 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -121,6 +123,7 @@ Outcome post_webhook(const std::string& url, const std::string& body, const Disp
 // when `stop` is set.
 Outcome run_exec(const std::string& path, const std::vector<std::string>& env, std::chrono::milliseconds timeout,
                  int stop_fd, const std::atomic<bool>& stop) {
+  if (auto why = exec_program_refusal(path, ::geteuid())) return {false, false, *why};
   std::vector<char*> envp;
   for (const std::string& s : env) envp.push_back(const_cast<char*>(s.c_str()));
   envp.push_back(nullptr);
@@ -177,6 +180,11 @@ Outcome run_exec(const std::string& path, const std::vector<std::string>& env, s
   return {false, false, "ended abnormally"};
 }
 
+std::string who_may_write(mode_t mode) {
+  if ((mode & S_IWGRP) && (mode & S_IWOTH)) return "group and others";
+  return (mode & S_IWGRP) ? "group" : "others";
+}
+
 std::string local_hostname() {
   char buf[256] = {0};
   if (::gethostname(buf, sizeof buf - 1) != 0) return {};
@@ -184,6 +192,34 @@ std::string local_hostname() {
 }
 
 }  // namespace
+
+std::optional<std::string> exec_program_refusal(const std::string& path, uid_t trusted_uid) {
+  char resolved[PATH_MAX];
+  if (!::realpath(path.c_str(), resolved)) return fmt::format("cannot run {}: {}", path, std::strerror(errno));
+  const std::string real = resolved;
+  auto owned_ok = [&](const struct stat& st) { return st.st_uid == 0 || st.st_uid == trusted_uid; };
+  struct stat st {};
+  if (::lstat(real.c_str(), &st) != 0) return fmt::format("cannot run {}: {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fmt::format("refused to run {}: not a regular file", path);
+  if (!(st.st_mode & S_IXUSR)) return fmt::format("refused to run {}: not executable", path);
+  if (!owned_ok(st))
+    return fmt::format("refused to run {}: owned by uid {}, not root (it would run as root)", path, st.st_uid);
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return fmt::format("refused to run {}: writable by {} (mode {:04o}); run chmod go-w {}", path,
+                       who_may_write(st.st_mode), st.st_mode & 07777, real);
+  // every directory above it, up to /
+  for (std::string dir = real; dir != "/";) {
+    size_t slash = dir.rfind('/');
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+    if (::lstat(dir.c_str(), &st) != 0) return fmt::format("cannot run {}: {}: {}", path, dir, std::strerror(errno));
+    if (!owned_ok(st))
+      return fmt::format("refused to run {}: directory {} is owned by uid {}, not root", path, dir, st.st_uid);
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+      return fmt::format("refused to run {}: directory {} is writable by {} (mode {:04o})", path, dir,
+                         who_may_write(st.st_mode), st.st_mode & 07777);
+  }
+  return std::nullopt;
+}
 
 AlertDispatcher::AlertDispatcher(std::vector<policy::AlertRule> rules, DispatcherOptions options)
     : opts_(std::move(options)), rules_(std::move(rules)) {

@@ -35,6 +35,8 @@
 // in flight is aborted, an exec child in flight is killed and reaped.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -43,6 +45,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,5 +136,12 @@ class AlertDispatcher {
   std::atomic<bool> stop_flag_{false};
   std::vector<std::thread> workers_;
 };
+
+// Why `alerts: exec` must not run `path`, or nullopt when it may. The program runs as root,
+// so the file and every directory above it (symlinks resolved) must be owned by root (or by
+// `trusted_uid`, the daemon's own user) and not writable by group or others — a directory may
+// be if it is sticky (/tmp), since no one else can then replace what it holds; the file must
+// be a regular executable file. Checked at every run: the file may change after policy load.
+std::optional<std::string> exec_program_refusal(const std::string& path, uid_t trusted_uid);
 
 }  // namespace ab::alerts

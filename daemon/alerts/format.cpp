@@ -9,6 +9,7 @@
 
 #include "util/redact.h"
 #include "util/timefmt.h"
+#include "util/printable.h"
 
 namespace ab::alerts {
 
@@ -137,14 +138,15 @@ std::vector<std::string> exec_environment(const std::string& rule_name, const Al
       "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
       "AGENTBRAKE_RULE=" + rule_name,
       "AGENTBRAKE_KIND=" + e.kind,
-      "AGENTBRAKE_CGROUP=" + e.cgroup,
+      // chosen by whoever runs the agent: no control byte reaches a script's echo or log line
+      "AGENTBRAKE_CGROUP=" + util::control_escaped(e.cgroup),
       "AGENTBRAKE_PID=" + std::to_string(e.pid),
-      "AGENTBRAKE_COMM=" + e.comm,
-      "AGENTBRAKE_ENTITY=" + entity_of(e),
+      "AGENTBRAKE_COMM=" + util::control_escaped(e.comm),
+      "AGENTBRAKE_ENTITY=" + util::control_escaped(entity_of(e)),
       "AGENTBRAKE_TS=" + util::format_rfc3339(e.ts_unix_ns),
       "AGENTBRAKE_HOST=" + hostname,
       "AGENTBRAKE_DETAIL=" + dump(util::scrub_detail(e.detail)),
-      "AGENTBRAKE_SUMMARY=" + summarize(e),
+      "AGENTBRAKE_SUMMARY=" + util::control_escaped(summarize(e)),
   };
 }
 

@@ -435,6 +435,79 @@ TEST(AlertDispatcher, ExecFailuresAreReported) {
   EXPECT_EQ(d.counters().failed, 3u);
 }
 
+// Harden L2: `exec` runs as root, so a program someone else could have written is refused, at
+// every run, with the reason; the refusal is an ordinary failed delivery.
+TEST(AlertDispatcher, ExecProgramOthersCouldWriteIsRefused) {
+  TempDir dir;
+  const uid_t me = ::geteuid();
+  std::string ok = dir.script("ok.sh", "exit 0");
+  EXPECT_EQ(exec_program_refusal(ok, me), std::nullopt);
+
+  std::string gw = dir.script("gw.sh", "exit 0");
+  ::chmod(gw.c_str(), 0775);
+  auto why = exec_program_refusal(gw, me);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("writable by group"), std::string::npos) << *why;
+
+  std::string noexec = dir.script("noexec.sh", "exit 0");
+  ::chmod(noexec.c_str(), 0644);
+  EXPECT_TRUE(exec_program_refusal(noexec, me));
+  EXPECT_TRUE(exec_program_refusal(dir.path(), me));  // a directory
+
+  // a directory others may write (not sticky) above the program
+  std::string open_dir = dir.path() + "/open";
+  ::mkdir(open_dir.c_str(), 0755);
+  ::chmod(open_dir.c_str(), 0777);
+  std::string inside = open_dir + "/p.sh";
+  std::ofstream(inside) << "#!/bin/sh\nexit 0\n";
+  ::chmod(inside.c_str(), 0755);
+  why = exec_program_refusal(inside, me);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("directory " + open_dir), std::string::npos) << *why;
+  // sticky (like /tmp): others cannot replace what it holds, so it is accepted
+  ::chmod(open_dir.c_str(), 01777);
+  EXPECT_EQ(exec_program_refusal(inside, me), std::nullopt);
+
+  // a symlink is judged by what it points at
+  std::string link = dir.path() + "/link";
+  ::symlink(gw.c_str(), link.c_str());
+  EXPECT_TRUE(exec_program_refusal(link, me));
+
+  if (me == 0) {  // owned by someone else (needs root to chown)
+    std::string theirs = dir.script("theirs.sh", "exit 0");
+    ASSERT_EQ(::chown(theirs.c_str(), 65534, 65534), 0);
+    why = exec_program_refusal(theirs, 0);
+    ASSERT_TRUE(why);
+    EXPECT_NE(why->find("owned by uid 65534"), std::string::npos) << *why;
+  }
+
+  // through the dispatcher: a failed delivery naming the reason, and the program never ran
+  std::string marker = dir.path() + "/ran";
+  std::string bad = dir.script("bad.sh", "touch '" + marker + "'");
+  ::chmod(bad.c_str(), 0777);
+  AlertDispatcher d({exec_rule("bad", bad, {"killed"})}, fast_options());
+  d.offer(killed("/agents/a"));
+  auto results = collect(d, 1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_FALSE(results[0].ok);
+  EXPECT_NE(results[0].error.find("refused to run"), std::string::npos) << results[0].error;
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+// Harden L2: names chosen by whoever runs the agent reach an exec program with their control
+// bytes escaped (a newline in comm must not forge a second line in a script's log).
+TEST(AlertDispatcher, ExecEnvironmentEscapesAgentChosenNames) {
+  AlertEvent e = killed("/agents/evil\nAGENTBRAKE_KIND=x");
+  e.comm = "py\x1b]0;pwned\x07";
+  auto env = exec_environment("r", e, "host");
+  for (const auto& kv : env) {
+    EXPECT_EQ(kv.find('\n'), std::string::npos) << kv;
+    EXPECT_EQ(kv.find('\x1b'), std::string::npos) << kv;
+  }
+  EXPECT_NE(std::find(env.begin(), env.end(), "AGENTBRAKE_COMM=py\\x1b]0;pwned\\x07"), env.end());
+  EXPECT_NE(std::find(env.begin(), env.end(), "AGENTBRAKE_CGROUP=/agents/evil\\x0aAGENTBRAKE_KIND=x"), env.end());
+}
+
 TEST(AlertDispatcher, ExecChildIgnoresTheDaemonsBlockedSignals) {
   // The daemon blocks SIGTERM etc. for its signalfd; an exec alert must not inherit that.
   sigset_t block, old;
