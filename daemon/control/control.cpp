@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,6 +22,9 @@
 
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
+#endif
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
 #endif
 
 namespace ab::control {
@@ -111,9 +115,23 @@ Peer peer_of(int fd) {
     groups.resize(glen / sizeof(gid_t));
     p.groups = std::move(groups);
   } else if (p.pid > 0) {
-    p.groups = proc_groups(p.pid);
+    // Only through a pidfd of the peer itself: a bare pid may have been reused since connect.
+    int pidfd = -1;
+    socklen_t plen = sizeof pidfd;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &plen) == 0 && pidfd >= 0) {
+      if (auto g = groups_of_live_process(pidfd, p.pid)) p.groups = std::move(*g);
+      ::close(pidfd);
+    }
   }
   return p;
+}
+
+std::optional<std::vector<gid_t>> groups_of_live_process(int pidfd, pid_t pid) {
+  std::vector<gid_t> groups = proc_groups(pid);
+  // alive after the read: the status read was that process's (a pid is not reused while its
+  // process lives)
+  if (::syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) != 0) return std::nullopt;
+  return groups;
 }
 
 // ---- Server -------------------------------------------------------------------------------------

@@ -160,8 +160,15 @@ class Client {
   std::string buf_;
 };
 
-// The peer's credentials of a connected Unix socket (SO_PEERCRED + SO_PEERGROUPS, falling back
-// to /proc/<pid>/status). Exposed for tests.
+// The peer's credentials of a connected Unix socket (SO_PEERCRED + SO_PEERGROUPS). On a kernel
+// without SO_PEERGROUPS the supplementary groups come from /proc/<pid>/status, read only
+// through a pidfd of the very peer (SO_PEERPIDFD): the groups count only if that process is
+// still alive after the read, so a reused pid never lends its groups. Without either, the
+// peer has its primary group only. Exposed for tests.
 Peer peer_of(int fd);
+
+// Supplementary groups of the process `pidfd` refers to (its pid is `pid`), or nullopt when it
+// has exited (its pid may already name another process). Exposed for tests.
+std::optional<std::vector<gid_t>> groups_of_live_process(int pidfd, pid_t pid);
 
 }  // namespace ab::control

@@ -4,12 +4,14 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -393,6 +395,31 @@ TEST(Control, PeerOfReportsGroups) {
   EXPECT_TRUE(p.in_group(getgid()));
   close(sv[0]);
   close(sv[1]);
+}
+
+// Harden L8: without SO_PEERGROUPS, groups are read through a pidfd of the peer and count
+// only while that process lives: once it has exited, its pid (maybe reused) lends nothing.
+TEST(Control, GroupsOfAPeerThatExitedAreNotTrusted) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+  ASSERT_GE(pidfd, 0) << strerror(errno);
+  auto alive = groups_of_live_process(pidfd, child);
+  ASSERT_TRUE(alive);
+  std::vector<gid_t> mine(64);
+  int n = getgroups(static_cast<int>(mine.size()), mine.data());
+  ASSERT_GE(n, 0);
+  mine.resize(static_cast<size_t>(n));
+  EXPECT_EQ(*alive, mine) << "a forked child has its parent's groups";
+  kill(child, SIGKILL);
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  EXPECT_FALSE(groups_of_live_process(pidfd, child)) << "exited: its pid may name another process now";
+  close(pidfd);
 }
 
 TEST(Control, StaleSocketReplacedLiveOneRefused) {
