@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cmath>
 #include <chrono>
 #include <functional>
@@ -87,27 +88,93 @@ bool is_loss_counter(std::string_view name) {
 }
 
 std::string escape_label_value(const std::string& v) {
+  static constexpr const char* kReplacement = "\xEF\xBF\xBD";  // U+FFFD
   std::string out;
   out.reserve(v.size());
-  for (char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '"')
-      out += "\\\"";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
+  for (size_t i = 0; i < v.size();) {
+    unsigned char c = static_cast<unsigned char>(v[i]);
+    if (c < 0x80) {
+      if (c == '\\')
+        out += "\\\\";
+      else if (c == '"')
+        out += "\\\"";
+      else if (c == '\n')
+        out += "\\n";
+      else
+        out += static_cast<char>(c);
+      i++;
+      continue;
+    }
+    // one well-formed UTF-8 sequence (no overlongs, no surrogates, at most U+10FFFF) or U+FFFD
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    bool ok = len > 0 && i + len <= v.size();
+    for (size_t k = 1; ok && k < len; k++) ok = (static_cast<unsigned char>(v[i + k]) & 0xC0) == 0x80;
+    if (ok && len >= 3) {
+      unsigned char c1 = static_cast<unsigned char>(v[i + 1]);
+      if (c == 0xE0 && c1 < 0xA0) ok = false;  // overlong
+      if (c == 0xED && c1 > 0x9F) ok = false;  // surrogate
+      if (c == 0xF0 && c1 < 0x90) ok = false;  // overlong
+      if (c == 0xF4 && c1 > 0x8F) ok = false;  // above U+10FFFF
+    }
+    if (ok) {
+      out.append(v, i, len);
+      i += len;
+    } else {
+      out += kReplacement;
+      i++;
+    }
   }
   return out;
 }
 
+namespace {
+
+// The cgroups that keep a label of their own, the rest summed into "_other" (see
+// MetricsSnapshot::max_cgroup_labels). Returns the number folded.
+size_t fold_cgroups(const MetricsSnapshot& s, std::map<std::string, CgroupMetrics>& out) {
+  if (s.cgroups.size() <= s.max_cgroup_labels) {
+    out = s.cgroups;
+    return 0;
+  }
+  std::vector<const std::pair<const std::string, CgroupMetrics>*> order;
+  order.reserve(s.cgroups.size());
+  for (const auto& kv : s.cgroups) order.push_back(&kv);
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    if (a->second.cost_usd != b->second.cost_usd) return a->second.cost_usd > b->second.cost_usd;
+    if (a->second.calls != b->second.calls) return a->second.calls > b->second.calls;
+    return a->first < b->first;
+  });
+  CgroupMetrics other;
+  for (size_t i = 0; i < order.size(); i++) {
+    const auto& [cg, m] = *order[i];
+    if (i < s.max_cgroup_labels) {
+      out.emplace(cg, m);
+      continue;
+    }
+    other.calls += m.calls;
+    other.input_tokens += m.input_tokens;
+    other.output_tokens += m.output_tokens;
+    other.cost_usd += m.cost_usd;
+    for (const auto& [reason, n] : m.holds) other.holds[reason] += n;
+    other.denials += m.denials;
+    other.kills += m.kills;
+    other.held_now += m.held_now;
+  }
+  auto& slot = out["_other"];  // a real cgroup path starts with '/': no clash
+  slot = other;
+  return order.size() - s.max_cgroup_labels;
+}
+
+}  // namespace
+
 std::string render_prometheus(const MetricsSnapshot& s) {
   Writer w;
+  std::map<std::string, CgroupMetrics> cgroups;
+  const size_t folded = fold_cgroups(s, cgroups);
   auto per_cgroup = [&](const char* name, const char* type, const char* help,
                         const std::function<double(const CgroupMetrics&)>& value, bool integral) {
     w.family(name, type, help);
-    for (const auto& [cgroup, m] : s.cgroups) {
+    for (const auto& [cgroup, m] : cgroups) {
       double v = value(m);
       if (integral)
         w.sample({{"cgroup", cgroup}}, static_cast<uint64_t>(v));
@@ -132,7 +199,7 @@ std::string render_prometheus(const MetricsSnapshot& s) {
   w.family("agentbrake_holds_total", "counter",
            "Holds taken (a process stopped or frozen), by cgroup and reason: budget, fan_out, loop, pacing, "
            "capture, manual.");
-  for (const auto& [cgroup, m] : s.cgroups)
+  for (const auto& [cgroup, m] : cgroups)
     for (const auto& [reason, n] : m.holds) w.sample({{"cgroup", cgroup}, {"reason", reason}}, n);
   per_cgroup("agentbrake_denials_total", "counter", "Deny actions taken, by cgroup.",
              [](const CgroupMetrics& m) { return static_cast<double>(m.denials); }, true);
@@ -155,6 +222,9 @@ std::string render_prometheus(const MetricsSnapshot& s) {
   w.sample(s.probes_attached);
   w.family("agentbrake_watched_processes", "gauge", "Processes watched right now.");
   w.sample(s.watched_processes);
+  w.family("agentbrake_metrics_cgroups_folded", "gauge",
+           "Cgroups summed into cgroup=\"_other\" because more than the label limit had metrics.");
+  w.sample(static_cast<uint64_t>(folded));
   w.family("agentbrake_uptime_seconds", "gauge", "Seconds since the daemon started.");
   w.sample(s.uptime_s);
   w.family("agentbrake_info", "gauge", "Daemon version and policy digest in force (value always 1).");

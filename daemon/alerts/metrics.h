@@ -64,6 +64,11 @@ struct MetricsSnapshot {
   double uptime_s = 0;
   std::string version;
   std::string policy_digest;
+  // At most this many cgroups get a `cgroup` label of their own (the busiest: by spend, then
+  // calls, then name); the others are summed into `cgroup="_other"` and counted by the
+  // agentbrake_metrics_cgroups_folded gauge, so a host with 100k short-lived cgroups cannot
+  // blow up a Prometheus server.
+  size_t max_cgroup_labels = 500;
 };
 
 // Whether a counter of `status --json` `counters` counts something lost: an event, bytes or a
@@ -73,7 +78,8 @@ struct MetricsSnapshot {
 // goes to agentbrake_activity_total. A new loss counter must be added to the list here.
 bool is_loss_counter(std::string_view name);
 
-// Label value escaping of the text format: backslash, double quote and newline.
+// Label value escaping of the text format: backslash, double quote and newline; bytes that are
+// not valid UTF-8 (the format requires it; a cgroup name need not be) become U+FFFD.
 std::string escape_label_value(const std::string& v);
 
 // The snapshot in the Prometheus text exposition format, version 0.0.4: every family with

@@ -25,6 +25,7 @@ MetricsSnapshot sample_snapshot() {
   CgroupMetrics odd;
   odd.calls = 1;
   s.cgroups["/agents/we\"ird\\name\nx"] = odd;
+  s.cgroups["/agents/latin1-\xe9t\xe9"] = odd;  // not UTF-8: a cgroup name need not be
   s.detector_firings = {{"ping_pong", 2}, {"retry_storm", 0}};
   s.losses = {{"ring_buffer_lost", 7}, {"tls_truncated", 1}, {"alerts_dropped", 0}};
   s.alerts = {{"sent", 4}, {"failed", 1}, {"suppressed", 9}, {"dropped", 0}};
@@ -45,6 +46,38 @@ TEST(EscapeLabelValue, BackslashQuoteNewline) {
   EXPECT_EQ(escape_label_value("a\\b"), "a\\\\b");
   EXPECT_EQ(escape_label_value("say \"hi\""), "say \\\"hi\\\"");
   EXPECT_EQ(escape_label_value("two\nlines"), "two\\nlines");
+}
+
+// Harden L7: the text format must be UTF-8; a cgroup name is any bytes.
+TEST(EscapeLabelValue, InvalidUtf8BecomesReplacementCharacter) {
+  const std::string fffd = "\xEF\xBF\xBD";
+  EXPECT_EQ(escape_label_value("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(escape_label_value("\xe9t\xe9"), fffd + "t" + fffd);
+  EXPECT_EQ(escape_label_value("\xC3"), fffd);                        // truncated
+  EXPECT_EQ(escape_label_value("\xC0\xAF"), fffd + fffd);            // overlong '/'
+  EXPECT_EQ(escape_label_value("\xED\xA0\x80"), fffd + fffd + fffd);  // surrogate
+  EXPECT_EQ(escape_label_value("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // above U+10FFFF
+}
+
+// Harden L7: cgroup label cardinality is bounded; the busiest keep their label, the rest are
+// summed into "_other", and nothing is lost from the totals.
+TEST(RenderPrometheus, CgroupLabelsAreBounded) {
+  MetricsSnapshot s;
+  s.max_cgroup_labels = 3;
+  for (int i = 0; i < 10; i++) {
+    CgroupMetrics m;
+    m.calls = static_cast<uint64_t>(i + 1);
+    m.cost_usd = i;  // /cg9 is the biggest spender
+    m.holds = {{"budget", 1}};
+    s.cgroups["/cg" + std::to_string(i)] = m;
+  }
+  std::string out = render_prometheus(s);
+  for (int i : {9, 8, 7}) EXPECT_TRUE(contains(out, "agentbrake_llm_calls_total{cgroup=\"/cg" + std::to_string(i) + "\"}"));
+  for (int i : {0, 6}) EXPECT_FALSE(contains(out, "cgroup=\"/cg" + std::to_string(i) + "\"")) << out;
+  EXPECT_TRUE(contains(out, "agentbrake_llm_calls_total{cgroup=\"_other\"} 28\n")) << out;  // 1+..+7
+  EXPECT_TRUE(contains(out, "agentbrake_holds_total{cgroup=\"_other\",reason=\"budget\"} 7\n")) << out;
+  EXPECT_TRUE(contains(out, "agentbrake_metrics_cgroups_folded 7\n")) << out;
+  EXPECT_TRUE(contains(render_prometheus(sample_snapshot()), "agentbrake_metrics_cgroups_folded 0\n"));
 }
 
 TEST(RenderPrometheus, FamiliesWithHelpTypeAndSamples) {
