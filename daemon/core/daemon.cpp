@@ -843,7 +843,6 @@ void Daemon::confirm_endpoint(uint32_t pid, const protocol::Exchange& ex) {
 
 void Daemon::on_tick() {
   tick_++;
-  if (tick_ % 2 == 0) store_->flush();  // every 200 ms: a call is visible well within 2 s
   sweep_watch_map();
   brake_tick();
   opaque_tick();

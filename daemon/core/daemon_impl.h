@@ -273,6 +273,7 @@ class Daemon {
   std::condition_variable pruner_cv_;
   bool pruner_stop_ = false;
   std::atomic<int64_t> retention_ms_{30LL * 24 * 3600 * 1000};
+  std::atomic<uint64_t> retention_max_bytes_{0};  // 0: no size cap
 
   int epfd_ = -1, sigfd_ = -1, timerfd_ = -1;
   bool stop_ = false;

@@ -644,13 +644,15 @@ class Compiler {
                                   describe(root)));
       return p;
     }
-    check_keys(root, {"mode", "retention", "metrics", "max_hold", "cooldown", "endpoints", "prices", "budgets",
+    check_keys(root, {"mode", "retention", "retention_max_mb", "metrics", "max_hold", "cooldown", "endpoints", "prices", "budgets",
                       "loops", "pacing", "alerts"},
                "");
     if (const Node* v = root.find("mode"))
       if (auto x = choice<Mode>(*v, "mode", "", &parse_mode, "enforce, observe")) p.mode = *x;
     if (const Node* v = root.find("retention"))
       if (auto x = duration(*v, "retention", "", false)) p.retention = *x;
+    if (const Node* v = root.find("retention_max_mb"))
+      if (auto x = integer(*v, "retention_max_mb", "", 0, int64_t(1) << 30)) p.retention_max_mb = *x;
     if (const Node* v = root.find("max_hold"))
       if (auto x = duration(*v, "max_hold", "", false)) p.max_hold = *x;
     if (const Node* v = root.find("cooldown"))

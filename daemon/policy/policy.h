@@ -213,6 +213,7 @@ struct AlertRule {
 struct Policy {
   Mode mode = Mode::Enforce;
   Millis retention = std::chrono::hours(24 * 30);
+  int64_t retention_max_mb = 1024;             // size cap of the database; 0 = none
   std::optional<Metrics> metrics;              // absent = no /metrics
   Millis max_hold = std::chrono::minutes(5);
   Millis cooldown = std::chrono::seconds(30);

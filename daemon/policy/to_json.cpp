@@ -34,6 +34,7 @@ nlohmann::json to_json(const Policy& p) {
   nlohmann::json j = nlohmann::json::object();
   j["mode"] = std::string(to_string(p.mode));
   j["retention"] = util::format_policy_duration(p.retention);
+  j["retention_max_mb"] = p.retention_max_mb;
   if (p.metrics) j["metrics"] = {{"listen", p.metrics->listen}};
   j["max_hold"] = util::format_policy_duration(p.max_hold);
   j["cooldown"] = util::format_policy_duration(p.cooldown);

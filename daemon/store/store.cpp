@@ -357,6 +357,7 @@ std::unique_ptr<Store> Store::open(const std::string& path, OpenMode mode) {
     // crash or power loss can lose the last ones), which is the durability promised.
     exec(db, path, "PRAGMA synchronous=NORMAL");
     exec(db, path, "PRAGMA foreign_keys=ON");
+    exec(db, path, ("PRAGMA journal_size_limit=" + std::to_string(kWalSizeLimit)).c_str());
     // Keep -wal/-shm after the daemon exits, so read-only readers (the CLI, group members
     // without write access to the directory) can still open the database.
     int persist = 1;
@@ -641,6 +642,50 @@ size_t Store::prune(int64_t older_than_ns, size_t max_rows) {
   return total;
 }
 
+uint64_t Store::used_bytes() const {
+  std::lock_guard lk(db_mu_);
+  auto pragma = [&](const char* name) {
+    Stmt st(db_, path_, std::string("PRAGMA ") + name);
+    return st.step() ? st.i64(0) : int64_t{0};
+  };
+  int64_t pages = pragma("page_count") - pragma("freelist_count");
+  return static_cast<uint64_t>(std::max<int64_t>(0, pages)) * static_cast<uint64_t>(pragma("page_size"));
+}
+
+size_t Store::prune_to_size(uint64_t max_bytes, size_t max_rows) {
+  require_writable("prune_to_size");
+  constexpr int64_t kBatch = 2000;
+  size_t total = 0;
+  while (total < max_rows && used_bytes() > max_bytes) {
+    size_t round = 0;
+    for (const char* table : {"calls", "events"}) {
+      int64_t n = static_cast<int64_t>(std::min<size_t>(kBatch, max_rows - total));
+      if (n <= 0) break;
+      std::lock_guard lk(db_mu_);
+      Stmt del(db_, path_,
+               std::string("DELETE FROM ") + table + " WHERE id IN (SELECT id FROM " + table + " ORDER BY id LIMIT ?1)");
+      del.bind(1, n).run();
+      size_t changed = static_cast<size_t>(sqlite3_changes(db_));
+      total += changed;
+      round += changed;
+    }
+    if (round == 0) break;  // nothing left to delete: the cap is below the empty database
+  }
+  if (total > 0) {
+    std::lock_guard lk(db_mu_);
+    sqlite3_exec(db_, "PRAGMA incremental_vacuum", nullptr, nullptr, nullptr);
+  }
+  return total;
+}
+
+bool Store::checkpoint() {
+  require_writable("checkpoint");
+  std::lock_guard lk(db_mu_);
+  int log = 0, done = 0;
+  int rc = sqlite3_wal_checkpoint_v2(db_, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  return rc == SQLITE_OK && log == done;
+}
+
 // ---- reads ----------------------------------------------------------------------------------
 
 namespace {
@@ -727,25 +772,40 @@ size_t Store::for_each_event(const EventQuery& q,
     sql += ")";
   }
   sql += " ORDER BY id LIMIT ?4";
-  std::lock_guard lk(db_mu_);
-  Stmt s(db_, path_, sql);
-  s.bind(1, q.after_id).bind(2, q.since_ns).bind(3, q.until_ns);
-  s.bind(4, q.limit == 0 ? int64_t{-1} : static_cast<int64_t>(q.limit));
-  for (size_t i = 0; i < q.kinds.size(); ++i) s.bind(static_cast<int>(i + 5), q.kinds[i]);
   size_t n = 0;
-  while (s.step()) {
-    EventRow r;
-    r.id = s.i64(0);
-    r.ts_unix_ns = s.i64(1);
-    r.kind = s.text(2);
-    r.cgroup = s.text(3);
-    r.pid = static_cast<uint32_t>(s.i64(4));
-    r.comm = s.text(5);
-    r.detail_text = s.text(6);
-    r.detail = nlohmann::json::parse(r.detail_text, nullptr, false);
-    if (r.detail.is_discarded()) r.detail = nlohmann::json::object();
-    ++n;
-    if (!fn(r)) break;
+  int64_t after = q.after_id;
+  std::vector<EventRow> page;
+  for (;;) {
+    size_t want = kEventPage;
+    if (q.limit != 0) want = std::min(want, q.limit - n);
+    if (want == 0) break;
+    page.clear();
+    {
+      std::lock_guard lk(db_mu_);
+      Stmt s(db_, path_, sql);
+      s.bind(1, after).bind(2, q.since_ns).bind(3, q.until_ns);
+      s.bind(4, static_cast<int64_t>(want));
+      for (size_t i = 0; i < q.kinds.size(); ++i) s.bind(static_cast<int>(i + 5), q.kinds[i]);
+      while (s.step()) {
+        EventRow r;
+        r.id = s.i64(0);
+        r.ts_unix_ns = s.i64(1);
+        r.kind = s.text(2);
+        r.cgroup = s.text(3);
+        r.pid = static_cast<uint32_t>(s.i64(4));
+        r.comm = s.text(5);
+        r.detail_text = s.text(6);
+        r.detail = nlohmann::json::parse(r.detail_text, nullptr, false);
+        if (r.detail.is_discarded()) r.detail = nlohmann::json::object();
+        page.push_back(std::move(r));
+      }
+    }  // statement finished: no read transaction while the callbacks run
+    for (const EventRow& r : page) {
+      ++n;
+      after = r.id;
+      if (!fn(r)) return n;
+    }
+    if (page.size() < want) break;
   }
   return n;
 }

@@ -109,6 +109,8 @@ class Store {
  public:
   static constexpr int kSchemaVersion = 1;
   static constexpr size_t kMaxPending = 200'000;  // beyond this the oldest writes are dropped
+  static constexpr size_t kEventPage = 512;
+  static constexpr int64_t kWalSizeLimit = 64 << 20;  // the WAL file is truncated to this after a checkpoint
 
   // Throws std::runtime_error("database <path>: <reason>") when the file cannot be opened,
   // does not exist (ReadOnly), or has a schema this build cannot read.
@@ -133,6 +135,14 @@ class Store {
   // (each its own short transaction), at most `max_rows` rows in all. Returns rows deleted;
   // call again while it returns max_rows to continue.
   size_t prune(int64_t older_than_ns, size_t max_rows = std::numeric_limits<size_t>::max());
+  // Size cap: while the rows take more than `max_bytes` (pages in use, free pages excluded),
+  // deletes the oldest calls and events in batches, at most `max_rows` in all, then gives the
+  // freed pages back. Returns rows deleted; 0 when under the cap.
+  size_t prune_to_size(uint64_t max_bytes, size_t max_rows = std::numeric_limits<size_t>::max());
+  uint64_t used_bytes() const;  // pages in use × page size
+  // A passive WAL checkpoint (never waits for readers). Returns true when every frame of the
+  // WAL is in the database now, false when a reader's snapshot kept some back.
+  bool checkpoint();
 
   // ---- reads (see committed data only) ----
   UsageReport usage(By by, int64_t since_ns, int64_t until_ns) const;
@@ -141,6 +151,9 @@ class Store {
   std::vector<EventRow> events(int64_t since_ns, const std::vector<std::string>& kinds,
                                int64_t after_id = 0, size_t limit = 0) const;
   // Streams rows oldest first (by id); the callback returns false to stop. Returns rows seen.
+  // Rows are read in pages of kEventPage, each page's statement finished before its callbacks
+  // run: a slow consumer (`events --follow` into a pager) never holds a read transaction, which
+  // would keep the writer's WAL from being checkpointed and let it grow without bound.
   size_t for_each_event(const EventQuery& q, const std::function<bool(const EventRow&)>& fn) const;
   int64_t last_event_id() const;  // 0 when empty
   // Calls whose time (end, or start when no end) is in [since, until), oldest first.

@@ -534,3 +534,52 @@ TEST(StorePrune, DeletesOnlyOldRowsInBoundedBatches) {
   EXPECT_EQ(s->calls(0, INT64_MAX).front().end_unix_ns, T0 + 3000 * S);
   EXPECT_EQ(s->prune(T0), 0u);
 }
+
+// Harden L6: retention by size as well as by age; the oldest rows go first.
+TEST(StorePrune, SizeCapDeletesOldestUntilUnder) {
+  TempDir t;
+  auto s = Store::open(t.db(), OpenMode::ReadWrite);
+  for (int i = 0; i < 6000; ++i)
+    s->add_call(make_call(T0 + i * S, "/a", 10, "c", "m", "openai", 1, 1, 0.001));
+  s->flush();
+  const uint64_t full = s->used_bytes();
+  ASSERT_GT(full, 1u << 20) << "6000 calls and their events take more than a MiB";
+  EXPECT_EQ(s->prune_to_size(full * 2), 0u) << "under the cap: nothing deleted";
+  const uint64_t cap = full / 2;
+  size_t n = s->prune_to_size(cap);
+  EXPECT_GT(n, 0u);
+  EXPECT_LE(s->used_bytes(), cap);
+  auto calls = s->calls(0, INT64_MAX);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_GT(calls.front().end_unix_ns, T0) << "the oldest went first";
+  EXPECT_EQ(calls.back().end_unix_ns, T0 + 5999 * S) << "the newest stayed";
+  // a cap below an empty database deletes everything, then stops
+  s->prune_to_size(1);
+  EXPECT_TRUE(s->calls(0, INT64_MAX).empty());
+  EXPECT_TRUE(s->events(0, {}).empty());
+}
+
+// Harden L6: a slow reader (events --follow into a pager) holds no read transaction while it
+// consumes rows, so the writer's WAL can still be checkpointed (and truncated) meanwhile.
+TEST(StoreEvents, SlowReaderDoesNotPinTheWal) {
+  TempDir t;
+  auto w = Store::open(t.db(), OpenMode::ReadWrite);
+  for (int i = 0; i < 3 * static_cast<int>(Store::kEventPage); ++i)
+    w->add_event({T0 + i * S, "paused", "/a", 1, "c", nlohmann::json::object()});
+  w->flush();
+  auto r = Store::open(t.db(), OpenMode::ReadOnly);
+  size_t seen = 0;
+  bool checkpointed_mid_read = false;
+  EventQuery q;
+  r->for_each_event(q, [&](const EventRow&) {
+    if (++seen == 10) {
+      // the reader is in the middle of its first page: the writer goes on
+      for (int i = 0; i < 200; ++i) w->add_event({T0 + i * S, "resumed", "/a", 1, "c", nlohmann::json::object()});
+      w->flush();
+      checkpointed_mid_read = w->checkpoint();
+    }
+    return true;
+  });
+  EXPECT_TRUE(checkpointed_mid_read) << "the reader's snapshot kept WAL frames back";
+  EXPECT_EQ(seen, 3 * Store::kEventPage + 200) << "paging neither lost nor repeated a row";
+}
