@@ -130,12 +130,9 @@ std::string escape_label_value(const std::string& v) {
 namespace {
 
 // The cgroups that keep a label of their own, the rest summed into "_other" (see
-// MetricsSnapshot::max_cgroup_labels). Returns the number folded.
+// MetricsSnapshot::max_cgroup_labels) into `out`; only called when there are more than that.
+// Returns the number folded.
 size_t fold_cgroups(const MetricsSnapshot& s, std::map<std::string, CgroupMetrics>& out) {
-  if (s.cgroups.size() <= s.max_cgroup_labels) {
-    out = s.cgroups;
-    return 0;
-  }
   std::vector<const std::pair<const std::string, CgroupMetrics>*> order;
   order.reserve(s.cgroups.size());
   for (const auto& kv : s.cgroups) order.push_back(&kv);
@@ -160,8 +157,7 @@ size_t fold_cgroups(const MetricsSnapshot& s, std::map<std::string, CgroupMetric
     other.kills += m.kills;
     other.held_now += m.held_now;
   }
-  auto& slot = out["_other"];  // a real cgroup path starts with '/': no clash
-  slot = other;
+  out["_other"] = other;  // a real cgroup path starts with '/': no clash
   return order.size() - s.max_cgroup_labels;
 }
 
@@ -169,8 +165,9 @@ size_t fold_cgroups(const MetricsSnapshot& s, std::map<std::string, CgroupMetric
 
 std::string render_prometheus(const MetricsSnapshot& s) {
   Writer w;
-  std::map<std::string, CgroupMetrics> cgroups;
-  const size_t folded = fold_cgroups(s, cgroups);
+  std::map<std::string, CgroupMetrics> folded_cgroups;  // only past the label limit: no copy per scrape
+  const size_t folded = s.cgroups.size() > s.max_cgroup_labels ? fold_cgroups(s, folded_cgroups) : 0;
+  const auto& cgroups = folded ? folded_cgroups : s.cgroups;
   auto per_cgroup = [&](const char* name, const char* type, const char* help,
                         const std::function<double(const CgroupMetrics&)>& value, bool integral) {
     w.family(name, type, help);
