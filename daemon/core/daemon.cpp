@@ -1043,6 +1043,8 @@ json Daemon::cmd_status() {
   counters["h2_streams"] = ss.h2_streams;
   counters["h2_hpack_desync"] = ss.h2_hpack_desync;
   counters["h2_protocol_errors"] = ss.h2_protocol_errors;
+  counters["eventstream_frames"] = ss.eventstream_frames;
+  counters["eventstream_bad_frames"] = ss.eventstream_bad_frames;
   if (cgroups_) counters["cgroup_rescans_deferred"] = cgroups_->stats().rescans_deferred;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();

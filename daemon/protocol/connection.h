@@ -91,6 +91,8 @@ struct ConnectionStats {
   uint64_t garbage_bytes = 0;      // bytes skipped while looking for a request/status line
   uint64_t parse_errors = 0;       // malformed or oversized message heads, bad chunk framing
   uint64_t resyncs = 0;            // times parsing restarted at a request/status line
+  uint64_t eventstream_frames = 0;      // Bedrock event-stream messages decoded
+  uint64_t eventstream_bad_frames = 0;  // ... dropped: bad CRC, malformed headers or payload
   uint64_t gaps = 0, lost_bytes = 0;
 };
 
