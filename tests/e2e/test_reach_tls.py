@@ -9,6 +9,8 @@ real agentbraked, against the TLS simulator (issue 12, item 1).
 - a copy whose SSL_write cannot be singled out gives one `capture_blind` naming the executable,
   and its call is still counted at the socket (estimated, `opaque_tls`);
 - under a tiny tokens budget with action deny, the next claude is held before its request leaves;
+  with throttle it is held until the window has room, then finishes normally (slow, no error);
+  with kill it is killed before its request leaves;
 - Debian's wget (GnuTLS, issue 12 item 3): its call is recorded with its tokens.
 
 The binaries are installed at pinned versions by `npm install` in tests/e2e/agents (gitignored
@@ -18,6 +20,7 @@ requirement is a failure.
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -192,6 +195,89 @@ class BunClaude(unittest.TestCase):
             self.assertIsNone(p2.poll(), "the held claude exited")
             self.assertEqual(self.served_to(p2.pid), [], "a call of the denied cgroup reached the provider")
             self.assertEqual(self.sim.in_flight(), 0, "a request of the held claude is being answered")
+
+
+    def budget_policy(self, cg, name, limit, action):
+        return self.policy(("max_hold: 60s\ncooldown: 1s\nbudgets:\n  - name: %s\n    match: {cgroup: \"%s\"}\n"
+                            "    per: cgroup\n    limits:\n      - {%s}\n    action: %s\n") % (name, cg.path, limit, action))
+
+    def test_05_throttle_budget_holds_the_next_claude_then_lets_it_go(self):
+        """action throttle, {tokens: 1, window: 4s}: claude's first call spends the budget (an
+        empty window admits one call of any size); the next claude's request is held at SSL_write
+        (`paused`, reason budget, for its pid) until the window has slid past the first call, then
+        released (`resumed`, released room, with held_ms), and it finishes normally: exit 0, its
+        answer printed, one call served, recorded with the tokens served. Slow, never an error."""
+        W = 4.0
+        cg = Cgroup("claude-thr")
+        with Daemon(self.budget_policy(cg, "bun-thr", "tokens: 1, window: %ds" % W, "throttle")) as d, cg:
+            self.check_captured(d, cg, self.run_claude(cg), "boringssl:table")
+            first = self.served_to(cg.procs_started[0].pid)[0]
+            p2 = self.start_claude(cg)
+            paused = d.wait_for(lambda: [e for e in d.events("paused") if e.get("pid") == p2.pid
+                                         and detail(e).get("reason") == "budget"] or None, 30,
+                                what="the second claude held (paused, reason budget)")
+            self.assertEqual(len(paused), 1, paused)
+            self.assertEqual(detail(paused[0]).get("target"), str(p2.pid), paused)
+            self.assertIs(detail(paused[0]).get("dry_run"), False, paused)
+            try:
+                out, err = p2.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p2.kill()
+                out, err = p2.communicate()
+                self.fail("the throttled claude never finished\n" + d.log_tail(40))
+            out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+            self.assertEqual(p2.returncode, 0, "the throttled claude failed: %s %s" % (out[-1500:], err[-1500:]))
+            self.assertNotIn("error", (out + err).lower(), "a throttled claude never sees an error")
+            self.assertTrue(out.strip(), "the throttled claude printed no answer")
+            served = self.served_to(p2.pid)
+            self.assertEqual(len(served), 1, self.sim.records()[-5:])
+            # held until the window no longer holds the first call (give or take the admission clock)
+            self.assertGreaterEqual(served[0]["ts_start"] - first["ts_start"], W - 0.25,
+                                    "the second call went out %.2f s after the first, inside the %ds window"
+                                    % (served[0]["ts_start"] - first["ts_start"], W))
+            resumed = d.wait_for(lambda: [e for e in d.events("resumed") if e.get("pid") == p2.pid
+                                          and detail(e).get("reason") == "budget"] or None, 10,
+                                 what="the second claude's hold ended (resumed, reason budget)")
+            self.assertEqual(len(resumed), 1, resumed)
+            rd = detail(resumed[0])
+            self.assertEqual(rd.get("released"), "room", resumed)
+            self.assertIsInstance(rd.get("held_ms"), (int, float), resumed)
+            self.assertGreater(rd["held_ms"], 0, resumed)
+            calls = d.wait_for(lambda: [e for e in d.events("llm_call") if e.get("pid") == p2.pid] or None,
+                               15, what="the throttled claude's llm_call")
+            dd = detail(calls[0])
+            self.assertEqual(len(calls), 1, calls)
+            self.assertEqual((dd.get("input_tokens"), dd.get("output_tokens")),
+                             (served[0]["input_tokens"], served[0]["output_tokens"]), calls)
+            self.assertEqual(d.events("killed"), [])
+            self.assertEqual(d.secret_hits([KEY]), [])
+
+    def test_06_kill_budget_kills_the_next_claude(self):
+        """action kill, {tokens: 1, window: 60s}: claude's first call spends the budget; the next
+        claude's request finds no room and the cgroup is killed: the claude dies by SIGKILL
+        before its request reaches the provider, `killed` names the cgroup and it is empty."""
+        cg = Cgroup("claude-kill")
+        with Daemon(self.budget_policy(cg, "bun-kill", "tokens: 1, window: 60s", "kill")) as d, cg:
+            self.check_captured(d, cg, self.run_claude(cg), "boringssl:table")
+            p2 = self.start_claude(cg)
+            try:
+                rc = p2.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.fail("the second claude was not killed\n" + d.log_tail(40))
+            self.assertEqual(rc, -signal.SIGKILL, "the second claude's exit status")
+            ev = d.wait_for(lambda: d.events("killed") or None, 10, what="a killed event")
+            self.assertEqual(len(ev), 1, ev)
+            kd = detail(ev[0])
+            self.assertEqual(kd.get("target"), cg.path, ev)
+            self.assertEqual(kd.get("reason"), "budget", ev)
+            self.assertEqual(kd.get("budget"), "bun-kill", ev)
+            self.assertIs(kd.get("dry_run"), False, ev)
+            self.assertIn(p2.pid, kd.get("pids") or [], ev)
+            abtest.wait_for(lambda: not cg._populated(), 10, what="the killed cgroup to be empty")
+            self.assertEqual(self.served_to(p2.pid), [], "a call of the killed claude reached the provider")
+            self.sim.wait_idle()
+            self.assertEqual(self.served_to(p2.pid), [], "a call of the killed claude reached the provider")
+            self.assertEqual(d.secret_hits([KEY]), [])
 
 
 class GnuTlsWget(unittest.TestCase):
