@@ -286,8 +286,9 @@ def main():
              "go": "Go 1.19 crypto/tls", "gnutls": "GnuTLS (libgnutls.so.30)"}
     for lib in libs:
         n, e, dm = (median([x["cpu_ns_per_call"] for x in res[(lib, s)]]) / 1e3 for s in ("none", "empty", "daemon"))
-        w("| %s | %s | %.2f | %.2f | %.2f | **%.2f×** | %.2f | %.2f | **%.2f×** |"
-          % (names.get(lib, lib), probes.get(lib, "?"), n, e, dm, dm / e, e - n, dm - n, (dm - n) / (e - n) if e > n else float("nan")))
+        w("| %s | %s | %.2f | %.2f | %.2f | **%.2f×** | %.2f | %.2f | **%s** |"
+          % (names.get(lib, lib), probes.get(lib, "?"), n, e, dm, dm / e, e - n, dm - n,
+             "%.2f×" % ((dm - n) / (e - n)) if e > n else "— (empty adds nothing measurable)"))
     w("")
     for lib in libs:
         w("- %s samples (µs, none / empty / daemon): %s / %s / %s" % (lib, *(

@@ -1,8 +1,9 @@
 // bun_tls_load.js — the Bun (BoringSSL) workload of run_reach_bench.py, run inside a real Bun
 // executable through Bun's preload hook: BUN_OPTIONS="--preload bun_tls_load.js" claude -p
 // (stdin /dev/null: claude's own program stops at once with "Input must be provided"; its
-// process.exit is made a no-op here, so the process stays alive on this script's socket). Environment: AB_PORT (a TLS echo server on
-// 127.0.0.1), AB_ITERS (round trips), AB_SIZE (bytes per write).
+// process.exit is made a no-op here, so the process stays alive on this script's socket).
+// Environment: AB_PORT (a TLS echo server on 127.0.0.1), AB_ITERS (round trips), AB_SIZE (bytes
+// per write).
 // Connects, prints "READY <pid>" once the handshake is over and the binary's program has had a
 // second to finish, waits for SIGUSR2, then makes AB_ITERS round trips (one write of AB_SIZE
 // bytes, then reads until the echo is back) and prints one JSON line with the CPU time per
