@@ -599,7 +599,7 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (w.opaque) return;  // judged: counted at the socket, never held or rescanned again
   if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not scanned
     if (e.hdr.type == AB_EV_HOLD && gate_) {
-      // held by the kernel only because a budget matches it: gated now, which lets it go
+      // held by the kernel until gated (not scanned): gated now, which lets it go
       stats_["opaque_gate_holds"]++;
       gate::HoldReport r;
       r.pid = pid;
