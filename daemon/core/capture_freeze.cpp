@@ -4,32 +4,116 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 #include <fstream>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "process/cgroup.h"
+#include "process/procfs.h"
 #include "util/state_line.h"
 
 namespace ab::core {
 
-CaptureFreezer::CaptureFreezer(std::string mount, std::string state_file, std::string self_cgroup)
-    : mount_(std::move(mount)), state_file_(std::move(state_file)), self_(std::move(self_cgroup)) {}
-
-int CaptureFreezer::freeze_for(uint32_t pid, const std::string& cgroup, uint64_t now_ns) {
-  if (mount_.empty() || cgroup.empty() || cgroup == "/") return -EPERM;
+HoldChoice choose_hold(const HoldSite& s) {
+  auto no = [](std::string why) { return HoldChoice{HoldMethod::Ptrace, std::move(why)}; };
+  if (s.cgroup.empty() || s.cgroup == "/") return no("the root cgroup, or its cgroup is unknown");
   // Never the daemon's own cgroup or one above it: it would freeze the daemon.
-  if (self_ == cgroup || self_.rfind(cgroup + "/", 0) == 0) return -EPERM;
+  if (s.self_cgroup == s.cgroup || s.self_cgroup.rfind(s.cgroup + "/", 0) == 0) return no("it holds the daemon");
+  if (!s.members) return no("its processes could not be read");
+  const auto& m = *s.members;
+  if (m.size() > s.max_processes) return no("more than " + std::to_string(s.max_processes) + " processes");
+  std::map<int, int> parent;
+  bool found = false;
+  for (const auto& p : m) {
+    parent[p.pid] = p.ppid;
+    found = found || p.pid == s.held.pid;
+  }
+  if (!found) return no("the process is not in it");
+  for (const auto& p : m) {
+    if (p.pid == s.held.pid) continue;
+    if (s.held.pgrp > 0 && p.pgrp == s.held.pgrp) continue;  // its job
+    bool below = false;  // a descendant, through members of the cgroup
+    int at = p.ppid;
+    for (size_t steps = 0; steps <= m.size() && at > 0 && !below; steps++) {
+      if (at == s.held.pid) below = true;
+      auto it = parent.find(at);
+      if (it == parent.end()) break;
+      at = it->second;
+    }
+    if (!below) return no("it shares the cgroup with process " + std::to_string(p.pid) + ", not of its job");
+  }
+  return HoldChoice{HoldMethod::Freeze, ""};
+}
+
+namespace {
+
+std::optional<ProcIds> read_ids_from_proc(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  process::ProcInfo pi;
+  if (content.empty() || !process::parse_proc_stat(content, pi)) return std::nullopt;
+  return ProcIds{pi.pid, pi.ppid, pi.pgrp};
+}
+
+}  // namespace
+
+CaptureFreezer::CaptureFreezer(std::string mount, std::string state_file, std::string self_cgroup,
+                               std::shared_ptr<PtraceHolder> tracer, ReadIds read_ids)
+    : mount_(std::move(mount)),
+      state_file_(std::move(state_file)),
+      self_(std::move(self_cgroup)),
+      tracer_(std::move(tracer)),
+      read_ids_(read_ids ? std::move(read_ids) : ReadIds(read_ids_from_proc)) {}
+
+int CaptureFreezer::freeze_for(uint32_t pid, const std::string& cgroup, uint64_t now_ns, uint64_t start_ns,
+                               HoldMethod* how) {
+  if (how) *how = HoldMethod::Freeze;
+  if (traced_.count(pid)) {
+    if (how) *how = HoldMethod::Ptrace;
+    return 0;
+  }
   auto it = frozen_.find(cgroup);
-  if (it != frozen_.end()) {
+  if (it != frozen_.end()) {  // frozen for another process of its job
     it->second.waiting.insert(pid);
     return 0;
   }
-  int err = 0;
-  auto procs = process::cgroup_procs_recursive(mount_, cgroup, &err);
-  if (err) return err;
-  if (procs.size() > kMaxProcesses) return -EPERM;
+  HoldSite site;
+  site.cgroup = cgroup;
+  site.self_cgroup = self_;
+  site.held.pid = static_cast<int>(pid);
+  site.max_processes = kMaxProcesses;
+  if (auto ids = read_ids_(static_cast<int>(pid))) site.held = *ids;
+  if (!mount_.empty() && !cgroup.empty() && cgroup != "/") {
+    int err = 0;
+    auto procs = process::cgroup_procs_recursive(mount_, cgroup, &err);
+    if (!err && procs.size() <= kMaxProcesses) {
+      site.members.emplace();
+      for (int p : procs) {
+        if (p == static_cast<int>(pid)) site.members->push_back(site.held);
+        else if (auto ids = read_ids_(p)) site.members->push_back(*ids);  // gone since: not there
+      }
+    } else if (!err) {
+      site.members.emplace(procs.size());  // too many: the count is all that matters
+    }
+  }
+  const HoldChoice choice = choose_hold(site);
+  if (choice.method == HoldMethod::Ptrace) {
+    if (how) *how = HoldMethod::Ptrace;
+    if (!tracer_) return -EPERM;
+    Traced t;
+    t.since_ns = now_ns;
+    if (int rc = tracer_->hold(pid, start_ns, &t.hold); rc < 0) {
+      spdlog::debug("pid {}: not held (cgroup {} not frozen: {}; ptrace: {})", pid, cgroup, choice.why,
+                    std::strerror(-rc));
+      return rc;
+    }
+    spdlog::debug("pid {}: held by ptrace (cgroup {} not frozen: {})", pid, cgroup, choice.why);
+    traced_[pid] = std::move(t);
+    return 0;
+  }
   Frozen f;
   f.waiting.insert(pid);
   f.since_ns = now_ns;
@@ -62,6 +146,7 @@ void CaptureFreezer::thaw(const std::string& cgroup) {
 }
 
 void CaptureFreezer::release(uint32_t pid) {
+  traced_.erase(pid);  // its handle ends: detached
   bool changed = false;
   for (auto it = frozen_.begin(); it != frozen_.end();) {
     if (it->second.waiting.erase(pid) && it->second.waiting.empty()) {
@@ -76,7 +161,9 @@ void CaptureFreezer::release(uint32_t pid) {
 }
 
 size_t CaptureFreezer::sweep(uint64_t now_ns, uint64_t max_ns) {
-  size_t n = 0;
+  size_t n = std::erase_if(traced_, [&](const auto& t) {
+    return now_ns > t.second.since_ns && now_ns - t.second.since_ns > max_ns;
+  });
   for (auto it = frozen_.begin(); it != frozen_.end();) {
     if (now_ns > it->second.since_ns && now_ns - it->second.since_ns > max_ns) {
       thaw(it->first);
@@ -91,6 +178,7 @@ size_t CaptureFreezer::sweep(uint64_t now_ns, uint64_t max_ns) {
 }
 
 void CaptureFreezer::release_all() {
+  traced_.clear();
   for (const auto& [cg, f] : frozen_) thaw(cg);
   frozen_.clear();
   save();

@@ -323,7 +323,8 @@ int Daemon::start() {
       if (size_t n = CaptureFreezer::thaw_recorded(cg_mount_, frozen_file); n > 0)
         spdlog::warn("thawed {} cgroup(s) a previous daemon froze for capture", n);
       std::string self_cg = process::read_cgroup_path(getpid()).value_or("/");
-      freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg);
+      tracer_ = std::make_shared<PtraceHolder>();
+      freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, frozen_file, self_cg, tracer_);
       const std::string budget_file = run_dir_for(opts_) + "/budget-frozen";
       CaptureFreezer::thaw_recorded(cg_mount_, budget_file);
       for (const auto& t : release_manual_pauses(run_dir_for(opts_), cg_mount_)) {
@@ -331,7 +332,7 @@ int Daemon::start() {
         record_event("resumed", t[0] == '/' ? 0 : std::stoul(t), t[0] == '/' ? t : "", "",
                      {{"target", t}, {"reason", "release_all"}, {"dry_run", false}});
       }
-      budget_freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, budget_file, self_cg);
+      budget_freezer_ = std::make_unique<CaptureFreezer>(cg_mount_, budget_file, self_cg, tracer_);
     }
   }
   procs_.scan("/proc", cgroups_.get());
@@ -859,6 +860,7 @@ void Daemon::on_tick() {
   sweep_watch_map();
   brake_tick();
   opaque_tick();
+  if (tracer_) tracer_->poll();  // reaps held threads that were killed; finishes releases
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 10 == 0) publish_metrics();
@@ -1073,6 +1075,9 @@ json Daemon::cmd_status() {
   if (effects_)
     for (size_t i = 0; i < kKernelCounters; i++)
       if (uint64_t v = effects_->counters()[i]) counters[std::string(to_string(KernelCounter(i)))] = v;
+  if (tracer_)
+    for (const auto& [name, v] : tracer_->named_counters())
+      if (v) counters[name] = v;
   size_t attached = 0;
   for (const auto& [pid, w] : watched_) attached += w.attached ? 1 : 0;
   uint32_t key = 0, next = 0;

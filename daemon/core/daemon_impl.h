@@ -177,6 +177,8 @@ class Daemon {
   std::unique_ptr<process::CgroupResolver> cgroups_;
   process::ProcessTable procs_;
   std::unique_ptr<capture::StreamTable> streams_;
+  // Holds foreground jobs whose cgroup is shared (both freezers'; the loop thread is the tracer).
+  std::shared_ptr<PtraceHolder> tracer_;
   std::unique_ptr<CaptureFreezer> freezer_;
   EndpointSet endpoints_;
   std::unique_ptr<Resolver> resolver_;  // endpoint names, resolved off the loop

@@ -44,6 +44,9 @@ std::string_view to_string(KernelCounter c) {
     case KernelCounter::ActionsRefused: return "actions_refused";
     case KernelCounter::KillErrors: return "kill_errors";
     case KernelCounter::ReleasesOfGoneProcesses: return "releases_of_gone_processes";
+    case KernelCounter::ForegroundPtraceHolds: return "foreground_ptrace_holds";
+    case KernelCounter::ForegroundNotHeldTraced: return "foreground_not_held_traced";
+    case KernelCounter::ForegroundNotHeldPtrace: return "foreground_not_held_ptrace_denied";
   }
   return "unknown";
 }
@@ -93,14 +96,24 @@ void KernelEffects::hold(const gate::Hold& h) {
   if (h.via == gate::HoldVia::Freeze) {
     CaptureFreezer* f = capture ? capture_freezer_ : hold_freezer_;
     const std::string cg = hooks_.cgroup_of ? hooks_.cgroup_of(h.pid) : "";
-    const int rc = f ? f->freeze_for(h.pid, cg, static_cast<uint64_t>(mono_now())) : -ENOTSUP;
+    HoldMethod how = HoldMethod::Freeze;
+    const int rc = f ? f->freeze_for(h.pid, cg, static_cast<uint64_t>(mono_now()), h.start_time, &how) : -ENOTSUP;
     if (rc != 0) {
       count(capture ? KernelCounter::CaptureFreezesSkipped : KernelCounter::HoldFreezesSkipped);
-      spdlog::debug("pid {}: foreground job, cgroup {} not frozen ({})", h.pid, cg, strerror(-rc));
+      if (rc == -EBUSY) count(KernelCounter::ForegroundNotHeldTraced);
+      else if (rc == -EPERM && how == HoldMethod::Ptrace) count(KernelCounter::ForegroundNotHeldPtrace);
+      spdlog::debug("pid {}: foreground job not held ({} of cgroup {}: {})", h.pid,
+                    how == HoldMethod::Ptrace ? "ptrace" : "freeze", cg, strerror(-rc));
       not_taken_.insert({h.pid, capture});
       return;
     }
-    count(capture ? KernelCounter::CaptureFreezes : KernelCounter::HoldFreezes);
+    if (how == HoldMethod::Ptrace) {
+      count(KernelCounter::ForegroundPtraceHolds);
+      by_ptrace_.insert({h.pid, capture});
+    } else {
+      count(capture ? KernelCounter::CaptureFreezes : KernelCounter::HoldFreezes);
+      by_ptrace_.erase({h.pid, capture});
+    }
   } else if (!capture) {
     // The kernel stopped it and made the record; the record must be there for the release (and
     // for --release-all if we die). It can be gone when the kernel took over a capture hold's
@@ -228,6 +241,8 @@ void KernelEffects::forget(uint32_t pid) {
   for (auto& [e, ids] : denied_) std::erase(ids.pids, pid);
   not_taken_.erase({pid, true});
   not_taken_.erase({pid, false});
+  by_ptrace_.erase({pid, true});
+  by_ptrace_.erase({pid, false});
 }
 
 void KernelEffects::record(const gate::Event& e) {
@@ -237,7 +252,23 @@ void KernelEffects::record(const gate::Event& e) {
   if (const auto* r = std::get_if<gate::Resumed>(&e.what)) {
     if (not_taken_.erase({e.pid, is_capture(r->reason)})) return;
   }
-  if (hooks_.record) hooks_.record(e);
+  if (!hooks_.record) return;
+  // a foreground job held by ptrace: its events say so (the ledger knows only "freeze")
+  if (const auto* p = std::get_if<gate::Paused>(&e.what); p && p->via == gate::HoldVia::Freeze &&
+                                                          by_ptrace_.count({e.pid, is_capture(p->reason)})) {
+    gate::Event copy = e;
+    std::get<gate::Paused>(copy.what).via = gate::HoldVia::Ptrace;
+    hooks_.record(copy);
+    return;
+  }
+  if (const auto* r = std::get_if<gate::Resumed>(&e.what); r && r->via == gate::HoldVia::Freeze &&
+                                                           by_ptrace_.erase({e.pid, is_capture(r->reason)})) {
+    gate::Event copy = e;
+    std::get<gate::Resumed>(copy.what).via = gate::HoldVia::Ptrace;
+    hooks_.record(copy);
+    return;
+  }
+  hooks_.record(e);
 }
 
 }  // namespace ab::core

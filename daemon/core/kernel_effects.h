@@ -5,8 +5,11 @@
 // two refusals that protect the host whatever the policy says:
 //   - no kill or deny of the root cgroup, init.scope, the daemon's own cgroup or any ancestor
 //     of it, nor of the daemon's process (counted as actions_refused, logged as an error);
-//   - a hold that could not be taken (a cgroup not safe to freeze) records no paused and no
-//     resumed: what was not held is not reported as held.
+//   - a hold that could not be taken (a foreground job neither frozen nor traced) records no
+//     paused and no resumed: what was not held is not reported as held;
+//   - a foreground job's hold (HoldVia::Freeze) freezes its cgroup only when the cgroup holds
+//     its job alone, else holds the process by ptrace (core/capture_freeze.h); its paused and
+//     resumed then say via "ptrace".
 // Records are handed to the daemon (Hooks::record), which renders and stores them.
 #pragma once
 
@@ -34,8 +37,11 @@ enum class KernelCounter : uint8_t {
   ActionsRefused,           // kills and denies refused: the daemon's own cgroup, an ancestor, init
   KillErrors,               // cgroup.kill or SIGKILL failed (partly)
   ReleasesOfGoneProcesses,  // SIGCONT found the process gone (or another one at its pid)
+  ForegroundPtraceHolds,    // foreground jobs held by ptrace (their cgroup is shared: not frozen)
+  ForegroundNotHeldTraced,  // ... not held: traced already (strace, gdb)
+  ForegroundNotHeldPtrace,  // ... not held: ptrace not permitted (Yama ptrace_scope 3, an LSM)
 };
-inline constexpr size_t kKernelCounters = 8;
+inline constexpr size_t kKernelCounters = 11;
 std::string_view to_string(KernelCounter);  // the status counter's name
 
 class KernelEffects : public gate::Effects {
@@ -89,6 +95,8 @@ class KernelEffects : public gate::Effects {
   std::map<gate::EntityKey, DeniedIds> denied_;
   // Holds not taken, by (pid, capture?): their paused and resumed are not recorded.
   std::set<std::pair<uint32_t, bool>> not_taken_;
+  // Holds taken by ptrace, by (pid, capture?): their paused and resumed say so.
+  std::set<std::pair<uint32_t, bool>> by_ptrace_;
   std::array<uint64_t, kKernelCounters> counters_{};
 };
 

@@ -13,7 +13,9 @@ std::string_view to_string(HoldReason r) {
   return "budget";
 }
 
-std::string_view to_string(HoldVia v) { return v == HoldVia::Freeze ? "freeze" : "sigstop"; }
+std::string_view to_string(HoldVia v) {
+  return v == HoldVia::Freeze ? "freeze" : v == HoldVia::Ptrace ? "ptrace" : "sigstop";
+}
 
 std::string_view to_string(HoldEnd e) {
   switch (e) {

@@ -34,9 +34,11 @@ std::string_view to_string(HoldReason);  // "capture", "budget", "loop", "fan_ou
 // How a hold stops the process.
 enum class HoldVia : uint8_t {
   Stop,    // the kernel stopped it (SIGSTOP) and keeps a record in the pinned holds map
-  Freeze,  // a terminal's foreground job: its cgroup is frozen (its request went out already)
+  Freeze,  // a terminal's foreground job: held by the daemon (its request went out already)
+  Ptrace,  // ... and it was held by ptrace, not by freezing its cgroup (events only: set by the
+           // host's effects, core/kernel_effects.cpp; the ledger knows Stop and Freeze)
 };
-std::string_view to_string(HoldVia);  // "sigstop", "freeze"
+std::string_view to_string(HoldVia);  // "sigstop", "freeze", "ptrace"
 
 // How a hold ended (the `released` of a resumed event).
 enum class HoldEnd : uint8_t {

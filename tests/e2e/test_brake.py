@@ -1051,6 +1051,147 @@ class Interactive(BrakeBase):
             self.assertTrue(d.alive())
 
 
+    # ---- H3: a held foreground job never holds what shares its cgroup --------------------------
+    def start_fg_job(self, cg, tag, n):
+        """The agent as the foreground job of a terminal (tools/fgshell.py: session leader on a
+        pty, waitpid WUNTRACED like bash), the shell in `cg` with it. Returns (shell Popen,
+        report path, calls path, agent pid)."""
+        sd = abtest.scratch_dir()
+        report, out, err = (os.path.join(sd, "fg-%s.%s" % (tag, x)) for x in ("json", "jsonl", "err"))
+        agent = abtest.agent_cmd("py_httpclient", self.sim, "--tag", tag, "-n", str(n), *CALL_ARGS)
+        sh = cg.run([sys.executable, os.path.join(abtest.HERE, "tools", "fgshell.py"), report, out, err, "--"] + agent,
+                    env=self.sim.client_env(), cwd=abtest.HERE, stdin=subprocess.DEVNULL)
+        pid = abtest.wait_for(lambda: (lambda r: r and r["agent_pid"])(read_json(report + ".pid")), 10,
+                              what="the foreground job to start")
+        return sh, report, out, pid
+
+    def test_12c_held_foreground_job_beside_a_heartbeat(self):
+        """Harden H3. A heartbeat (a timestamp every 100 ms) shares the cgroup of a terminal's
+        foreground job with its shell; a throttle budget holds the job. The heartbeat never
+        pauses (largest gap < 1 s while the job is held), the job is really held (no call of
+        it reaches the simulator until its resumed, its threads are in a ptrace stop), the
+        events say via ptrace, the job then completes, and its shell's waitpid(WUNTRACED)
+        never reports it stopped, nor does /proc ever show it "T (stopped)"."""
+        W, L, K = 4, 330, 6
+        cg = Cgroup("fgshared")
+        pol = policy_yaml(self.sim, [budget_yaml("fgshared", cg.path, [{"tokens": L, "window": "%ds" % W}])])
+        with Daemon(pol) as d, cg:
+            beat_file = os.path.join(abtest.scratch_dir(), "heartbeat.txt")
+            beat = cg.run([sys.executable, "-c", HEARTBEAT, beat_file], stdin=subprocess.DEVNULL)
+            abtest.wait_for(lambda: len(read_beats(beat_file)) >= 3, 10, what="the heartbeat")
+            sh, report, out, pid = self.start_fg_job(cg, "fgshared", K)
+            sampler = StateSampler(pid)
+            try:
+                rep = abtest.wait_for(lambda: read_json(report), 90, interval=0.2, what="the foreground job to end",
+                                      on_fail=lambda: short(self.brake_events(d)))
+            finally:
+                sampler.stop()
+            sh.wait(timeout=10)
+            beat.kill()
+            beat.wait(timeout=10)
+            beats = read_beats(beat_file)
+            with open(out) as f:
+                calls = [json.loads(x) for x in f if x.strip()]
+            self.assertEqual(rep["rc"], 0, "the job's exit")
+            self.assertEqual(len(calls), K)
+            self.assertTrue(all(c["status"] == 200 for c in calls), calls)
+            self.assertEqual(rep["stops"], [], "the shell's waitpid(WUNTRACED) saw the job stop")
+            self.assertNotIn("T", sampler.letters(), "/proc showed the job stopped (T): %s" % sampler.letters())
+            paused, resumed = self.check_holds_recorded(d, "budget", pid=pid, at_least=1)
+            holds = sorted(zip(sorted(parse_ts(e["ts"]) for e in paused), sorted(parse_ts(e["ts"]) for e in resumed)))
+            for e in paused + resumed:
+                self.assertEqual(detail(e).get("via"), "ptrace", "a hold of a job sharing its cgroup: " + short([e]))
+            longest = max(b - a for a, b in holds)
+            self.assertGreaterEqual(longest, 1.0, "no hold long enough to measure: %s" % holds)
+            recs = served(self.sim, "fgshared")
+            report_lines = []
+            for a, b in holds:
+                # the heartbeat never pauses while the job is held
+                inside = [t for t in beats if a - 0.5 <= t <= b + 0.5]
+                gap = max((y - x for x, y in zip(inside, inside[1:])), default=99.0)
+                report_lines.append("hold %.2f s: heartbeat largest gap %.3f s, %d beats" % (b - a, gap, len(inside)))
+                self.assertLess(gap, 1.0, "the heartbeat paused while the job was held: " + "; ".join(report_lines))
+                # and the job is held: none of its calls reached the simulator until its release
+                early = [r["ts_start"] - a for r in recs if a + 0.3 < r["ts_start"] < b - 0.05]
+                self.assertEqual(early, [], "calls served during a %.2f s hold (s after it began): %s\n%s"
+                                 % (b - a, early, timeline(recs)))
+                if b - a >= 1.0:
+                    self.assertIn("t", sampler.letters(a + 0.3, b - 0.1),
+                                  "no ptrace stop seen in a %.2f s hold: %s" % (b - a, sampler.samples[-50:]))
+            sys.stderr.write("\n[H3] %s; job states seen %s; shell saw %d stops\n"
+                             % ("; ".join(report_lines), sorted(sampler.letters()), len(rep["stops"])))
+
+    def test_12d_killed_while_held_the_job_dies(self):
+        """Harden H3. A foreground job held by ptrace (its cgroup shared with its shell) that is
+        sent SIGKILL dies, and its shell sees it die within a second."""
+        cg = Cgroup("fgkill")
+        pol = policy_yaml(self.sim, [budget_yaml("fgkill", cg.path, [{"tokens": 110, "window": "60s"}])])
+        with Daemon(pol) as d, cg:
+            sh, report, out, pid = self.start_fg_job(cg, "fgkill", 3)
+            abtest.wait_for(lambda: proc_state(pid) == "t" and [e for e in d.events("paused")
+                                                                if e.get("pid") == pid and detail(e).get("reason") == "budget"],
+                            30, interval=0.1, what="the job held by ptrace",
+                            on_fail=lambda: "state %s; %s" % (proc_state(pid), short(self.brake_events(d))))
+            t0 = time.time()
+            os.kill(pid, signal.SIGKILL)
+            rep = abtest.wait_for(lambda: read_json(report), 5, interval=0.05, what="the shell to see the job die")
+            self.assertEqual(rep["rc"], -signal.SIGKILL)
+            self.assertLess(rep["t_end"] - t0, 1.0, "the shell saw the killed job end %.2f s later" % (rep["t_end"] - t0))
+            self.assertEqual(rep["stops"], [])
+            sh.wait(timeout=10)
+            self.assertTrue(d.alive())
+
+
+HEARTBEAT = r"""
+import sys, time
+with open(sys.argv[1], "a", buffering=1) as f:
+    while True:
+        f.write("%.6f\n" % time.time())
+        time.sleep(0.1)
+"""
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_beats(path):
+    try:
+        with open(path) as f:
+            return [float(x) for x in f.read().split()[:-1]]   # the last line may be half-written
+    except (OSError, ValueError):
+        return []
+
+
+class StateSampler:
+    """Samples /proc/PID/stat's state letter every 20 ms in a thread: [(time, letter)]."""
+
+    def __init__(self, pid):
+        import threading
+        self.pid, self.samples, self._stop = pid, [], threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            st = proc_state(self.pid)
+            if st is None:
+                return
+            self.samples.append((time.time(), st))
+            self._stop.wait(0.02)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=5)
+
+    def letters(self, t0=0.0, t1=float("inf")):
+        return {s for t, s in self.samples if t0 <= t <= t1}
+
+
 # A process that connects to an endpoint again and again without a TLS library the daemon can
 # hook (plain TCP, no OpenSSL mapped): each connect is a first LLM connect again.
 RECONNECT = r"""

@@ -71,6 +71,32 @@ TEST(CaptureFreezer, NeverTheDaemonsOwnCgroupOrAnAncestor) {
   EXPECT_EQ(f.freeze_for(1, "/", 1), -EPERM);
 }
 
+// Harden H3: a cgroup the held job shares with another process (its shell, a tmux server, a
+// heartbeat) is never frozen; without a tracer the process is then not held at all.
+TEST(CaptureFreezer, NeverFreezesACgroupItsJobShares) {
+  FakeCgroups cg;
+  cg.make("session.scope", "0", "50\n123\n124\n");
+  auto ids = [](int pid) -> std::optional<ProcIds> {
+    if (pid == 50) return ProcIds{50, 1, 50};     // the shell
+    if (pid == 123) return ProcIds{123, 50, 123};  // the agent, its foreground job
+    if (pid == 124) return ProcIds{124, 123, 124}; // the agent's child
+    return std::nullopt;
+  };
+  CaptureFreezer f(cg.root.string(), (cg.root / "state").string(), "/daemon.service", nullptr, ids);
+  HoldMethod how = HoldMethod::Freeze;
+  EXPECT_EQ(f.freeze_for(123, "/session.scope", 1, 0, &how), -EPERM);
+  EXPECT_EQ(how, HoldMethod::Ptrace);
+  EXPECT_EQ(cg.freeze_of("session.scope"), "0");
+  EXPECT_EQ(f.frozen(), 0u);
+  // the same job alone in its cgroup is frozen
+  cg.make("agent.scope", "0", "123\n124\n");
+  EXPECT_EQ(f.freeze_for(123, "/agent.scope", 1, 0, &how), 0);
+  EXPECT_EQ(how, HoldMethod::Freeze);
+  EXPECT_EQ(cg.freeze_of("agent.scope"), "1");
+  f.release(123);
+  EXPECT_EQ(cg.freeze_of("agent.scope"), "0");
+}
+
 // Harden L3: a crashed daemon's successor thaws exactly the cgroups it froze, whatever bytes
 // their names hold; a name with a newline must not thaw a different cgroup ("/job" here).
 TEST(CaptureFreezer, SuccessorThawsNamesWithSpacesAndNewlines) {
