@@ -447,6 +447,10 @@ void Daemon::drain_ring() {
 }
 
 int Daemon::on_ring_record(void* ctx, void* data, size_t size) {
+  if (int64_t us = util::faults().record_cost_us) {  // tests only: a slower consumer
+    const int64_t until = clock_ns(CLOCK_MONOTONIC) + us * 1000;
+    while (clock_ns(CLOCK_MONOTONIC) < until) {}
+  }
   static_cast<Daemon*>(ctx)->on_record(data, size);
   return 0;
 }
