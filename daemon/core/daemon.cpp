@@ -1060,6 +1060,7 @@ json Daemon::cmd_status() {
   counters["unparsed_http_errors"] = ss.parse_errors;
   counters["unparsed_bytes"] = ss.unparsed_bytes;
   counters["streams_evicted"] = ss.streams_evicted;
+  counters["header_budget_drops"] = streams_->header_budget().refused();
   counters["h2_connections"] = ss.h2_connections;
   counters["h2_streams"] = ss.h2_streams;
   counters["h2_hpack_desync"] = ss.h2_hpack_desync;
@@ -1109,6 +1110,7 @@ json Daemon::cmd_status() {
       {"endpoints_known", endpoints_.size()},
       {"endpoints_resolving", resolver_ ? resolver_->pending() : 0},
       {"open_streams", streams_->open_streams()},
+      {"header_bytes_buffered", streams_->header_budget().used()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
       {"opaque", opaque_status()},
