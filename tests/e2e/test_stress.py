@@ -20,6 +20,10 @@ The loads (tests/e2e/clients/stress_load.c, compiled here):
      second call on each: every call recorded (2,000), 1,000 streams open at once.
   3. flood: one watched process writing a request body in 64-byte SSL_writes as fast as it can
      for FLOOD_S seconds: every write is a ring record the daemon read or one it counts lost.
+  4. the flood again (16 KiB writes) on a daemon slowed by the test fault record_cost_us (200 µs
+     of CPU per ring record): the ring fills and stays full, drops happen and must all be
+     counted (ring_buffer_lost), and the event loop must still answer (the ring drain is
+     bounded per pass; unbounded, status went unanswered and the watchdog stopped).
 The figures are printed (one JSON line per load, "STRESS {...}") for the bench notes
 (tests/bench/RESULTS.md). Sizes can be lowered for a quick look: AB_STRESS_FORKS,
 AB_STRESS_CONNS, AB_STRESS_FLOOD_S.
