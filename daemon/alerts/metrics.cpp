@@ -76,6 +76,7 @@ bool is_loss_counter(std::string_view name) {
       // capture and parsing (capture/stream_table.h)
       "capture_gaps", "capture_gap_bytes", "malformed_tls_records", "unparsed_http_errors", "unparsed_bytes",
       "streams_evicted", "header_budget_drops", "h2_hpack_desync", "h2_protocol_errors", "gate_h2_unsynced",
+      "eventstream_bad_frames",
       // database, alerts
       "store_dropped_writes", "store_write_errors", "alerts_dropped", "alerts_failed",
       // the daemon's own

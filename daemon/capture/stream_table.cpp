@@ -35,6 +35,8 @@ void StreamTable::count_h2(Stream& s) {
   add(stats_.h2_streams, s.counted.h2_streams, st.h2_streams);
   add(stats_.h2_hpack_desync, s.counted.h2_hpack_desync, st.h2_hpack_desync);
   add(stats_.h2_protocol_errors, s.counted.h2_protocol_errors, st.h2_protocol_errors);
+  add(stats_.eventstream_frames, s.counted.eventstream_frames, st.eventstream_frames);
+  add(stats_.eventstream_bad_frames, s.counted.eventstream_bad_frames, st.eventstream_bad_frames);
 }
 
 void StreamTable::drain(const Key& key, Stream& s) {

@@ -50,6 +50,8 @@ struct StreamStats {
   uint64_t h2_streams = 0;       // HTTP/2 requests (client streams) read
   uint64_t h2_hpack_desync = 0;  // HTTP/2 connections whose headers could not be decoded
   uint64_t h2_protocol_errors = 0;
+  uint64_t eventstream_frames = 0;      // Bedrock event-stream messages decoded
+  uint64_t eventstream_bad_frames = 0;  // ... dropped (bad CRC, malformed)
 };
 
 class StreamTable {

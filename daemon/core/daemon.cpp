@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -36,6 +37,7 @@
 #include "process/lineage.h"
 #include "process/procfs.h"
 #include "store/store.h"
+#include "core/manual_pause_file.h"
 #include "util/faults.h"
 
 namespace ab::core {
@@ -1065,6 +1067,8 @@ json Daemon::cmd_status() {
   counters["h2_streams"] = ss.h2_streams;
   counters["h2_hpack_desync"] = ss.h2_hpack_desync;
   counters["h2_protocol_errors"] = ss.h2_protocol_errors;
+  counters["eventstream_frames"] = ss.eventstream_frames;
+  counters["eventstream_bad_frames"] = ss.eventstream_bad_frames;
   if (cgroups_) counters["cgroup_rescans_deferred"] = cgroups_->stats().rescans_deferred;
   counters["store_dropped_writes"] = store_->dropped();
   counters["store_write_errors"] = store_->write_errors();
@@ -1242,12 +1246,11 @@ void Daemon::save_manual_pauses() {
     return;
   }
   const std::string tmp = path + ".tmp";
+  std::vector<ManualPauseRecord> records;
+  for (const auto& [t, p] : paused_) records.push_back({p.cgroup, t, p.start_ns});
   {
     std::ofstream out(tmp, std::ios::trunc);
-    for (const auto& [t, p] : paused_) {
-      if (p.cgroup) out << "cgroup " << t << "\n";
-      else out << "pid " << t << " " << p.start_ns << "\n";
-    }
+    out << format_manual_pauses(records);
   }
   std::rename(tmp.c_str(), path.c_str());
 }
@@ -1258,17 +1261,18 @@ static std::vector<std::string> release_manual_pauses(const std::string& run_dir
   std::ifstream in(path);
   std::vector<std::string> out;
   if (!in) return out;
-  std::string kind, target;
-  while (in >> kind >> target) {
-    if (kind == "cgroup") {
-      if (!cg_mount.empty() && process::valid_cgroup_path(target) && process::cgroup_freeze(cg_mount, target, false))
-        out.push_back(target);
-    } else if (kind == "pid") {
-      uint64_t start = 0;
-      in >> start;
-      if (process::signal_same_process(std::atoi(target.c_str()), start, SIGCONT) == 0) out.push_back(target);
+  std::stringstream content;
+  content << in.rdbuf();
+  size_t malformed = 0;
+  for (const auto& r : parse_manual_pauses(content.str(), &malformed)) {
+    if (r.cgroup) {
+      if (!cg_mount.empty() && process::valid_cgroup_path(r.target) && process::cgroup_freeze(cg_mount, r.target, false))
+        out.push_back(r.target);
+    } else if (process::signal_same_process(std::atoi(r.target.c_str()), r.start_ns, SIGCONT) == 0) {
+      out.push_back(r.target);
     }
   }
+  if (malformed) spdlog::warn("{}: {} malformed line(s) skipped", path, malformed);
   unlink(path.c_str());
   return out;
 }

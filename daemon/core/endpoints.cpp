@@ -20,6 +20,9 @@ std::optional<protocol::ApiKind> api_kind_for(const std::string& api) {
   if (api == "anthropic") return protocol::ApiKind::AnthropicMessages;
   if (api == "gemini") return protocol::ApiKind::GeminiGenerate;
   if (api == "ollama") return protocol::ApiKind::OllamaChat;
+  // Bedrock's operations are told apart by their paths (classify_path); an unrecognised POST
+  // to a Bedrock endpoint is read as Converse
+  if (api == "bedrock") return protocol::ApiKind::BedrockConverse;
   return std::nullopt;
 }
 

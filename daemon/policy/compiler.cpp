@@ -264,11 +264,11 @@ class Compiler {
         else ok = false;
       }
       if (api) {
-        static const std::set<std::string> apis = {"openai", "anthropic", "gemini", "ollama"};
+        static const std::set<std::string> apis = {"openai", "anthropic", "gemini", "ollama", "bedrock"};
         if (api->is_scalar() && apis.count(api->value)) {
           ep.api = api->value;
         } else {
-          err(api->where, fmt::format("'api'{} must be one of openai, anthropic, gemini, ollama; got {}", ctx,
+          err(api->where, fmt::format("'api'{} must be one of openai, anthropic, gemini, ollama, bedrock; got {}", ctx,
                                       describe(*api)));
           ok = false;
         }

@@ -24,7 +24,8 @@ const ScanSpec& Adapter::request_spec() {
                  "stream_options.include_usage",
                  "generationConfig.maxOutputTokens",
                  "generation_config.max_output_tokens",
-                 "options.num_predict"};
+                 "options.num_predict",
+                 "inferenceConfig.maxTokens"};
     s.hash_arrays = {"messages", "contents", "input"};
     s.capture_cap = 4096;
     return s;
@@ -39,13 +40,18 @@ bool Adapter::parse(std::string_view raw, json& out) {
 
 void Adapter::on_request(const JsonScanner& req, std::string_view target) {
   if (auto m = req.str("model")) call_.model = *m;
-  if (kind_ == ApiKind::GeminiGenerate) {
+  if (kind_ == ApiKind::GeminiGenerate || kind_ == ApiKind::AnthropicMessages) {
+    // Vertex AI names the model in the path (Gemini, and Anthropic's rawPredict)
     if (call_.model.empty()) call_.model = gemini_model_from_path(target);
+  }
+  if (is_bedrock(kind_)) {
+    call_.model = bedrock_model_from_path(target);
+    call_.stream = kind_ == ApiKind::BedrockConverseStream || kind_ == ApiKind::BedrockInvokeStream;
   }
   if (auto s = req.boolean("stream")) call_.stream = *s;
   for (const char* k : {"max_completion_tokens", "max_tokens", "max_output_tokens",
                         "generationConfig.maxOutputTokens", "generation_config.max_output_tokens",
-                        "options.num_predict"}) {
+                        "options.num_predict", "inferenceConfig.maxTokens"}) {
     if (auto v = req.integer(k)) {
       // a limit past any real one is no limit; a negative one is none (reserving it would
       // overflow the bucket's sums or reserve nothing)
@@ -180,6 +186,7 @@ int64_t Adapter::input_estimate(const FinishInfo& fi) const {
 }
 
 void Adapter::finish(const FinishInfo& fi) {
+  header_usage(fi);
   const bool error_status = call_.status >= 400;
   if (usage_malformed_) {  // what the wire said cannot be billed: estimated like a call without usage
     call_.usage_malformed = true;
@@ -237,6 +244,10 @@ std::unique_ptr<Adapter> make_adapter(ApiKind k, LlmCall& call) {
     case ApiKind::GeminiGenerate: return make_gemini_adapter(call);
     case ApiKind::OllamaChat:
     case ApiKind::OllamaGenerate: return make_ollama_adapter(k, call);
+    case ApiKind::BedrockConverse:
+    case ApiKind::BedrockConverseStream:
+    case ApiKind::BedrockInvoke:
+    case ApiKind::BedrockInvokeStream: return make_bedrock_adapter(k, call);
   }
   return nullptr;
 }

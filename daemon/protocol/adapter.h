@@ -27,6 +27,10 @@ struct FinishInfo {
   uint64_t request_body_bytes = 0;
   bool request_scan_ok = false;  // the request JSON was scanned without a gap or syntax error
   uint64_t request_string_bytes = 0;  // string-value bytes of the request JSON
+  // Bedrock: the X-Amzn-Bedrock-Input-Token-Count, -Output-Token-Count,
+  // -Cache-Read-Input-Token-Count and -Cache-Write-Input-Token-Count response headers, as
+  // their text (absent: empty). The adapter validates them like any count.
+  std::string header_input_tokens, header_output_tokens, header_cache_read_tokens, header_cache_write_tokens;
 };
 
 // Token estimates (documented rule, used when the wire carries no usage):
@@ -63,6 +67,8 @@ class Adapter : public DocSink {
 
  protected:
   virtual void handle(std::string_view event, const JsonScanner& doc) = 0;
+  // Called first by finish(): usage carried by response headers (Bedrock). Default: none.
+  virtual void header_usage(const FinishInfo&) {}
   // Helpers shared by the adapters.
   void take_error(const JsonScanner& doc, std::string_view path = "error");
   void model_if_missing(const JsonScanner& doc, std::string_view path);
@@ -96,5 +102,6 @@ std::unique_ptr<Adapter> make_openai_responses_adapter(LlmCall& call);
 std::unique_ptr<Adapter> make_anthropic_adapter(LlmCall& call);
 std::unique_ptr<Adapter> make_gemini_adapter(LlmCall& call);
 std::unique_ptr<Adapter> make_ollama_adapter(ApiKind k, LlmCall& call);
+std::unique_ptr<Adapter> make_bedrock_adapter(ApiKind k, LlmCall& call);
 
 }  // namespace ab::protocol

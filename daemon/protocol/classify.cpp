@@ -15,6 +15,10 @@ const char* api_name(ApiKind k) {
     case ApiKind::GeminiGenerate: return "gemini";
     case ApiKind::OllamaChat:
     case ApiKind::OllamaGenerate: return "ollama";
+    case ApiKind::BedrockConverse:
+    case ApiKind::BedrockConverseStream:
+    case ApiKind::BedrockInvoke:
+    case ApiKind::BedrockInvokeStream: return "bedrock";
   }
   return "openai";
 }
@@ -45,6 +49,19 @@ std::optional<ApiKind> classify_path(std::string_view method, std::string_view t
     return ApiKind::OpenAICompletions;
   if (ends_with(p, "/v1/responses") || ends_with(p, "/openai/responses")) return ApiKind::OpenAIResponses;
   if (ends_with(p, "/v1/messages")) return ApiKind::AnthropicMessages;
+  if (p.find("/publishers/anthropic/models/") != std::string_view::npos &&
+      (ends_with(p, ":rawPredict") || ends_with(p, ":streamRawPredict")))
+    return ApiKind::AnthropicMessages;  // Vertex AI: Anthropic's body, the model in the path
+  if (p.starts_with("/model/")) {
+    auto slash = p.rfind('/');
+    if (slash > 7) {
+      std::string_view op = p.substr(slash + 1);
+      if (op == "converse") return ApiKind::BedrockConverse;
+      if (op == "converse-stream") return ApiKind::BedrockConverseStream;
+      if (op == "invoke") return ApiKind::BedrockInvoke;
+      if (op == "invoke-with-response-stream") return ApiKind::BedrockInvokeStream;
+    }
+  }
   if (p.find("/models/") != std::string_view::npos &&
       (ends_with(p, ":generateContent") || ends_with(p, ":streamGenerateContent")))
     return ApiKind::GeminiGenerate;
@@ -94,6 +111,9 @@ std::string provider_for_host(std::string_view host_with_port, ApiKind api) {
   if (h == "generativelanguage.googleapis.com" || ends_with(h, "-aiplatform.googleapis.com") ||
       h == "aiplatform.googleapis.com")
     return "google";
+  if ((h.starts_with("bedrock-runtime.") || h.starts_with("bedrock-runtime-fips.")) && ends_with(h, ".amazonaws.com"))
+    return "aws";
+  if (is_bedrock(api)) return "aws";
   if (port == "11434" || api == ApiKind::OllamaChat || api == ApiKind::OllamaGenerate) return "ollama";
   return normalize_host(host_with_port);
 }
@@ -106,6 +126,31 @@ std::string gemini_model_from_path(std::string_view target) {
   auto colon = rest.find(':');
   if (colon != std::string_view::npos) rest = rest.substr(0, colon);
   return std::string(rest);
+}
+
+std::string bedrock_model_from_path(std::string_view target) {
+  std::string_view p = path_only(target);
+  if (!p.starts_with("/model/")) return {};
+  std::string_view id = p.substr(7);
+  auto slash = id.rfind('/');
+  if (slash == std::string_view::npos) return {};
+  id = id.substr(0, slash);
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < id.size(); i++) {
+    if (id[i] == '%' && i + 2 < id.size() && hex(id[i + 1]) >= 0 && hex(id[i + 2]) >= 0) {
+      out += static_cast<char>(hex(id[i + 1]) * 16 + hex(id[i + 2]));
+      i += 2;
+    } else {
+      out += id[i];
+    }
+  }
+  return out;
 }
 
 }  // namespace ab::protocol

@@ -16,9 +16,18 @@ enum class ApiKind {
   GeminiGenerate,     // POST …/models/{model}:generateContent | :streamGenerateContent
   OllamaChat,         // POST /api/chat
   OllamaGenerate,     // POST /api/generate
+  BedrockConverse,        // POST /model/{modelId}/converse (AWS Bedrock)
+  BedrockConverseStream,  // POST /model/{modelId}/converse-stream
+  BedrockInvoke,          // POST /model/{modelId}/invoke (the model's own body)
+  BedrockInvokeStream,    // POST /model/{modelId}/invoke-with-response-stream
 };
 
-// "openai" | "anthropic" | "gemini" | "ollama": the `api` field of an llm_call.
+inline bool is_bedrock(ApiKind k) {
+  return k == ApiKind::BedrockConverse || k == ApiKind::BedrockConverseStream || k == ApiKind::BedrockInvoke ||
+         k == ApiKind::BedrockInvokeStream;
+}
+
+// "openai" | "anthropic" | "gemini" | "ollama" | "bedrock": the `api` field of an llm_call.
 const char* api_name(ApiKind k);
 
 // The LLM API a request is a call of, from its method and request target (query string allowed),
@@ -40,6 +49,11 @@ std::string normalize_host(std::string_view host_with_port);
 // (util/redact.h).
 
 // For Gemini paths: the model named in the path ("…/models/gemini-2.0-flash:generateContent").
+// Also Vertex's Anthropic paths ("…/publishers/anthropic/models/claude-x@2025:rawPredict").
 std::string gemini_model_from_path(std::string_view path);
+
+// For Bedrock paths: the model id, percent-decoded ("/model/anthropic.claude-3-haiku%3A0/converse"
+// → "anthropic.claude-3-haiku:0"; an inference-profile ARN stays whole).
+std::string bedrock_model_from_path(std::string_view path);
 
 }  // namespace ab::protocol

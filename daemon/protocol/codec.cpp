@@ -3,6 +3,8 @@
 #include <brotli/decode.h>
 #include <zlib.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cctype>
 #include <cstring>
 
@@ -164,7 +166,39 @@ void DocStream::feed(std::string_view in) {
     case Framing::Json: feed_json(in); break;
     case Framing::JsonArray: feed_array(in); break;
     case Framing::Sse: feed_sse(in); break;
+    case Framing::EventStream: feed_eventstream(in); break;
   }
+}
+
+uint64_t DocStream::frames() const { return es_ ? es_->messages() : 0; }
+uint64_t DocStream::bad_frames() const { return (es_ ? es_->bad_frames() : 0) + es_bad_payloads_; }
+
+void DocStream::feed_eventstream(std::string_view in) {
+  if (!es_) es_ = std::make_unique<EventStreamDecoder>([this](const EventStreamMessage& m) { eventstream_message(m); });
+  es_->feed(in);
+}
+
+void DocStream::eventstream_message(const EventStreamMessage& m) {
+  std::string event = m.event_type;
+  if (m.message_type == "exception") event = "exception:" + m.exception_type;
+  else if (m.message_type == "error") event = "error:" + m.error_code;
+  std::string_view doc = m.payload;
+  std::string inner;
+  if (m.message_type == "event" && m.event_type == "chunk") {
+    // InvokeModelWithResponseStream: {"bytes":"<base64 of the model's own JSON chunk>"}
+    nlohmann::json j = nlohmann::json::parse(m.payload, nullptr, false);
+    const nlohmann::json* b = j.is_object() ? &j["bytes"] : nullptr;
+    if (!b || !b->is_string() || !base64_decode(b->get_ref<const std::string&>(), inner)) {
+      ++es_bad_payloads_;
+      return;
+    }
+    doc = inner;
+  }
+  sc_.reset();
+  head_.clear();
+  scan(doc);
+  sc_.finish();
+  dispatch(event);
 }
 
 void DocStream::feed_json(std::string_view in) {
@@ -398,6 +432,7 @@ void DocStream::finish() {
     case Framing::Sse:
       if (!sse_lost_) sse_dispatch();
       break;
+    case Framing::EventStream: break;  // a message cut off is no document
   }
 }
 
@@ -485,6 +520,9 @@ void DocStream::resync() {
       tail_.clear();
       break;
     case Framing::JsonArray: arr_ = Arr::Lost; arr_last_ = 0; break;
+    case Framing::EventStream:
+      if (es_) es_->lose_sync();
+      break;
     case Framing::Sse:
       // the rest of the current line is unknown; the next line starts a fresh event (the
       // JSON APIs send one data line per event, so nothing of value is skipped)

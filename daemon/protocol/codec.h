@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/eventstream.h"
 #include "protocol/json_scan.h"
 
 namespace ab::protocol {
@@ -50,6 +51,9 @@ enum class Framing {
   Json,       // one JSON value, or several separated by whitespace/newlines (NDJSON)
   JsonArray,  // one JSON array streamed in pieces; each element is a document (Gemini)
   Sse,        // text/event-stream; each event's data is a document
+  EventStream,  // application/vnd.amazon.eventstream (Bedrock): each message's payload is a
+                // document named by its :event-type; a "chunk" event's base64 "bytes" are
+                // decoded and the model's own JSON inside is the document
 };
 
 // Receives each document once it is complete. `event` is the SSE event name ("" otherwise);
@@ -72,6 +76,10 @@ class DocStream {
   void resync();
   uint64_t docs() const { return docs_; }       // documents dispatched
   uint64_t bad_docs() const { return bad_; }    // documents that were not valid JSON
+  // EventStream framing: messages decoded, and frames dropped (bad CRC, malformed headers,
+  // a chunk whose bytes are not base64).
+  uint64_t frames() const;
+  uint64_t bad_frames() const;
 
  private:
   void feed_json(std::string_view in);
@@ -82,6 +90,8 @@ class DocStream {
   void dispatch(std::string_view event);
   void scan(std::string_view in);  // scanner feed + data_head
   void rescue();                   // Json after a gap: rebuild the captured keys from the tail
+  void feed_eventstream(std::string_view in);
+  void eventstream_message(const EventStreamMessage& m);
 
   Framing f_;
   DocSink* sink_;
@@ -99,6 +109,9 @@ class DocStream {
   enum class Sse : uint8_t { LineStart, Field, SpaceAfterColon, Data, Event, Ignore } sse_ = Sse::LineStart;
   std::string field_, event_;
   bool have_data_ = false, after_cr_ = false, sse_lost_ = false;
+  // EventStream
+  std::unique_ptr<EventStreamDecoder> es_;
+  uint64_t es_bad_payloads_ = 0;
 };
 
 }  // namespace ab::protocol

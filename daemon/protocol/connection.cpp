@@ -79,6 +79,8 @@ struct Pending {
   bool body_too_large = false;
   std::unique_ptr<ContentDecoder> dec;
   std::unique_ptr<DocStream> docs;
+  // Bedrock usage headers (x-amzn-bedrock-*-token-count), for FinishInfo
+  std::string hdr_in, hdr_out, hdr_cache_read, hdr_cache_write;
 };
 
 // Looks for `"model"` : "…" in a JSON fragment (after a gap the scanner cannot be trusted).
@@ -161,7 +163,15 @@ struct Connection::Impl final : H2Reader::Events {
       fi.request_body_bytes = p->req_body_bytes;
       fi.request_scan_ok = !p->req_scan_broken && !p->req_scan.failed() && p->req_scan.started();
       fi.request_string_bytes = p->req_scan.string_bytes();
+      fi.header_input_tokens = p->hdr_in;
+      fi.header_output_tokens = p->hdr_out;
+      fi.header_cache_read_tokens = p->hdr_cache_read;
+      fi.header_cache_write_tokens = p->hdr_cache_write;
       p->adapter->finish(fi);
+      if (p->docs) {
+        st.eventstream_frames += p->docs->frames();
+        st.eventstream_bad_frames += p->docs->bad_frames();
+      }
       ex.output_text_bytes = p->adapter->output_text_bytes();
     }
     if (ex.request_start_ns && ex.response_end_ns >= ex.request_start_ns)
@@ -732,6 +742,10 @@ struct Connection::Impl final : H2Reader::Events {
       for (auto& [k, v] : hs) {
         if (k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-"))
           c.ratelimit[k] = v;
+        else if (k == "x-amzn-bedrock-input-token-count") p->hdr_in = v.substr(0, 32);
+        else if (k == "x-amzn-bedrock-output-token-count") p->hdr_out = v.substr(0, 32);
+        else if (k == "x-amzn-bedrock-cache-read-input-token-count") p->hdr_cache_read = v.substr(0, 32);
+        else if (k == "x-amzn-bedrock-cache-write-input-token-count") p->hdr_cache_write = v.substr(0, 32);
       }
       if (!retry.empty()) {
         int64_t now = std::chrono::duration_cast<std::chrono::seconds>(

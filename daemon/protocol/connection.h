@@ -95,6 +95,8 @@ struct ConnectionStats {
   uint64_t header_budget_drops = 0;  // heads (HTTP/2: header blocks) dropped: the shared
                                      // header budget (Options::header_budget) was spent
   uint64_t resyncs = 0;            // times parsing restarted at a request/status line
+  uint64_t eventstream_frames = 0;      // Bedrock event-stream messages decoded
+  uint64_t eventstream_bad_frames = 0;  // ... dropped: bad CRC, malformed headers or payload
   uint64_t gaps = 0, lost_bytes = 0;
 };
 

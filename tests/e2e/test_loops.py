@@ -445,6 +445,11 @@ class FanOut(LoopsBase):
         n = WIDE_WORKERS
         aw = self.start(wide, "batch_agent", "--prompts", n, "--parallel", n, "--all-at-once", "--timeout", 120,
                         "--header", "x-sim-latency-ms: %d" % (lat * 1000), "--tag", "fan-wide", label="wide")
+        # The other tenant starts once the wide tree is in its held steady state (nearly every
+        # worker beyond max_concurrent held; a late one may be dealt a freed place instead): what
+        # is measured is the brake's effect on it, not 40 interpreters booting on a 2-core host.
+        d.wait_for(lambda: d.status().get("counters", {}).get("loop_holds", 0) >= n - 2 * MAX_CONCURRENT, 60,
+                   what="the wide tree's workers beyond max_concurrent held")
         ao = self.start(other, "batch_agent", "--prompts", 6, "--parallel", 3, "--timeout", 120,
                         "--header", "x-sim-latency-ms: %d" % (lat * 1000), "--tag", "fan-other", label="other")
         rcs = wait_all([aw, ao], 120)

@@ -10,13 +10,13 @@ using namespace ab::protocol;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
-  Framing f = static_cast<Framing>(data[0] % 3);
-  ApiKind k = static_cast<ApiKind>(data[1] % 7);
+  Framing f = static_cast<Framing>(data[0] % 4);
+  ApiKind k = static_cast<ApiKind>(data[1] % 11);
   ab::LlmCall call;
   auto ad = make_adapter(k, call);
   DocStream ds(f, &ad->response_spec(), ad.get());
   std::string_view in(reinterpret_cast<const char*>(data + 2), size - 2);
-  size_t step = 1 + data[1] / 7;
+  size_t step = 1 + data[1] / 11;
   for (size_t i = 0; i < in.size(); i += step) {
     ds.feed(in.substr(i, step));
     if (in[i] == '\x01') ds.resync();

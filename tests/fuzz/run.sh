@@ -21,7 +21,7 @@ make -C "$BUILD_DIR" -j"$(nproc)" >/dev/null
 
 # Seed corpora: fixtures (with an op-script header for fuzz_connection).
 mkdir -p "$BUILD_DIR/corpus"
-for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2; do
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2 fuzz_eventstream; do
   mkdir -p "$BUILD_DIR/corpus/$t"
 done
 for f in "$ROOT"/tests/data/protocol/*.req "$ROOT"/tests/data/protocol/*.resp; do
@@ -79,8 +79,29 @@ open(os.path.join(sys.argv[1], 'chat_stream_bytewise'), 'wb').write(
     b''.join(bytes([0x00 | (i % 2), ]) + bytes([b]) for i, b in enumerate(req[:200])))
 PY
 
+# fuzz_eventstream: a ConverseStream and an InvokeModelWithResponseStream body.
+python3 - "$BUILD_DIR/corpus/fuzz_eventstream" <<'PY'
+import base64, json, os, sys, zlib
+def msg(headers, payload):
+    h = b''.join(bytes([len(k)]) + k + b'\x07' + len(v).to_bytes(2, 'big') + v for k, v in headers)
+    pre = (12 + len(h) + len(payload) + 4).to_bytes(4, 'big') + len(h).to_bytes(4, 'big')
+    m = pre + zlib.crc32(pre).to_bytes(4, 'big') + h + payload
+    return m + zlib.crc32(m).to_bytes(4, 'big')
+def ev(t, p):
+    return msg([(b':event-type', t), (b':content-type', b'application/json'), (b':message-type', b'event')],
+               json.dumps(p).encode())
+conv = (ev(b'messageStart', {"role": "assistant"}) + ev(b'contentBlockDelta', {"delta": {"text": "hi"}}) +
+        ev(b'metadata', {"usage": {"inputTokens": 5, "outputTokens": 2, "cacheReadInputTokens": 1}}))
+inner = [{"type": "message_start", "message": {"usage": {"input_tokens": 3, "output_tokens": 1}}},
+         {"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 3, "outputTokenCount": 4}}]
+inv = b''.join(ev(b'chunk', {"bytes": base64.b64encode(json.dumps(x).encode()).decode()}) for x in inner)
+exc = msg([(b':exception-type', b'throttlingException'), (b':message-type', b'exception')], b'{"message":"x"}')
+open(os.path.join(sys.argv[1], 'converse'), 'wb').write(b'\x10\x05' + conv)
+open(os.path.join(sys.argv[1], 'invoke'), 'wb').write(b'\x11\x85' + inv + exc)
+PY
+
 status=0
-for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2; do
+for t in fuzz_connection fuzz_json_scan fuzz_docstream fuzz_decoder fuzz_h2 fuzz_eventstream; do
   echo "== $t for ${SECONDS_PER_TARGET}s"
   mkdir -p "$BUILD_DIR/artifacts/$t"
   if ! "$BUILD_DIR/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
