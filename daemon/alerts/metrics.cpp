@@ -75,7 +75,7 @@ bool is_loss_counter(std::string_view name) {
       "tls_read_errors", "dns_parse_errors",
       // capture and parsing (capture/stream_table.h)
       "capture_gaps", "capture_gap_bytes", "malformed_tls_records", "unparsed_http_errors", "unparsed_bytes",
-      "streams_evicted", "h2_hpack_desync", "h2_protocol_errors", "gate_h2_unsynced",
+      "streams_evicted", "header_budget_drops", "h2_hpack_desync", "h2_protocol_errors", "gate_h2_unsynced",
       "eventstream_bad_frames",
       // database, alerts
       "store_dropped_writes", "store_write_errors", "alerts_dropped", "alerts_failed",

@@ -5,8 +5,8 @@
 
 namespace ab::capture {
 
-StreamTable::StreamTable(OptionsFn options, size_t max_streams)
-    : options_(std::move(options)), max_streams_(max_streams ? max_streams : 1) {}
+StreamTable::StreamTable(OptionsFn options, size_t max_streams, size_t header_budget_bytes)
+    : options_(std::move(options)), max_streams_(max_streams ? max_streams : 1), budget_(header_budget_bytes) {}
 
 StreamTable::~StreamTable() = default;
 
@@ -15,8 +15,9 @@ StreamTable::Stream& StreamTable::stream(const Key& key) {
   if (it == streams_.end()) {
     if (streams_.size() >= max_streams_) evict_oldest(0);
     Stream s;
-    s.conn = std::make_unique<protocol::Connection>(options_ ? options_(key.first)
-                                                             : protocol::Connection::Options{});
+    auto opt = options_ ? options_(key.first) : protocol::Connection::Options{};
+    opt.header_budget = &budget_;
+    s.conn = std::make_unique<protocol::Connection>(std::move(opt));
     it = streams_.emplace(key, std::move(s)).first;
     stats_.streams_opened++;
   }

@@ -17,6 +17,7 @@
 
 #include "agentbrake_events.h"
 #include "protocol/connection.h"
+#include "protocol/header_budget.h"
 
 namespace ab::capture {
 
@@ -58,7 +59,10 @@ class StreamTable {
   // Chooses the Connection options (api/host hints) for a new stream of pid.
   using OptionsFn = std::function<protocol::Connection::Options(uint32_t pid)>;
 
-  explicit StreamTable(OptionsFn options, size_t max_streams = 16384);
+  // `header_budget_bytes`: the cap on message heads buffered by all streams together
+  // (header_budget.h); a head past it is dropped and counted (header_budget().refused()).
+  explicit StreamTable(OptionsFn options, size_t max_streams = 16384,
+                       size_t header_budget_bytes = protocol::HeaderBudget::kDefaultLimit);
   ~StreamTable();
   StreamTable(const StreamTable&) = delete;
   StreamTable& operator=(const StreamTable&) = delete;
@@ -81,6 +85,7 @@ class StreamTable {
   // Streams of one process with a request written and its response not finished.
   size_t in_flight(uint32_t pid) const;
   const StreamStats& stats() const { return stats_; }
+  const protocol::HeaderBudget& header_budget() const { return budget_; }
 
  private:
   struct Stream {
@@ -99,6 +104,7 @@ class StreamTable {
 
   OptionsFn options_;
   size_t max_streams_;
+  protocol::HeaderBudget budget_;  // before streams_: their buffers give it back as they go
   std::map<Key, Stream> streams_;
   std::vector<CapturedExchange> done_;
   std::vector<CapturedRequest> requests_;

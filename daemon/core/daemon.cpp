@@ -442,15 +442,38 @@ int Daemon::loop() {
   return 0;
 }
 
+// One pass over the ring reads at most kDrainMaxRecords records or for kDrainMaxNs, then goes
+// back to the loop: a producer as fast as the daemon (a flood, or a slow pass) would otherwise
+// keep ring_buffer__consume() going forever, and nothing else (control socket, timer, watchdog,
+// attach results) would run. What is left is read at the next pass: the ring's epoll fd stays
+// readable while it holds records (level-triggered), and every tick drains too.
+namespace {
+constexpr uint32_t kDrainMaxRecords = 8192;
+constexpr int64_t kDrainMaxNs = 20'000'000;
+constexpr int kDrainCut = -ECANCELED;  // the callback's "stop here" (libbpf returns it as is)
+}  // namespace
+
 void Daemon::drain_ring() {
   unix_minus_mono_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+  drain_records_ = 0;
+  drain_deadline_ns_ = clock_ns(CLOCK_MONOTONIC) + kDrainMaxNs;
   int n = ring_buffer__consume(ring_);
-  if (n < 0 && n != -EINTR) stats_["ring_buffer_consume_errors"]++;
+  if (n == kDrainCut) stats_["ring_drain_passes_cut"]++;
+  else if (n < 0 && n != -EINTR) stats_["ring_buffer_consume_errors"]++;
   process_exchanges();
 }
 
 int Daemon::on_ring_record(void* ctx, void* data, size_t size) {
-  static_cast<Daemon*>(ctx)->on_record(data, size);
+  auto* d = static_cast<Daemon*>(ctx);
+  if (int64_t us = util::faults().record_cost_us) {  // tests only: a slower consumer
+    const int64_t until = clock_ns(CLOCK_MONOTONIC) + us * 1000;
+    while (clock_ns(CLOCK_MONOTONIC) < until) {}
+  }
+  d->on_record(data, size);
+  // libbpf has moved past this record already: a cut loses nothing
+  if (++d->drain_records_ >= kDrainMaxRecords ||
+      ((d->drain_records_ & 31) == 0 && clock_ns(CLOCK_MONOTONIC) >= d->drain_deadline_ns_))
+    return kDrainCut;
   return 0;
 }
 
@@ -1052,6 +1075,7 @@ json Daemon::cmd_status() {
   counters["unparsed_http_errors"] = ss.parse_errors;
   counters["unparsed_bytes"] = ss.unparsed_bytes;
   counters["streams_evicted"] = ss.streams_evicted;
+  counters["header_budget_drops"] = streams_->header_budget().refused();
   counters["h2_connections"] = ss.h2_connections;
   counters["h2_streams"] = ss.h2_streams;
   counters["h2_hpack_desync"] = ss.h2_hpack_desync;
@@ -1106,6 +1130,7 @@ json Daemon::cmd_status() {
       {"endpoints_known", endpoints_.size()},
       {"endpoints_resolving", resolver_ ? resolver_->pending() : 0},
       {"open_streams", streams_->open_streams()},
+      {"header_bytes_buffered", streams_->header_budget().used()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
       {"opaque", opaque_status()},

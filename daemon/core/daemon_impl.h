@@ -283,6 +283,8 @@ class Daemon {
   int64_t unix_minus_mono_ = 0;
   uint64_t tick_ = 0;
   uint64_t watchdog_usec_ = 0;
+  uint32_t drain_records_ = 0;      // records read in this ring pass (drain_ring bounds it)
+  int64_t drain_deadline_ns_ = 0;   // and until when it may go on
   std::map<std::string, uint64_t> stats_;  // daemon-side counters (status/metrics)
 };
 

@@ -121,6 +121,7 @@ struct Connection::Impl final : H2Reader::Events {
 
   // ---- HTTP/2 (Mode::H2): one Pending per client stream ----
   H2Stats h2st;
+  uint64_t h2_budget_drops_seen = 0;  // h2st.header_budget_drops already in st
   std::unique_ptr<H2Reader> h2;
   std::map<uint32_t, std::unique_ptr<Pending>> h2_streams;
   uint32_t h2_max_stream = 0;  // highest client stream id opened
@@ -140,7 +141,8 @@ struct Connection::Impl final : H2Reader::Events {
   size_t lost_ext = 0;
 
   Impl(Options o, ConnectionStats& s)
-      : opt(std::move(o)), st(s), req(s, opt.max_header_bytes), resp(s, opt.max_header_bytes) {}
+      : opt(std::move(o)), st(s), req(s, opt.max_header_bytes, opt.header_budget),
+        resp(s, opt.max_header_bytes, opt.header_budget) {}
 
   // ------------------------------------------------------------------------------------------
   // ------------------------------------------------------------------------------------------
@@ -477,7 +479,7 @@ struct Connection::Impl final : H2Reader::Events {
   void start_h2(uint64_t) {
     mode = Mode::H2;
     st.http2_detected = 1;
-    h2 = std::make_unique<H2Reader>(*this, h2st);
+    h2 = std::make_unique<H2Reader>(*this, h2st, opt.header_budget);
   }
 
   void h2_feed(H2Reader::Side s, std::string_view in, uint64_t t) {
@@ -485,6 +487,7 @@ struct Connection::Impl final : H2Reader::Events {
     h2->feed(s, in, t);
     st.unparsed_bytes += h2st.unparsed_bytes - before;
     st.h2_protocol_errors = h2st.protocol_errors;
+    st.header_budget_drops += h2st.header_budget_drops - std::exchange(h2_budget_drops_seen, h2st.header_budget_drops);
   }
 
   void h2_gap(H2Reader::Side s, uint64_t lost, uint64_t t) {
@@ -492,6 +495,7 @@ struct Connection::Impl final : H2Reader::Events {
     h2->gap(s, lost, t);
     st.unparsed_bytes += h2st.unparsed_bytes - before;
     st.h2_protocol_errors = h2st.protocol_errors;
+    st.header_budget_drops += h2st.header_budget_drops - std::exchange(h2_budget_drops_seen, h2st.header_budget_drops);
   }
 
   // ---- HTTP/2 streams ----------------------------------------------------------------------

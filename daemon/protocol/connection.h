@@ -40,6 +40,8 @@
 
 namespace ab::protocol {
 
+class HeaderBudget;
+
 enum class Dir { Request, Response };
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;  // name lower-cased
@@ -90,6 +92,8 @@ struct ConnectionStats {
   uint64_t unparsed_bytes = 0;     // bytes not parsed because of HTTP/2 or an upgrade
   uint64_t garbage_bytes = 0;      // bytes skipped while looking for a request/status line
   uint64_t parse_errors = 0;       // malformed or oversized message heads, bad chunk framing
+  uint64_t header_budget_drops = 0;  // heads (HTTP/2: header blocks) dropped: the shared
+                                     // header budget (Options::header_budget) was spent
   uint64_t resyncs = 0;            // times parsing restarted at a request/status line
   uint64_t eventstream_frames = 0;      // Bedrock event-stream messages decoded
   uint64_t eventstream_bad_frames = 0;  // ... dropped: bad CRC, malformed headers or payload
@@ -108,6 +112,9 @@ class Connection {
     std::string host_hint;
     size_t max_header_bytes = 64 * 1024;
     size_t max_pipelined = 64;
+    // The cap on header bytes buffered by all connections together (header_budget.h), owned
+    // by the caller and outliving the connection; null: only the per-connection bounds.
+    HeaderBudget* header_budget = nullptr;
   };
   Connection();
   explicit Connection(Options opt);

@@ -25,7 +25,7 @@ enum : uint8_t {
 };
 enum : uint8_t { kEndStream = 0x1, kAck = 0x1, kEndHeaders = 0x4, kPadded = 0x8, kPriorityFlag = 0x20 };
 
-constexpr size_t kMaxBlock = 256 * 1024;
+constexpr size_t kMaxBlock = 256 * 1024;  // = H2Reader::kMaxBlockBytes, each buffer's own bound
 constexpr size_t kMaxControl = 16 * 1024;
 
 uint32_t be32(const uint8_t* p) {
@@ -39,7 +39,7 @@ bool keeps_payload(uint8_t type) {
 
 }  // namespace
 
-H2Reader::H2Reader(Events& ev, H2Stats& st) : ev_(ev), st_(st) {
+H2Reader::H2Reader(Events& ev, H2Stats& st, HeaderBudget* budget) : ev_(ev), st_(st), c_(budget), s_(budget) {
   if (nghttp2_hd_inflate_new(&c_.inflater) != 0) c_.inflater = nullptr;
   if (nghttp2_hd_inflate_new(&s_.inflater) != 0) s_.inflater = nullptr;
 }
@@ -86,11 +86,16 @@ bool H2Reader::plausible_frame(Side s, std::string_view b) {
 void H2Reader::desync(uint64_t t) {
   if (st_.desync) return;
   st_.desync = 1;
-  c_.payload.clear();
-  c_.block.clear();
-  s_.payload.clear();
-  s_.block.clear();
+  c_.payload.release();
+  c_.block.release();
+  s_.payload.release();
+  s_.block.release();
   ev_.h2_desync(t);
+}
+
+void H2Reader::budget_refused(uint64_t t) {
+  ++st_.header_budget_drops;
+  desync(t);
 }
 
 void H2Reader::feed(Side s, std::string_view in, uint64_t t) {
@@ -136,7 +141,10 @@ void H2Reader::feed(Side s, std::string_view in, uint64_t t) {
       }
     } else {
       size_t n = std::min<size_t>(in.size(), d.left);
-      if (!d.skip) d.payload.append(in.substr(0, n));
+      if (!d.skip && !d.payload.append(in.substr(0, n))) {
+        budget_refused(t);  // the rest is counted unparsed at the top of the loop
+        continue;
+      }
       in.remove_prefix(n);
       d.left -= uint32_t(n);
     }
@@ -181,7 +189,7 @@ void H2Reader::frame_start(Side s, Dir& d, uint64_t t) {
         desync(t);
         return;
       }
-      d.payload.reserve(d.len);
+      if (!d.payload.reserve(d.len)) budget_refused(t);
       break;
     default:
       if (!keeps_payload(d.type) || d.len > kMaxControl) d.skip = true;
@@ -191,12 +199,15 @@ void H2Reader::frame_start(Side s, Dir& d, uint64_t t) {
 }
 
 void H2Reader::header_fragment(Side s, Dir& d, std::string_view frag, uint64_t t) {
-  d.block.append(frag);
+  if (!d.block.append(frag)) {
+    budget_refused(t);
+    return;
+  }
   d.block_wire += 9 + uint64_t(d.len);
   if (!(d.flags & kEndHeaders)) return;
   H2Headers hs;
   const bool ok = inflate(d, hs);
-  d.block.clear();
+  d.block.release();
   d.block_open = false;
   const uint64_t wire = d.block_wire;
   d.block_wire = 0;
@@ -262,7 +273,7 @@ void H2Reader::frame_end(Side s, Dir& d, uint64_t t) {
       d.block_end_stream = d.type == kHeaders && (d.flags & kEndStream);
       d.block.clear();
       d.block_wire = 0;
-      header_fragment(s, d, std::string_view(d.payload).substr(off, n - off - pad), t);
+      header_fragment(s, d, std::string_view(d.payload.str()).substr(off, n - off - pad), t);
       break;
     }
     case kContinuation:
@@ -271,7 +282,7 @@ void H2Reader::frame_end(Side s, Dir& d, uint64_t t) {
         desync(t);
         return;
       }
-      header_fragment(s, d, d.payload, t);
+      header_fragment(s, d, d.payload.str(), t);
       break;
     case kSettings:
       if (d.skip || (d.flags & kAck) || n % 6 != 0) break;
@@ -298,8 +309,7 @@ void H2Reader::frame_end(Side s, Dir& d, uint64_t t) {
     default:
       break;
   }
-  d.payload.clear();
-  if (d.payload.capacity() > kMaxControl) d.payload.shrink_to_fit();
+  d.payload.release();  // an idle connection keeps no buffer (nor budget)
 }
 
 void H2Reader::gap(Side s, uint64_t lost, uint64_t t) {

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "protocol/header_budget.h"
+
 struct nghttp2_hd_inflater;
 
 namespace ab::protocol {
@@ -36,6 +38,7 @@ struct H2Stats {
   uint64_t protocol_errors = 0;  // malformed frames (bad padding, wrong stream, oversize…)
   uint64_t desync = 0;           // 1 once header decoding was given up on this connection
   uint64_t unparsed_bytes = 0;   // bytes not decoded after a desync
+  uint64_t header_budget_drops = 0;  // desyncs because the shared header budget was spent
 };
 
 class H2Reader {
@@ -61,7 +64,9 @@ class H2Reader {
     virtual void h2_desync(uint64_t t) = 0;
   };
 
-  H2Reader(Events& ev, H2Stats& st);
+  // `budget` (may be null): header blocks and control frames are charged to it while they are
+  // buffered (header_budget.h); a refusal is a desync, counted in header_budget_drops.
+  H2Reader(Events& ev, H2Stats& st, HeaderBudget* budget = nullptr);
   ~H2Reader();
   H2Reader(const H2Reader&) = delete;
   H2Reader& operator=(const H2Reader&) = delete;
@@ -78,7 +83,10 @@ class H2Reader {
   static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
  private:
+  static constexpr size_t kMaxBlockBytes = 256 * 1024;
+
   struct Dir {
+    explicit Dir(HeaderBudget* b) : payload(b, kMaxBlockBytes), block(b, kMaxBlockBytes) {}
     nghttp2_hd_inflater* inflater = nullptr;
     // frame head
     uint8_t head[9];
@@ -91,10 +99,10 @@ class H2Reader {
     int data_phase = 0;  // 0 pad-length byte, 1 data, 2 padding
     uint32_t data_left = 0, pad_left = 0;
     // buffered control / header payload
-    std::string payload;
+    BudgetedString payload;
     bool skip = false;  // payload skipped (not kept)
     // header block across CONTINUATIONs
-    std::string block;
+    BudgetedString block;
     uint32_t block_stream = 0;
     bool block_open = false, block_end_stream = false, block_push = false;
     uint64_t block_wire = 0;
@@ -106,6 +114,7 @@ class H2Reader {
   void header_fragment(Side s, Dir& d, std::string_view frag, uint64_t t);
   bool inflate(Dir& d, H2Headers& out);
   void desync(uint64_t t);
+  void budget_refused(uint64_t t);
 
   Events& ev_;
   H2Stats& st_;

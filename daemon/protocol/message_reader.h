@@ -38,6 +38,7 @@
 #include <string_view>
 
 #include "protocol/connection.h"
+#include "protocol/header_budget.h"
 
 namespace ab::protocol {
 
@@ -236,7 +237,9 @@ class MessageReader {
   enum class State { Seek, Head, Body, Lost };
   enum class BodyKind { Length, Chunked, UntilClose };
 
-  MessageReader(ConnectionStats& st, size_t max_header_bytes) : st_(st), max_head_(max_header_bytes) {}
+  // `budget` (may be null): the cap shared by every stream's heads (header_budget.h).
+  MessageReader(ConnectionStats& st, size_t max_header_bytes, HeaderBudget* budget = nullptr)
+      : st_(st), max_head_(max_header_bytes), head_(budget, max_header_bytes + 1) {}
 
   // Parses `in` (received at `t`); returns how many bytes were left unparsed because the
   // handler stopped the stream.
@@ -262,24 +265,32 @@ class MessageReader {
             resync_ = false;
           }
           if (!start_ns_) start_ns_ = t;
-          head_ = seek_.line();
-          head_ += "\r\n";
-          seek_.clear();
           state_ = State::Head;
+          if (!head_.append(seek_.line()) || !head_.append("\r\n")) {
+            seek_.clear();
+            budget_refused(t, h);
+            break;
+          }
+          seek_.clear();
           break;
         }
         case State::Head: {
           size_t old = head_.size();
           size_t from = old >= 3 ? old - 3 : 0;
           size_t take = std::min(in.size(), max_head_ + 1 - std::min(old, max_head_));
-          head_.append(in.substr(0, take));
-          size_t end = find_head_end(head_, from);
+          if (!head_.append(in.substr(0, take))) {
+            st_.garbage_bytes += take;
+            in.remove_prefix(take);
+            budget_refused(t, h);
+            break;
+          }
+          size_t end = find_head_end(head_.str(), from);
           if (end == std::string::npos) {
             in.remove_prefix(take);
             if (head_.size() > max_head_) {
               ++st_.parse_errors;
               st_.garbage_bytes += head_.size();
-              head_.clear();
+              head_.release();
               h.on_head_overflow(t);
               break;
             }
@@ -287,8 +298,8 @@ class MessageReader {
           }
           head_.resize(end);
           in.remove_prefix(end - old);
-          h.on_head(std::string_view(head_), t);
-          head_.clear();
+          h.on_head(std::string_view(head_.str()), t);
+          head_.release();
           start_ns_ = 0;
           break;
         }
@@ -337,7 +348,7 @@ class MessageReader {
         return;
       case State::Head:
         st_.garbage_bytes += head_.size() + lost;
-        head_.clear();
+        head_.release();
         h.on_head_gap(t);
         return;
       case State::Lost:
@@ -394,7 +405,7 @@ class MessageReader {
   void reset() {
     state_ = State::Seek;
     seek_.clear();
-    head_.clear();
+    head_.release();
     resync_ = false;
     start_ns_ = 0;
   }
@@ -406,6 +417,16 @@ class MessageReader {
   const LineSeeker& seeker() const { return seek_; }
 
  private:
+  // The shared header budget has no room for this head: it is dropped (counted) and parsing
+  // goes on as after an oversized head.
+  template <class H>
+  void budget_refused(uint64_t t, H& h) {
+    ++st_.header_budget_drops;
+    st_.garbage_bytes += head_.size();
+    head_.release();
+    h.on_head_overflow(t);
+  }
+
   template <class H>
   void end_body(H& h, uint64_t t) {
     end_message();
@@ -418,7 +439,7 @@ class MessageReader {
   bool resync_ = false;  // bytes were skipped or lost: the next start line is a resync
   uint64_t start_ns_ = 0;
   LineSeeker seek_;
-  std::string head_;
+  BudgetedString head_;
   BodyKind kind_ = BodyKind::Length;
   uint64_t remaining_ = 0;
   Chunked chunked_;

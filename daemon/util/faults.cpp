@@ -21,6 +21,7 @@ struct Switch {
 constexpr Switch kSwitches[] = {
     {"attach_delay_ms", &Faults::attach_delay_ms, 600'000},
     {"no_socket_capture", &Faults::no_socket_capture, 1},
+    {"record_cost_us", &Faults::record_cost_us, 10'000},
 };
 
 }  // namespace

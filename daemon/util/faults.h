@@ -20,8 +20,11 @@ struct Faults {
   int64_t attach_delay_ms = 0;
   // 1: the socket capture of opaque processes (bpf/sock.bpf.c) is not attached (bench A/B).
   int64_t no_socket_capture = 0;
+  // The event loop spends this much CPU (a busy wait) on every ring-buffer record: a daemon
+  // slower than its producers, so that a flood fills the ring (stress test of the drain).
+  int64_t record_cost_us = 0;
 
-  bool any() const { return attach_delay_ms != 0 || no_socket_capture != 0; }
+  bool any() const { return attach_delay_ms != 0 || no_socket_capture != 0 || record_cost_us != 0; }
   std::string describe() const;  // "attach_delay_ms=3000" (only the switches that are on)
 };
 

@@ -616,9 +616,11 @@ class Daemon:
     """A real agentbraked: own state dir D, DB D/ab.db, socket D/control.sock, policy
     D/policy.yaml (root-owned, 0644), log D/daemon.log. Ready = `status --json` answers."""
 
-    def __init__(self, policy_yaml="", extra_args=(), ready_timeout=DAEMON_READY_TIMEOUT_S, faults=None):
+    def __init__(self, policy_yaml="", extra_args=(), ready_timeout=DAEMON_READY_TIMEOUT_S, faults=None, env=None):
         """`faults`: test-only fault injection for the daemon (AGENTBRAKE_TEST_FAULTS, see
-        daemon/util/faults.h), e.g. {"attach_delay_ms": 3000}."""
+        daemon/util/faults.h), e.g. {"attach_delay_ms": 3000}. `env`: more environment for the
+        daemon (e.g. NOTIFY_SOCKET and WATCHDOG_USEC, to watch its systemd notifications)."""
+        self.env = dict(env or {})
         self.policy_yaml = policy_yaml
         self.extra_args = list(extra_args)
         self.faults = dict(faults or {})
@@ -695,6 +697,7 @@ class Daemon:
             env.pop("AGENTBRAKE_TEST_FAULTS", None)
             if self.faults:
                 env["AGENTBRAKE_TEST_FAULTS"] = ",".join("%s=%s" % kv for kv in sorted(self.faults.items()))
+            env.update(self.env)
             self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT, env=env,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
