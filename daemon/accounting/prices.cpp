@@ -95,7 +95,9 @@ double cost_usd(CostFormula formula, const TokenUsage& u, const Price& p) {
   switch (formula) {
     case CostFormula::Anthropic: {
       double uncached = std::max(in - cr - cw, 0.0);
-      return uncached * p_in + cw * p_cw + cr * p_cr + out * p_out;
+      // 1-hour writes at 2x the base input price; the rest (5-minute TTL) at cache_write.
+      const double cw1h = std::min<double>(std::max<int64_t>(u.cache_write_1h, 0), cw);
+      return uncached * p_in + (cw - cw1h) * p_cw + cw1h * kCacheWrite1hFactor * p_in + cr * p_cr + out * p_out;
     }
     case CostFormula::Gemini:
     case CostFormula::OpenAI: {
@@ -114,7 +116,8 @@ void price_call(ab::LlmCall& call, const PriceTable& table) {
     call.price_known = false;
     return;
   }
-  TokenUsage u{call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens};
+  TokenUsage u{call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens,
+               call.cache_write_1h_tokens};
   call.cost_usd = cost_usd(formula_for(call.api, call.provider), u, *price);
   call.price_known = true;
 }

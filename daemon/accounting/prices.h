@@ -25,12 +25,18 @@
 //   Anthropic (api anthropic):
 //             (input − cache_read − cache_write)·P_in + cache_write·P_cache_write
 //             + cache_read·P_cache_read + output·P_out
-//             (cache writes at the 5-minute TTL price; 1-hour writes cost more and are not
-//             told apart on the wire summary we keep)
+//             where cache_write splits by TTL (usage.cache_creation): the 1-hour writes
+//             (cache_write_1h) cost 2·P_in, the rest (5-minute TTL) P_cache_write:
+//             … + (cache_write − cache_write_1h)·P_cache_write + cache_write_1h·2·P_in …
 //   Gemini    (api gemini):
 //             (input − cached)·P_in + cached·P_cache_read + output·P_out
 //             (cached = cache_read_tokens = cachedContentTokenCount; output includes
 //             thoughtsTokenCount; the ≤200k-token prompt tier is the one priced)
+//   DeepSeek's prompt_cache_hit_tokens are its cache_read (protocol/adapter.cpp), so the
+//   OpenAI formula prices them at the row's cache_read ("cache hit") price.
+// Batch rates are never applied: no call agentbrake sees is a batch (OpenAI /v1/batches and
+// Anthropic's Message Batches are uploaded files and fetched results, not per-call
+// exchanges; docs/accounting.md).
 // The uncached part is clamped at 0 if a provider reports more cached than billed tokens.
 // Unknown model: cost 0, price_known = false (the call is still counted).
 #pragma once
@@ -85,7 +91,12 @@ struct TokenUsage {
   int64_t output = 0;       // reasoning included
   int64_t cache_read = 0;
   int64_t cache_write = 0;
+  int64_t cache_write_1h = 0;  // of cache_write, 1-hour TTL writes (Anthropic)
 };
+
+// Anthropic bills a 1-hour-TTL cache write at 2x the model's base input price (a 5-minute one
+// at 1.25x: the table's cache_write).
+inline constexpr double kCacheWrite1hFactor = 2.0;
 
 // USD for `usage` at `price` with `formula` (see the header comment).
 double cost_usd(CostFormula formula, const TokenUsage& usage, const Price& price);
