@@ -14,6 +14,9 @@
 //      "claude-sonnet-4-5-20250929" → claude-sonnet-4-5, "claude-3-5-haiku-latest" →
 //      claude-3-5-haiku, "claude-sonnet-4-5@20250929" (Vertex) → claude-sonnet-4-5,
 //      "llama3:8b" → llama3. A '.' is NOT a boundary: "gpt-5.1" never takes gpt-5's price.
+//   4. Bedrock ids: a name starting with [geo.]vendor. ("us.", "eu.", "apac.", "global.", …;
+//      "anthropic.", "meta.", "amazon.", "mistral.", …) is retried by 1 and 3 without them:
+//      "us.anthropic.claude-sonnet-4-20250514-v1:0" → claude-sonnet-4.
 //   Otherwise the model is unknown.
 //
 // COST OF A CALL (price_call). Token fields are those of ab::LlmCall: input_tokens is the
@@ -22,7 +25,7 @@
 //   OpenAI    (api openai, and ollama / OpenAI-compatible servers):
 //             (input − cache_read)·P_in + cache_read·P_cache_read + output·P_out
 //             (reasoning tokens are inside output; OpenAI bills no cache writes)
-//   Anthropic (api anthropic):
+//   Anthropic (api anthropic, and bedrock: its cache reads and writes are reported apart):
 //             (input − cache_read − cache_write)·P_in + cache_write·P_cache_write
 //             + cache_read·P_cache_read + output·P_out
 //             where cache_write splits by TTL (usage.cache_creation): the 1-hour writes

@@ -73,10 +73,8 @@ std::string lower(std::string s) {
 // The providers agentbrake knows without configuration (HTTPS on 443). A host with '*' is a
 // pattern (see name_matches): it is never resolved, its addresses are learned from DNS
 // look-ups of matching names. `api` is the hint for a POST whose path is not a known call
-// (connection.h api_hint). On Vertex it changes nothing for Anthropic's :rawPredict /
-// :streamRawPredict (a path with "/models/" is never hinted): those are not counted yet.
-// "bedrock" gives no hint (no Bedrock adapter yet: its calls are not counted; the process is
-// still watched).
+// (connection.h api_hint); Vertex's Anthropic :rawPredict and Bedrock's operations are
+// classified by their paths (classify_path).
 const std::vector<EndpointInfo>& builtin_providers() {
   static const std::vector<EndpointInfo> v{
       {"api.openai.com", 443, "openai", true},
@@ -95,6 +93,7 @@ const std::vector<EndpointInfo>& builtin_providers() {
       {"aiplatform.googleapis.com", 443, "gemini", true},
       {"*-aiplatform.googleapis.com", 443, "gemini", true},
       {"bedrock-runtime.*.amazonaws.com", 443, "bedrock", true},
+      {"bedrock-runtime-fips.*.amazonaws.com", 443, "bedrock", true},
   };
   return v;
 }

@@ -161,3 +161,33 @@ TEST(ProviderPrices, OneHourWritesUseTheOverriddenInputPrice) {
   // The OpenAI and Gemini formulas bill no cache writes at all.
   EXPECT_NEAR(cost_usd(CostFormula::OpenAI, u, p), 10.0, 1e-9);
 }
+
+TEST(ProviderPrices, BedrockIdsResolveToTheModelsRow) {
+  PriceTable t = PriceTable::builtin();
+  EXPECT_EQ(t.resolve("anthropic.claude-3-5-haiku-20241022-v1:0"), "claude-3-5-haiku");
+  EXPECT_EQ(t.resolve("us.anthropic.claude-sonnet-4-20250514-v1:0"), "claude-sonnet-4");
+  EXPECT_EQ(t.resolve("global.anthropic.claude-sonnet-4-5-20250929-v1:0"), "claude-sonnet-4-5");
+  EXPECT_EQ(t.resolve("eu.anthropic.claude-3-7-sonnet-20250219-v1:0"), "claude-3-7-sonnet");
+  EXPECT_FALSE(t.lookup("anthropic.my-model"));
+  EXPECT_FALSE(t.lookup("us.amazon.nova-pro-v1:0"));  // no row: unknown, not guessed
+  EXPECT_FALSE(t.lookup("us.claude-3-5-haiku"));     // a geography needs a vendor after it
+  EXPECT_EQ(t.resolve("llama3.1:8b"), std::nullopt);  // dots elsewhere are untouched
+}
+
+TEST(ProviderPrices, BedrockCallUsesTheAnthropicShape) {
+  // A Bedrock Converse call of Claude Sonnet 4: billed input 10,000 = 2,000 uncached + 3,000
+  // cache writes + 5,000 reads, 400 output:
+  //   2,000·3 + 3,000·3.75 + 5,000·0.30 + 400·15 (per 1M) = 0.006 + 0.01125 + 0.0015 + 0.006
+  ab::LlmCall c;
+  c.api = "bedrock";
+  c.provider = "aws";
+  c.model = "us.anthropic.claude-sonnet-4-20250514-v1:0";
+  c.input_tokens = 10'000;
+  c.cache_write_tokens = 3'000;
+  c.cache_read_tokens = 5'000;
+  c.output_tokens = 400;
+  price_call(c, PriceTable::builtin());
+  EXPECT_TRUE(c.price_known);
+  EXPECT_NEAR(c.cost_usd, 0.02475, 1e-12);
+  EXPECT_EQ(formula_for("bedrock", "aws"), CostFormula::Anthropic);
+}

@@ -69,7 +69,8 @@ TEST(Endpoints, BuiltinHostsGiveTheirApi) {
       {"myres.openai.azure.com", "openai", "myres.openai.azure.com"},
       {"aiplatform.googleapis.com", "gemini", "google"},
       {"us-central1-aiplatform.googleapis.com", "gemini", "google"},
-      {"bedrock-runtime.us-east-1.amazonaws.com", "bedrock", "bedrock-runtime.us-east-1.amazonaws.com"},
+      {"bedrock-runtime.us-east-1.amazonaws.com", "bedrock", "aws"},
+      {"bedrock-runtime-fips.us-gov-west-1.amazonaws.com", "bedrock", "aws"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -82,12 +83,8 @@ TEST(Endpoints, BuiltinHostsGiveTheirApi) {
     EXPECT_EQ(info->port, 443);
     EXPECT_TRUE(info->tls);
     const auto kind = api_kind_for(info->api);
-    if (std::string(c.api) == "bedrock") {
-      EXPECT_FALSE(kind.has_value());  // no Bedrock adapter: no hint
-    } else {
-      ASSERT_TRUE(kind.has_value());
-      EXPECT_EQ(ab::protocol::provider_for_host(c.name, *kind), c.provider);
-    }
+    ASSERT_TRUE(kind.has_value());
+    EXPECT_EQ(ab::protocol::provider_for_host(c.name, *kind), c.provider);
     // the name is matched case-insensitively, with a trailing dot
     EndpointSet u;
     u.set_policy({});

@@ -196,19 +196,24 @@ TEST(Providers, AnthropicWithoutCacheCreationHasNoOneHourWrites) {
   EXPECT_EQ(xs[0].call.cache_write_1h_tokens, 0);  // 5-minute TTL (the default) for all of them
 }
 
-TEST(Providers, VertexAnthropicRawPredictIsNotCountedYet) {
-  // Documented gap (docs/wire-formats.md): the Vertex endpoint's gemini hint never applies to
-  // a path with "/models", so Anthropic-on-Vertex is not misread as Gemini; it is not a call.
+TEST(Providers, VertexAnthropicRawPredictAndGemini) {
+  // On the Vertex endpoint (gemini hint) each is read by its own path: Anthropic's body for
+  // :rawPredict, Gemini's for :generateContent.
   Connection::Options o;
   o.api_hint = ApiKind::GeminiGenerate;
   auto xs = run_split(req("/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict",
                           R"({"anthropic_version":"vertex-2023-10-16","max_tokens":5,"messages":[]})",
                           "us-east5-aiplatform.googleapis.com"),
-                      resp(R"({"type":"message","usage":{"input_tokens":3,"output_tokens":2}})"),
+                      resp(R"({"type":"message","usage":{"input_tokens":3,"cache_creation_input_tokens":4,)"
+                           R"("cache_read_input_tokens":0,"output_tokens":2,)"
+                           R"("cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":4}}})"),
                       std::string::npos, std::string::npos, o);
   ASSERT_EQ(xs.size(), 1u);
-  EXPECT_FALSE(xs[0].is_llm);
-  // Gemini on Vertex is a call by its path.
+  EXPECT_TRUE(xs[0].is_llm);
+  EXPECT_EQ(xs[0].call.api, "anthropic");
+  EXPECT_EQ(xs[0].call.input_tokens, 7);
+  EXPECT_EQ(xs[0].call.cache_write_1h_tokens, 4);
+  EXPECT_EQ(xs[0].call.output_tokens, 2);
   auto g = run_split(req("/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent",
                          R"({"contents":[]})", "us-central1-aiplatform.googleapis.com"),
                      resp(R"({"usageMetadata":{"promptTokenCount":11,"candidatesTokenCount":5,"totalTokenCount":16}})"),
