@@ -109,7 +109,11 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		flags |= AB_SOCK_OPAQUE;
 		ab_count(AB_CNT_OPAQUE_EXE_SKIPS, 1);
 	}
-	bool want_hold = first && cfg_capture_holds && !(flags & AB_SOCK_OPAQUE);
+	/* A process of a known-opaque executable is not scanned again, but when a budget matches
+	 * it, it is held at its first connect until the daemon has gated it (milliseconds): its
+	 * socket hook finds no gate entry before that, and its first request would pass unbudgeted. */
+	bool want_hold = first && cfg_capture_holds &&
+			 (!(flags & AB_SOCK_OPAQUE) || (flags & AB_SOCK_BUDGET_MATCHED));
 	if (want_hold && ab_terminal_foreground(task)) {
 		ab_count(AB_CNT_HOLDS_SKIPPED_FG, 1);
 		want_hold = false;

@@ -597,7 +597,18 @@ void Daemon::on_connect(const ab_hold_event& e) {
     else if (!w.opaque && w.endpoint_fds.size() < 8 && e.sock.fd >= 0) w.endpoint_fds.push_back(e.sock.fd);
   }
   if (w.opaque) return;  // judged: counted at the socket, never held or rescanned again
-  if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not held, not scanned
+  if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not scanned
+    if (e.hdr.type == AB_EV_HOLD && gate_) {
+      // held by the kernel only because a budget matches it: gated now, which lets it go
+      stats_["opaque_gate_holds"]++;
+      gate::HoldReport r;
+      r.pid = pid;
+      r.start_time = e.start_time_ns;
+      r.capture = true;
+      r.taken = gate::HoldReport::Taken::Stopped;
+      r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
+      apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
+    }
     opaque_from_kernel(pid);
     return;
   }

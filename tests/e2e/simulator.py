@@ -42,6 +42,8 @@ The quantity not configured is reported as its full limit (ratelimit_limit_reque
 ratelimit_limit_tokens). The log line of such a response has "ratelimit": {header: value}.
 """
 import argparse
+import base64
+import binascii
 import gzip
 import json
 import math
@@ -257,6 +259,20 @@ def prompt_text(body):
     return "".join(parts)
 
 
+BEDROCK_OPS = ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
+
+
+def eventstream_message(event_type, payload):
+    """One application/vnd.amazon.eventstream message with the three string headers."""
+    h = b""
+    for k, v in ((b":event-type", event_type.encode()), (b":content-type", b"application/json"),
+                 (b":message-type", b"event")):
+        h += bytes([len(k)]) + k + b"\x07" + len(v).to_bytes(2, "big") + v
+    pre = (12 + len(h) + len(payload) + 4).to_bytes(4, "big") + len(h).to_bytes(4, "big")
+    m = pre + binascii.crc32(pre).to_bytes(4, "big") + h + payload
+    return m + binascii.crc32(m).to_bytes(4, "big")
+
+
 def output_text(n):
     return "tok " * n
 
@@ -422,6 +438,8 @@ class Handler(BaseHTTPRequestHandler):
             kind = "responses"
         elif path in ("/v1/messages", "/messages"):
             kind = "anthropic"
+        elif path.startswith("/model/") and path.rsplit("/", 1)[-1] in BEDROCK_OPS:
+            kind = "bedrock"
         else:
             self._simple(404, {"error": {"message": "unknown path", "type": "not_found"}})
             return
@@ -440,12 +458,20 @@ class Handler(BaseHTTPRequestHandler):
             self._log({"client_tag": self.headers.get("x-test-client"), "ts_start": t0}, self.server.log_path + ".started")
         model = str(body.get("model", "unknown"))
         stream = bool(body.get("stream", False))
+        if kind == "bedrock":
+            from urllib.parse import unquote
+            model_id, op = path[len("/model/"):].rsplit("/", 1)
+            model, stream = unquote(model_id), op.endswith("stream")
+            self.bedrock_op = op
+            ic = body.get("inferenceConfig") or {}
+            if "maxTokens" in ic:
+                body = dict(body, max_tokens=ic["maxTokens"])
         text = prompt_text(body)
         base_in = cfg["input_tokens"] if cfg["input_tokens"] is not None else max(1, math.ceil(len(text) / 4))
         out = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
         out = int(out) if isinstance(out, (int, float)) and out > 0 else int(cfg["default_output_tokens"])
         cr, cw = int(cfg["cache_read"]), int(cfg["cache_write"])
-        if kind == "anthropic":
+        if kind in ("anthropic", "bedrock"):
             billed_in, wire_in = base_in + cr + cw, base_in
         else:
             cw = 0
@@ -472,6 +498,8 @@ class Handler(BaseHTTPRequestHandler):
                 rec["retry_after"] = cfg["retry_after"] if cfg["status"] in (429, 529) else None
                 rec["input_tokens"] = rec["output_tokens"] = rec["cache_read"] = rec["cache_write"] = 0
                 self._error(kind, int(cfg["status"]), cfg)
+            elif kind == "bedrock":
+                self._bedrock(self.bedrock_op, model, wire_in, out, cr, cw, cfg)
             elif not stream:
                 rec["gzip"] = self._non_stream(kind, model, wire_in, out, cr, cw, cfg)
             else:
@@ -488,6 +516,61 @@ class Handler(BaseHTTPRequestHandler):
         self._log(rec)
 
     # ---- responses ---------------------------------------------------------------------
+    def _bedrock(self, op, model, wire_in, out, cr, cw, cfg):
+        """AWS Bedrock: Converse (JSON), ConverseStream (event stream), InvokeModel (Claude's
+        Messages body + X-Amzn-Bedrock-*-Token-Count headers) and its stream (base64 chunks)."""
+        txt = output_text(out)
+        words = split_words(out, int(cfg["chunks"]))
+        usage = {"inputTokens": wire_in, "outputTokens": out, "totalTokens": wire_in + cr + cw + out,
+                 "cacheReadInputTokens": cr, "cacheWriteInputTokens": cw}
+        headers = {"x-amzn-requestid": "sim-req",
+                   "x-amzn-bedrock-input-token-count": str(wire_in),
+                   "x-amzn-bedrock-output-token-count": str(out),
+                   "x-amzn-bedrock-cache-read-input-token-count": str(cr),
+                   "x-amzn-bedrock-cache-write-input-token-count": str(cw)}
+        if op == "converse":
+            return self._simple(200, {"output": {"message": {"role": "assistant", "content": [{"text": txt}]}},
+                                      "stopReason": "max_tokens", "usage": usage, "metrics": {"latencyMs": 1}})
+        if op == "invoke":
+            return self._simple(200, {"id": "msg_sim", "type": "message", "role": "assistant", "model": model,
+                                      "content": [{"type": "text", "text": txt}], "stop_reason": "max_tokens",
+                                      "usage": {"input_tokens": wire_in, "cache_read_input_tokens": cr,
+                                                "cache_creation_input_tokens": cw, "output_tokens": out}}, headers)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+        self.send_header("Transfer-Encoding", "chunked")
+        if op == "invoke-with-response-stream":
+            for k, v in headers.items():
+                self.send_header(k, v)
+        self.end_headers()
+
+        def send(event, payload):
+            self._send_chunk(eventstream_message(event, json.dumps(payload).encode()))
+            if cfg["chunk_ms"]:
+                time.sleep(cfg["chunk_ms"] / 1000.0)
+
+        if op == "converse-stream":
+            send("messageStart", {"role": "assistant"})
+            for n in words:
+                send("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "tok " * n}})
+            send("contentBlockStop", {"contentBlockIndex": 0})
+            send("messageStop", {"stopReason": "max_tokens"})
+            if not cfg["no_usage"]:
+                send("metadata", {"usage": usage, "metrics": {"latencyMs": 1}})
+        else:
+            def chunk(obj):
+                send("chunk", {"bytes": base64.b64encode(json.dumps(obj).encode()).decode()})
+            chunk({"type": "message_start", "message": {"id": "msg_sim", "type": "message", "role": "assistant",
+                   "model": model, "usage": {"input_tokens": wire_in, "cache_read_input_tokens": cr,
+                                             "cache_creation_input_tokens": cw, "output_tokens": 1}}})
+            for n in words:
+                chunk({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "tok " * n}})
+            chunk({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": out}})
+            chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": wire_in, "outputTokenCount": out, "invocationLatency": 1, "firstByteLatency": 1,
+                "cacheReadInputTokenCount": cr, "cacheWriteInputTokenCount": cw}})
+        self._end_chunks()
+
     def _error(self, kind, status, cfg):
         headers = dict(getattr(self, "rl_headers", None) or {})
         if status in (429, 529):

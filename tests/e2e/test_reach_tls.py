@@ -9,6 +9,11 @@ real agentbraked, against the TLS simulator (issue 12, item 1).
 - a copy whose SSL_write cannot be singled out gives one `capture_blind` naming the executable,
   and its call is still counted at the socket (estimated, `opaque_tls`);
 - under a tiny tokens budget with action deny, the next claude is held before its request leaves;
+  with throttle it is held until the window has room, then finishes normally (slow, no error);
+  with kill it is killed before its request leaves;
+- opencode (the same kind of Bun executable), given the simulator as an OpenAI-compatible
+  provider: each of its calls (a title, then the answer) is recorded once, attributed to its pid
+  and cgroup, with the tokens the simulator served, and no key anywhere;
 - Debian's wget (GnuTLS, issue 12 item 3): its call is recorded with its tokens.
 
 The binaries are installed at pinned versions by `npm install` in tests/e2e/agents (gitignored
@@ -18,6 +23,7 @@ requirement is a failure.
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -32,7 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 AGENTS_DIR = os.path.join(HERE, "agents")
 CLAUDE = os.path.join(AGENTS_DIR, "node_modules", "@anthropic-ai", "claude-code-linux-x64", "claude")
 CLAUDE_BUILD_ID = "d72a729b5627657c0649e49ae9d771fec0783039"
+OPENCODE = os.path.join(AGENTS_DIR, "node_modules", "opencode-linux-x64", "bin", "opencode")
 KEY = "sk-ant-e2e-" + "9" * 24 + "-bunsecret"
+OC_KEY = "sk-oc-e2e-" + "7" * 24 + "-bunsecret"
 
 
 def ensure_agents():
@@ -40,10 +48,10 @@ def ensure_agents():
     use. Not `npm ci`: npm 11 leaves the other platforms' optional binaries out of the lock file
     it writes and then refuses that lock as out of sync."""
     abtest.require_tools("node", "npm")
-    if not os.access(CLAUDE, os.X_OK):
+    if not (os.access(CLAUDE, os.X_OK) and os.access(OPENCODE, os.X_OK)):
         r = subprocess.run(["npm", "install", "--no-package-lock", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AGENTS_DIR,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-        abtest.require_or_skip(r.returncode == 0 and os.access(CLAUDE, os.X_OK),
+        abtest.require_or_skip(r.returncode == 0 and os.access(CLAUDE, os.X_OK) and os.access(OPENCODE, os.X_OK),
                                "npm install failed in %s: %s" % (AGENTS_DIR, r.stdout[-2000:]))
 
 
@@ -192,6 +200,173 @@ class BunClaude(unittest.TestCase):
             self.assertIsNone(p2.poll(), "the held claude exited")
             self.assertEqual(self.served_to(p2.pid), [], "a call of the denied cgroup reached the provider")
             self.assertEqual(self.sim.in_flight(), 0, "a request of the held claude is being answered")
+
+
+    def budget_policy(self, cg, name, limit, action):
+        return self.policy(("max_hold: 60s\ncooldown: 1s\nbudgets:\n  - name: %s\n    match: {cgroup: \"%s\"}\n"
+                            "    per: cgroup\n    limits:\n      - {%s}\n    action: %s\n") % (name, cg.path, limit, action))
+
+    def test_05_throttle_budget_holds_the_next_claude_then_lets_it_go(self):
+        """action throttle, {tokens: 1, window: 4s}: claude's first call spends the budget (an
+        empty window admits one call of any size); the next claude's request is held at SSL_write
+        (`paused`, reason budget, for its pid) until the window has slid past the first call, then
+        released (`resumed`, released room, with held_ms), and it finishes normally: exit 0, its
+        answer printed, one call served, recorded with the tokens served. Slow, never an error."""
+        W = 4.0
+        cg = Cgroup("claude-thr")
+        with Daemon(self.budget_policy(cg, "bun-thr", "tokens: 1, window: %ds" % W, "throttle")) as d, cg:
+            self.check_captured(d, cg, self.run_claude(cg), "boringssl:table")
+            first = self.served_to(cg.procs_started[0].pid)[0]
+            p2 = self.start_claude(cg)
+            paused = d.wait_for(lambda: [e for e in d.events("paused") if e.get("pid") == p2.pid
+                                         and detail(e).get("reason") == "budget"] or None, 30,
+                                what="the second claude held (paused, reason budget)")
+            self.assertEqual(len(paused), 1, paused)
+            self.assertEqual(detail(paused[0]).get("target"), str(p2.pid), paused)
+            self.assertIs(detail(paused[0]).get("dry_run"), False, paused)
+            try:
+                out, err = p2.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p2.kill()
+                out, err = p2.communicate()
+                self.fail("the throttled claude never finished\n" + d.log_tail(40))
+            out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+            self.assertEqual(p2.returncode, 0, "the throttled claude failed: %s %s" % (out[-1500:], err[-1500:]))
+            self.assertNotIn("error", (out + err).lower(), "a throttled claude never sees an error")
+            self.assertTrue(out.strip(), "the throttled claude printed no answer")
+            served = self.served_to(p2.pid)
+            self.assertEqual(len(served), 1, self.sim.records()[-5:])
+            # held until the window no longer holds the first call (give or take the admission clock)
+            self.assertGreaterEqual(served[0]["ts_start"] - first["ts_start"], W - 0.25,
+                                    "the second call went out %.2f s after the first, inside the %ds window"
+                                    % (served[0]["ts_start"] - first["ts_start"], W))
+            resumed = d.wait_for(lambda: [e for e in d.events("resumed") if e.get("pid") == p2.pid
+                                          and detail(e).get("reason") == "budget"] or None, 10,
+                                 what="the second claude's hold ended (resumed, reason budget)")
+            self.assertEqual(len(resumed), 1, resumed)
+            rd = detail(resumed[0])
+            self.assertEqual(rd.get("released"), "room", resumed)
+            self.assertIsInstance(rd.get("held_ms"), (int, float), resumed)
+            self.assertGreater(rd["held_ms"], 0, resumed)
+            calls = d.wait_for(lambda: [e for e in d.events("llm_call") if e.get("pid") == p2.pid] or None,
+                               15, what="the throttled claude's llm_call")
+            dd = detail(calls[0])
+            self.assertEqual(len(calls), 1, calls)
+            self.assertEqual((dd.get("input_tokens"), dd.get("output_tokens")),
+                             (served[0]["input_tokens"], served[0]["output_tokens"]), calls)
+            self.assertEqual(d.events("killed"), [])
+            self.assertEqual(d.secret_hits([KEY]), [])
+
+    def test_06_kill_budget_kills_the_next_claude(self):
+        """action kill, {tokens: 1, window: 60s}: claude's first call spends the budget; the next
+        claude's request finds no room and the cgroup is killed: the claude dies by SIGKILL
+        before its request reaches the provider, `killed` names the cgroup and it is empty."""
+        cg = Cgroup("claude-kill")
+        with Daemon(self.budget_policy(cg, "bun-kill", "tokens: 1, window: 60s", "kill")) as d, cg:
+            self.check_captured(d, cg, self.run_claude(cg), "boringssl:table")
+            p2 = self.start_claude(cg)
+            try:
+                rc = p2.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.fail("the second claude was not killed\n" + d.log_tail(40))
+            self.assertEqual(rc, -signal.SIGKILL, "the second claude's exit status")
+            ev = d.wait_for(lambda: d.events("killed") or None, 10, what="a killed event")
+            self.assertEqual(len(ev), 1, ev)
+            kd = detail(ev[0])
+            self.assertEqual(kd.get("target"), cg.path, ev)
+            self.assertEqual(kd.get("reason"), "budget", ev)
+            self.assertEqual(kd.get("budget"), "bun-kill", ev)
+            self.assertIs(kd.get("dry_run"), False, ev)
+            self.assertIn(p2.pid, kd.get("pids") or [], ev)
+            abtest.wait_for(lambda: not cg._populated(), 10, what="the killed cgroup to be empty")
+            self.assertEqual(self.served_to(p2.pid), [], "a call of the killed claude reached the provider")
+            self.sim.wait_idle()
+            self.assertEqual(self.served_to(p2.pid), [], "a call of the killed claude reached the provider")
+            self.assertEqual(d.secret_hits([KEY]), [])
+
+
+class BunOpencode(unittest.TestCase):
+    """opencode 1.18.33 (`opencode-linux-x64/bin/opencode`, Bun with BoringSSL, stripped): its
+    probes come from the build-id table like claude's. It is pointed at the simulator by an
+    opencode.json giving an OpenAI-compatible provider (`options.baseURL`), with HOME and the
+    XDG dirs in a temp dir; `opencode run "hi"` makes a title call (small model) and the answer.
+    It also tries a background `npm install` of its plugin package: the registry is pointed at a
+    closed loopback port (npm_config_registry) so that the test never leaves the host."""
+
+    @classmethod
+    def setUpClass(cls):
+        abtest.require_daemon()
+        ensure_agents()
+        cls.sim = abtest.Simulator(peer_info=True).__enter__()
+        cls.tmp = tempfile.mkdtemp(prefix="ab-e2e-opencode-")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.sim.__exit__(None, None, None)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_opencode(self, cg, timeout=120):
+        home = tempfile.mkdtemp(prefix="home-", dir=self.tmp)
+        work = os.path.join(home, "work")
+        os.mkdir(work)
+        config = {
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {"sim": {
+                "npm": "@ai-sdk/openai-compatible", "name": "agentbrake simulator",
+                "options": {"baseURL": "https://127.0.0.1:%d/v1" % self.sim.port, "apiKey": OC_KEY},
+                "models": {"e2e-model": {"name": "e2e model", "limit": {"context": 100000, "output": 64}}}}},
+            "model": "sim/e2e-model", "small_model": "sim/e2e-model",
+            "autoupdate": False, "share": "disabled",
+        }
+        with open(os.path.join(work, "opencode.json"), "w") as f:
+            json.dump(config, f)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+               "XDG_CONFIG_HOME": os.path.join(home, ".config"), "XDG_DATA_HOME": os.path.join(home, ".local", "share"),
+               "XDG_CACHE_HOME": os.path.join(home, ".cache"), "XDG_STATE_HOME": os.path.join(home, ".local", "state"),
+               "NODE_TLS_REJECT_UNAUTHORIZED": "0", "OPENCODE_DISABLE_MODELS_FETCH": "1",
+               "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+               "OPENCODE_DISABLE_LSP_DOWNLOAD": "1", "OPENCODE_DISABLE_SHARE": "1",
+               "npm_config_registry": "http://127.0.0.1:9/"}
+        p = cg.run([OPENCODE, "run", "--pure", "hi"], env=env, cwd=work, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return p, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def test_opencode_calls_recorded(self):
+        with Daemon(abtest.policy_for(self.sim)) as d, Cgroup("opencode") as cg:
+            p, out, err = self.run_opencode(cg)
+            self.assertEqual(p.returncode, 0, "opencode failed: %s %s\n%s" % (out[-1500:], err[-1500:], d.log_tail(30)))
+            self.assertIn("tok tok", out, "opencode printed no answer: %s" % out[-500:])
+            served = [r for r in self.sim.records() if (r.get("peer") or [{}])[0].get("pid") == p.pid]
+            self.assertEqual(len(served), 2, "opencode run makes a title call and the answer: %s" % self.sim.records()[-5:])
+            self.assertEqual(len(served), len(self.sim.records()), "a call of another process: %s" % self.sim.records())
+            calls = d.wait_for(lambda: (lambda ev: ev if len(ev) >= len(served) else None)(
+                [e for e in d.events("llm_call") if e.get("cgroup") == cg.path]), 15, what="opencode's %d calls" % len(served))
+            abtest.assert_stays(lambda: len([e for e in d.events("llm_call") if e.get("cgroup") == cg.path]) == len(served),
+                                0.5, "each of opencode's calls recorded once")
+            for e in calls:
+                dd = detail(e)
+                self.assertEqual(e.get("pid"), p.pid, e)
+                self.assertEqual(e.get("comm"), "opencode", e)
+                self.assertEqual(dd.get("path"), "/v1/chat/completions", e)
+                self.assertEqual(dd.get("api"), "openai", e)
+                self.assertEqual(dd.get("model"), "e2e-model", e)
+                self.assertIs(dd.get("stream"), True, e)
+                self.assertIs(dd.get("complete"), True, e)
+                self.assertEqual(dd.get("status"), 200, e)
+                self.assertFalse(dd.get("estimated"), e)
+            got = sorted((detail(e).get("input_tokens"), detail(e).get("output_tokens")) for e in calls)
+            want = sorted((r["input_tokens"], r["output_tokens"]) for r in served)
+            self.assertEqual(got, want, "tokens recorded vs served")
+            att = [x for x in d.events("probe_attached") if x.get("pid") == p.pid]
+            self.assertEqual(len(att), 1, att)
+            self.assertIn("boringssl:table", detail(att[0]).get("tls", ""), att)
+            self.assertEqual([e for e in d.events("capture_blind") if e.get("pid") == p.pid], [])
+            self.assertEqual(d.secret_hits([OC_KEY]), [])
 
 
 class GnuTlsWget(unittest.TestCase):
