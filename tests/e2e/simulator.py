@@ -24,9 +24,9 @@ bodies are never logged.
 Behaviour is configured by flags, then by the JSON --control file (re-read when it changes),
 then per request by headers (x-sim-status, x-sim-retry-after, x-sim-latency-ms,
 x-sim-chunk-ms, x-sim-chunks, x-sim-no-usage, x-sim-cache-read, x-sim-cache-write,
-x-sim-cache-write-1h, x-sim-usage-style, x-sim-input-tokens, x-sim-ratelimit-*). Any path
-ending in /chat/completions is Chat Completions (Azure deployments, OpenRouter's /api/v1). Keys of the control file are the long flag names with
-'_' for '-'.
+x-sim-cache-write-1h, x-sim-usage-style, x-sim-input-tokens, x-sim-ratelimit-*). Keys of the
+control file are the long flag names with '_' for '-'. Any path ending in /chat/completions
+is Chat Completions (Azure deployments, OpenRouter's /api/v1).
 
 Provider quota headers (off unless ratelimit_remaining_requests or ratelimit_remaining_tokens
 is set; per request: x-sim-ratelimit-remaining-requests, x-sim-ratelimit-remaining-tokens,
