@@ -20,6 +20,23 @@ std::string normalize(std::string_view s) {
 
 bool is_boundary(char c) { return c == '-' || c == '@' || c == ':'; }
 
+// "us.anthropic.claude-3-5-haiku-20241022-v1:0" → "claude-3-5-haiku-20241022-v1:0"; a name
+// that does not start with [geo.]vendor. is returned whole.
+std::string_view bedrock_base(std::string_view n) {
+  static constexpr std::string_view kGeo[] = {"us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca."};
+  static constexpr std::string_view kVendor[] = {"anthropic.", "meta.", "amazon.", "mistral.", "cohere.",
+                                                 "ai21.", "deepseek.", "openai.", "qwen.", "writer."};
+  std::string_view r = n;
+  for (auto g : kGeo)
+    if (r.starts_with(g)) {
+      r.remove_prefix(g.size());
+      break;
+    }
+  for (auto v : kVendor)
+    if (r.starts_with(v)) return r.substr(v.size());
+  return n;
+}
+
 }  // namespace
 
 PriceTable PriceTable::builtin() {
@@ -62,10 +79,20 @@ std::optional<std::string> PriceTable::resolve(std::string_view model) const {
   }
   // Longest key that is a prefix of the name ending at a boundary: try every boundary from
   // the right.
-  for (size_t i = name.size(); i-- > 1;) {
-    if (!is_boundary(name[i])) continue;
-    std::string_view prefix(name.data(), i);
-    if (auto it = prices_.find(prefix); it != prices_.end()) return it->first;
+  auto longest_prefix = [this](std::string_view n) -> std::optional<std::string> {
+    for (size_t i = n.size(); i-- > 1;) {
+      if (!is_boundary(n[i])) continue;
+      std::string_view prefix(n.data(), i);
+      if (auto it = prices_.find(prefix); it != prices_.end()) return it->first;
+    }
+    return std::nullopt;
+  };
+  if (auto k = longest_prefix(name)) return k;
+  // Bedrock model ids: "[geo.]vendor.model-…-v1:0" ("us.anthropic.claude-sonnet-4-20250514-v1:0")
+  // are retried without the geography and vendor.
+  if (std::string_view rest = bedrock_base(name); rest.size() != name.size()) {
+    if (prices_.count(rest)) return std::string(rest);
+    return longest_prefix(rest);
   }
   return std::nullopt;
 }
@@ -78,7 +105,10 @@ std::optional<Price> PriceTable::lookup(std::string_view model) const {
 
 CostFormula formula_for(std::string_view api, std::string_view provider) {
   std::string_view k = api.empty() ? provider : api;
-  if (k == "anthropic") return CostFormula::Anthropic;
+  // Bedrock reports cache reads and writes apart (Converse cacheRead/WriteInputTokens, Claude's
+  // own usage in InvokeModel): the Anthropic shape; without a cache_write price it is the
+  // OpenAI one.
+  if (k == "anthropic" || k == "bedrock" || k == "aws") return CostFormula::Anthropic;
   if (k == "gemini" || k == "google") return CostFormula::Gemini;
   return CostFormula::OpenAI;
 }
@@ -95,7 +125,9 @@ double cost_usd(CostFormula formula, const TokenUsage& u, const Price& p) {
   switch (formula) {
     case CostFormula::Anthropic: {
       double uncached = std::max(in - cr - cw, 0.0);
-      return uncached * p_in + cw * p_cw + cr * p_cr + out * p_out;
+      // 1-hour writes at 2x the base input price; the rest (5-minute TTL) at cache_write.
+      const double cw1h = std::min<double>(std::max<int64_t>(u.cache_write_1h, 0), cw);
+      return uncached * p_in + (cw - cw1h) * p_cw + cw1h * kCacheWrite1hFactor * p_in + cr * p_cr + out * p_out;
     }
     case CostFormula::Gemini:
     case CostFormula::OpenAI: {
@@ -114,7 +146,8 @@ void price_call(ab::LlmCall& call, const PriceTable& table) {
     call.price_known = false;
     return;
   }
-  TokenUsage u{call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens};
+  TokenUsage u{call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens,
+               call.cache_write_1h_tokens};
   call.cost_usd = cost_usd(formula_for(call.api, call.provider), u, *price);
   call.price_known = true;
 }

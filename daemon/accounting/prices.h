@@ -14,6 +14,9 @@
 //      "claude-sonnet-4-5-20250929" → claude-sonnet-4-5, "claude-3-5-haiku-latest" →
 //      claude-3-5-haiku, "claude-sonnet-4-5@20250929" (Vertex) → claude-sonnet-4-5,
 //      "llama3:8b" → llama3. A '.' is NOT a boundary: "gpt-5.1" never takes gpt-5's price.
+//   4. Bedrock ids: a name starting with [geo.]vendor. ("us.", "eu.", "apac.", "global.", …;
+//      "anthropic.", "meta.", "amazon.", "mistral.", …) is retried by 1 and 3 without them:
+//      "us.anthropic.claude-sonnet-4-20250514-v1:0" → claude-sonnet-4.
 //   Otherwise the model is unknown.
 //
 // COST OF A CALL (price_call). Token fields are those of ab::LlmCall: input_tokens is the
@@ -22,15 +25,21 @@
 //   OpenAI    (api openai, and ollama / OpenAI-compatible servers):
 //             (input − cache_read)·P_in + cache_read·P_cache_read + output·P_out
 //             (reasoning tokens are inside output; OpenAI bills no cache writes)
-//   Anthropic (api anthropic):
+//   Anthropic (api anthropic, and bedrock: its cache reads and writes are reported apart):
 //             (input − cache_read − cache_write)·P_in + cache_write·P_cache_write
 //             + cache_read·P_cache_read + output·P_out
-//             (cache writes at the 5-minute TTL price; 1-hour writes cost more and are not
-//             told apart on the wire summary we keep)
+//             where cache_write splits by TTL (usage.cache_creation): the 1-hour writes
+//             (cache_write_1h) cost 2·P_in, the rest (5-minute TTL) P_cache_write:
+//             … + (cache_write − cache_write_1h)·P_cache_write + cache_write_1h·2·P_in …
 //   Gemini    (api gemini):
 //             (input − cached)·P_in + cached·P_cache_read + output·P_out
 //             (cached = cache_read_tokens = cachedContentTokenCount; output includes
 //             thoughtsTokenCount; the ≤200k-token prompt tier is the one priced)
+//   DeepSeek's prompt_cache_hit_tokens are its cache_read (protocol/adapter.cpp), so the
+//   OpenAI formula prices them at the row's cache_read ("cache hit") price.
+// Batch rates are never applied: no call agentbrake sees is a batch (OpenAI /v1/batches and
+// Anthropic's Message Batches are uploaded files and fetched results, not per-call
+// exchanges; docs/accounting.md).
 // The uncached part is clamped at 0 if a provider reports more cached than billed tokens.
 // Unknown model: cost 0, price_known = false (the call is still counted).
 #pragma once
@@ -85,7 +94,12 @@ struct TokenUsage {
   int64_t output = 0;       // reasoning included
   int64_t cache_read = 0;
   int64_t cache_write = 0;
+  int64_t cache_write_1h = 0;  // of cache_write, 1-hour TTL writes (Anthropic)
 };
+
+// Anthropic bills a 1-hour-TTL cache write at 2x the model's base input price (a 5-minute one
+// at 1.25x: the table's cache_write).
+inline constexpr double kCacheWrite1hFactor = 2.0;
 
 // USD for `usage` at `price` with `formula` (see the header comment).
 double cost_usd(CostFormula formula, const TokenUsage& usage, const Price& price);

@@ -40,7 +40,29 @@ bool endpoint_key_for(const std::string& addr, uint16_t port, ab_endpoint_key* o
   return true;
 }
 
+bool name_matches(std::string_view pattern, std::string_view name) {
+  if (pattern.find('*') == std::string_view::npos) return pattern == name;
+  size_t pi = 0, ni = 0;
+  while (pi < pattern.size()) {
+    if (pattern[pi] != '*') {
+      if (ni >= name.size() || name[ni] != pattern[pi]) return false;
+      ++pi, ++ni;
+      continue;
+    }
+    // '*': one or more characters of one label (never a '.'), then the rest of the pattern.
+    ++pi;
+    for (size_t run = 1; ni + run <= name.size(); ++run) {
+      if (name[ni + run - 1] == '.') return false;
+      if (name_matches(pattern.substr(pi), name.substr(ni + run))) return true;
+    }
+    return false;
+  }
+  return ni == name.size();
+}
+
 namespace {
+
+bool is_pattern(const std::string& host) { return host.find('*') != std::string::npos; }
 
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -48,12 +70,30 @@ std::string lower(std::string s) {
   return s;
 }
 
-// The providers agentbrake knows without configuration (HTTPS on 443).
+// The providers agentbrake knows without configuration (HTTPS on 443). A host with '*' is a
+// pattern (see name_matches): it is never resolved, its addresses are learned from DNS
+// look-ups of matching names. `api` is the hint for a POST whose path is not a known call
+// (connection.h api_hint); Vertex's Anthropic :rawPredict and Bedrock's operations are
+// classified by their paths (classify_path).
 const std::vector<EndpointInfo>& builtin_providers() {
   static const std::vector<EndpointInfo> v{
       {"api.openai.com", 443, "openai", true},
       {"api.anthropic.com", 443, "anthropic", true},
       {"generativelanguage.googleapis.com", 443, "gemini", true},
+      // OpenAI-compatible hosts (Chat Completions wire)
+      {"openrouter.ai", 443, "openai", true},
+      {"api.groq.com", 443, "openai", true},
+      {"api.mistral.ai", 443, "openai", true},
+      {"api.deepseek.com", 443, "openai", true},
+      {"api.together.xyz", 443, "openai", true},
+      {"api.fireworks.ai", 443, "openai", true},
+      {"api.x.ai", 443, "openai", true},
+      {"*.openai.azure.com", 443, "openai", true},
+      // Google Vertex AI (Gemini paths are classified by path) and AWS Bedrock
+      {"aiplatform.googleapis.com", 443, "gemini", true},
+      {"*-aiplatform.googleapis.com", 443, "gemini", true},
+      {"bedrock-runtime.*.amazonaws.com", 443, "bedrock", true},
+      {"bedrock-runtime-fips.*.amazonaws.com", 443, "bedrock", true},
   };
   return v;
 }
@@ -71,16 +111,34 @@ std::optional<std::vector<ab_endpoint_key>> literal_keys(const std::string& host
 
 }  // namespace
 
+const std::vector<EndpointInfo>& builtin_endpoints() { return builtin_providers(); }
+
 std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::Endpoint>& eps) {
   std::vector<std::string> to_resolve;
   // Keys learned (from DNS or a look-up) for names that stay endpoints survive; policy keys
   // are rebuilt.
   std::map<std::string, EndpointInfo> names;
-  for (const auto& b : builtin_providers()) names[b.host] = b;
+  std::vector<EndpointInfo> patterns;
+  auto add_pattern = [&patterns](const EndpointInfo& info) {
+    for (auto& p : patterns)
+      if (p.host == info.host) {
+        p = info;  // a policy entry replaces a built-in one
+        return;
+      }
+    patterns.push_back(info);
+  };
+  for (const auto& b : builtin_providers()) {
+    if (is_pattern(b.host)) add_pattern(b);
+    else names[b.host] = b;
+  }
   decltype(by_key_) keys;
   std::vector<EndpointInfo> named;
   for (const auto& e : eps) {
     EndpointInfo info{lower(e.host), e.port, e.api, e.tls};
+    if (is_pattern(info.host)) {  // learned from DNS only
+      add_pattern(info);
+      continue;
+    }
     ab_endpoint_key k;
     if (!endpoint_key_for(info.host, info.port, &k)) names[info.host] = info;
     if (auto lit = literal_keys(info.host, info.port)) {
@@ -90,10 +148,21 @@ std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::E
     named.push_back(info);
     if (std::find(to_resolve.begin(), to_resolve.end(), info.host) == to_resolve.end()) to_resolve.push_back(info.host);
   }
-  for (const auto& [k, info] : by_key_)
-    if (names.count(info.host) && !keys.count(k) && names[info.host].port == info.port) keys[k] = info;
+  for (const auto& [k, info] : by_key_) {
+    if (keys.count(k)) continue;
+    if (names.count(info.host) && names[info.host].port == info.port) {
+      keys[k] = info;
+      continue;
+    }
+    for (const auto& p : patterns)
+      if (p.port == info.port && p.api == info.api && p.tls == info.tls && name_matches(p.host, info.host)) {
+        keys[k] = info;
+        break;
+      }
+  }
   by_key_ = std::move(keys);
   by_name_ = std::move(names);
+  patterns_ = std::move(patterns);
   named_ = std::move(named);
   return to_resolve;
 }
@@ -112,14 +181,27 @@ std::vector<ab_endpoint_key> EndpointSet::on_resolved(const std::string& name,
   return added;
 }
 
+std::optional<EndpointInfo> EndpointSet::match_name(const std::string& name) const {
+  const std::string n = lower(name);
+  if (auto it = by_name_.find(n); it != by_name_.end()) return it->second;
+  if (n.size() > 253) return std::nullopt;
+  for (const auto& p : patterns_) {
+    if (!name_matches(p.host, n)) continue;
+    EndpointInfo info = p;
+    info.host = n;  // the name itself: what its Host header will say (confirm_endpoint)
+    return info;
+  }
+  return std::nullopt;
+}
+
 std::vector<ab_endpoint_key> EndpointSet::on_dns(const std::string& name,
                                                  const std::vector<ab_endpoint_key>& addrs) {
   std::vector<ab_endpoint_key> added;
-  auto it = by_name_.find(lower(name));
-  if (it == by_name_.end()) return added;
+  auto info = match_name(name);
+  if (!info) return added;
   for (auto k : addrs) {
-    k.port = it->second.port;
-    if (by_key_.emplace(k, it->second).second) added.push_back(k);
+    k.port = info->port;
+    if (by_key_.emplace(k, *info).second) added.push_back(k);
   }
   return added;
 }

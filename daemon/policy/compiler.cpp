@@ -253,6 +253,17 @@ class Compiler {
             err(host->where, fmt::format("'host'{} must be a host name or address without scheme, path or port, "
                                          "got '{}'", ctx, *h));
             ok = false;
+          } else if (v.find('*') != std::string::npos) {
+            // A DNS name pattern ('*' = one or more characters of one label), learned from DNS
+            // look-ups only: it must name a domain, not match everything.
+            const std::string tail = v.substr(v.rfind('*') + 1);
+            if (v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-*") != std::string::npos ||
+                std::count(tail.begin(), tail.end(), '.') < 2 || v.find("**") != std::string::npos) {
+              err(host->where, fmt::format("'host'{} pattern '{}': '*' stands for part of one DNS label and must "
+                                           "be followed by a domain of at least two labels (\"*.openai.azure.com\")",
+                                           ctx, *h));
+              ok = false;
+            }
           }
           ep.host = v;
         } else {

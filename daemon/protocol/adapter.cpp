@@ -158,6 +158,9 @@ void Adapter::usage_openai(const json& u) {
   call_.input_tokens = token_count_or_0(u, "prompt_tokens");
   call_.output_tokens = token_count_or_0(u, "completion_tokens");
   call_.cache_read_tokens = token_count_or_0(sub(u, "prompt_tokens_details"), "cached_tokens");
+  // DeepSeek: prompt_tokens = prompt_cache_hit_tokens + prompt_cache_miss_tokens; the hits are
+  // the cached input (when it does not also send prompt_tokens_details.cached_tokens).
+  if (call_.cache_read_tokens == 0) call_.cache_read_tokens = token_count_or_0(u, "prompt_cache_hit_tokens");
   call_.cache_write_tokens = 0;
   call_.reasoning_tokens = token_count_or_0(sub(u, "completion_tokens_details"), "reasoning_tokens");
   call_.usage_present = true;
@@ -193,6 +196,7 @@ void Adapter::finish(const FinishInfo& fi) {
     call_.usage_present = false;
     call_.input_tokens = call_.output_tokens = 0;
     call_.cache_read_tokens = call_.cache_write_tokens = call_.reasoning_tokens = 0;
+    call_.cache_write_1h_tokens = 0;
   }
   if (call_.usage_present && (final_usage_ || fi.complete)) {  // the wire's usage, as billed
     if (!input_known_ && call_.input_tokens == 0) {

@@ -2,7 +2,10 @@
 // message_start (message.usage: input side + an initial output_tokens), content_block_*,
 // message_delta (usage.output_tokens CUMULATIVE — replace, never add; may also carry cumulative
 // input/cache counts with server tools), message_stop, ping, error.
-// Billed input = input_tokens + cache_creation_input_tokens + cache_read_input_tokens.
+// Billed input = input_tokens + cache_creation_input_tokens + cache_read_input_tokens; of the
+// cache writes, usage.cache_creation.ephemeral_1h_input_tokens were written with the 1-hour TTL.
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "protocol/adapter.h"
@@ -57,14 +60,17 @@ class AnthropicAdapter final : public Adapter {
     field(u, "cache_creation_input_tokens", cw_);
     field(u, "cache_read_input_tokens", cr_);
     field(u, "output_tokens", out_);
+    // cache_creation splits the writes by TTL: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}
+    if (auto cc = u.find("cache_creation"); cc != u.end() && cc->is_object()) field(*cc, "ephemeral_1h_input_tokens", cw1h_);
     call_.input_tokens = in_ + cw_ + cr_;
     call_.cache_write_tokens = cw_;
+    call_.cache_write_1h_tokens = std::min(cw1h_, cw_);
     call_.cache_read_tokens = cr_;
     call_.output_tokens = out_;
     call_.usage_present = true;
     if (final) final_usage_ = true;
   }
-  int64_t in_ = 0, cw_ = 0, cr_ = 0, out_ = 0;
+  int64_t in_ = 0, cw_ = 0, cw1h_ = 0, cr_ = 0, out_ = 0;
 };
 
 }  // namespace

@@ -49,6 +49,9 @@ struct LlmCall {
   int64_t output_tokens = 0;   // output, reasoning included
   int64_t cache_read_tokens = 0;
   int64_t cache_write_tokens = 0;
+  int64_t cache_write_1h_tokens = 0;  // of cache_write_tokens, those written with the 1-hour TTL
+                                      // (Anthropic usage.cache_creation.ephemeral_1h_input_tokens);
+                                      // priced, not stored
   int64_t reasoning_tokens = 0;
   bool usage_present = false;  // the response carried usage
   bool usage_malformed = false;  // it carried counts that are not counts (negative, huge): estimated instead

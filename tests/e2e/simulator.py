@@ -24,8 +24,9 @@ bodies are never logged.
 Behaviour is configured by flags, then by the JSON --control file (re-read when it changes),
 then per request by headers (x-sim-status, x-sim-retry-after, x-sim-latency-ms,
 x-sim-chunk-ms, x-sim-chunks, x-sim-no-usage, x-sim-cache-read, x-sim-cache-write,
-x-sim-input-tokens, x-sim-ratelimit-*). Keys of the control file are the long flag names with
-'_' for '-'.
+x-sim-cache-write-1h, x-sim-usage-style, x-sim-input-tokens, x-sim-ratelimit-*). Keys of the
+control file are the long flag names with '_' for '-'. Any path ending in /chat/completions
+is Chat Completions (Azure deployments, OpenRouter's /api/v1).
 
 Provider quota headers (off unless ratelimit_remaining_requests or ratelimit_remaining_tokens
 is set; per request: x-sim-ratelimit-remaining-requests, x-sim-ratelimit-remaining-tokens,
@@ -71,6 +72,8 @@ DEFAULTS = {
     "stop_reason": "max_tokens",  # Anthropic stop_reason (Claude Code retries on max_tokens: end_turn)
     "cache_read": 0,
     "cache_write": 0,
+    "cache_write_1h": 0,        # Anthropic: of cache_write, written with the 1-hour TTL (cache_creation)
+    "usage_style": "openai",    # chat usage: openai | deepseek (prompt_cache_hit/miss_tokens, no cached_tokens)
     "reasoning_tokens": 0,      # OpenAI: reported inside completion/output tokens
     "idle_timeout": 120,        # seconds a keep-alive connection may stay idle
     # provider quota headers (sent only when a remaining_* is set; see the module doc)
@@ -379,6 +382,7 @@ class Handler(BaseHTTPRequestHandler):
             "x-sim-cache-read": "cache_read", "x-sim-cache-write": "cache_write",
             "x-sim-input-tokens": "input_tokens", "x-sim-gzip": "gzip",
             "x-sim-reasoning-tokens": "reasoning_tokens",
+            "x-sim-cache-write-1h": "cache_write_1h", "x-sim-usage-style": "usage_style",
             "x-sim-ratelimit-remaining-requests": "ratelimit_remaining_requests",
             "x-sim-ratelimit-remaining-tokens": "ratelimit_remaining_tokens",
             "x-sim-ratelimit-reset-ms": "ratelimit_reset_ms",
@@ -428,7 +432,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         cfg = self._cfg()
         path = self.path.split("?", 1)[0]
-        if path in ("/v1/chat/completions", "/chat/completions"):
+        if path.endswith("/chat/completions"):   # also Azure /openai/deployments/{d}/..., /api/v1/...
             kind = "chat"
         elif path in ("/v1/responses", "/responses"):
             kind = "responses"
@@ -580,6 +584,10 @@ class Handler(BaseHTTPRequestHandler):
         self._simple(status, obj, headers)
 
     def _usage(self, kind, wire_in, out, cr, cw, cfg):
+        if kind == "chat" and cfg["usage_style"] == "deepseek":
+            return {"prompt_tokens": wire_in, "completion_tokens": out, "total_tokens": wire_in + out,
+                    "prompt_cache_hit_tokens": cr, "prompt_cache_miss_tokens": wire_in - cr,
+                    "completion_tokens_details": {"reasoning_tokens": min(cfg["reasoning_tokens"], out)}}
         if kind == "chat":
             return {"prompt_tokens": wire_in, "completion_tokens": out, "total_tokens": wire_in + out,
                     "prompt_tokens_details": {"cached_tokens": cr, "audio_tokens": 0},
@@ -593,7 +601,8 @@ class Handler(BaseHTTPRequestHandler):
                     "total_tokens": wire_in + out}
         return {"input_tokens": wire_in, "cache_creation_input_tokens": cw, "cache_read_input_tokens": cr,
                 "output_tokens": out,
-                "cache_creation": {"ephemeral_5m_input_tokens": cw, "ephemeral_1h_input_tokens": 0},
+                "cache_creation": {"ephemeral_5m_input_tokens": cw - min(cfg["cache_write_1h"], cw),
+                                   "ephemeral_1h_input_tokens": min(cfg["cache_write_1h"], cw)},
                 "server_tool_use": {"web_search_requests": 0}, "service_tier": "standard"}
 
     def _non_stream(self, kind, model, wire_in, out, cr, cw, cfg):

@@ -277,6 +277,23 @@ TEST(Policy, ConflictingEndpointRedeclarationIsAnError) {
   EXPECT_EQ(r.errors[0], "e.yaml:3: endpoint a:1 is declared again with different settings (first at e.yaml:2)");
 }
 
+TEST(Policy, EndpointHostPatterns) {
+  auto r = load_text("endpoints:\n  - {host: \"*.LLM.example.com\", port: 443, api: openai}\n"
+                     "  - {host: \"gw-*.example.com\", port: 8443, api: anthropic}\n", "e.yaml");
+  ASSERT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0]);
+  ASSERT_EQ(r.policy->endpoints.size(), 2u);
+  EXPECT_EQ(r.policy->endpoints[0].host, "*.llm.example.com");
+  EXPECT_EQ(r.policy->endpoints[1].host, "gw-*.example.com");
+  // '*' must leave a domain of at least two labels after it, and only name characters.
+  for (const char* bad : {"\"*\"", "\"*.com\"", "\"a.*\"", "\"*.example.*\"", "\"**.example.com\"",
+                          "\"*_x.example.com\"", "\"[*].example.com\""}) {
+    SCOPED_TRACE(bad);
+    auto b = load_text(std::string("endpoints:\n  - {host: ") + bad + ", port: 443, api: openai}\n", "b.yaml");
+    ASSERT_EQ(b.errors.size(), 1u);
+    EXPECT_NE(b.errors[0].find("'*' stands for part of one DNS label"), std::string::npos) << b.errors[0];
+  }
+}
+
 TEST(Policy, ToJsonIsAPolicyThatLoadsBackToTheSamePolicy) {
   auto r = load_path(data("good/interface_example.yaml"), false);
   ASSERT_TRUE(r.ok());
