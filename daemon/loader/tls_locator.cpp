@@ -2,7 +2,10 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -397,6 +400,65 @@ struct Mapping {
   size_t n = 0;
   ~Mapping() { if (p != MAP_FAILED) munmap(p, n); }
 };
+
+// Reading a mapped file that shrinks under the mapping raises SIGBUS. The files read here are
+// other users' (a process's own executable and libraries), so the fault is caught: while this
+// thread reads [lo, hi), a SIGBUS at an address inside it jumps back to the scan's start;
+// any other SIGBUS gets the default action.
+thread_local sigjmp_buf* t_bus_jmp = nullptr;
+thread_local const char* t_bus_lo = nullptr;
+thread_local const char* t_bus_hi = nullptr;
+
+void on_sigbus(int sig, siginfo_t* si, void*) {
+  const char* a = static_cast<const char*>(si->si_addr);
+  if (t_bus_jmp && a >= t_bus_lo && a < t_bus_hi) siglongjmp(*t_bus_jmp, 1);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void install_bus_guard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, nullptr);
+  });
+}
+
+// What the mapped image holds: a known BoringSSL build (table) or one found by its xrefs.
+// Touches only the image and locals, so a jump out of it (SIGBUS) leaves no state half made.
+TlsLocation scan_image(std::string_view image, bool* scanned, bool* has_ssl) {
+  TlsLocation loc;
+  Image im;
+  if (!im.parse(image)) return loc;
+  // Cheap test first: a BoringSSL ssl_lib.cc file name in read-only data. Most objects
+  // (libc, libm, ...) stop here.
+  bool has_ssl_lib = false;
+  for (auto& s : im.segs)
+    if (!(s.flags & (PF_X | PF_W)) && im.bytes(s).find(kSslLibSuffix) != std::string_view::npos) has_ssl_lib = true;
+  if (!has_ssl_lib) return loc;
+  *has_ssl = true;
+  const std::string bid = elf_build_id(image);
+  for (auto& k : known_boringssl_builds()) {
+    if (bid != k.build_id || !k.ssl_write || !k.ssl_read) continue;
+    loc.kind = TlsLocation::Kind::Found;
+    loc.library = "boringssl";
+    loc.method = "table";
+    loc.build_id = bid;
+    loc.syms.ssl_write = k.ssl_write;
+    loc.syms.ssl_read = k.ssl_read;
+    loc.syms.ssl_new = k.ssl_new;
+    loc.syms.ssl_free = k.ssl_free;
+  }
+  if (loc.kind != TlsLocation::Kind::Found) {
+    *scanned = true;
+    loc = locate_boringssl_xref(image);
+    if (loc.kind == TlsLocation::Kind::Unrecognised && loc.why.empty()) loc.why = "BoringSSL build not recognised";
+  }
+  return loc;
+}
 }  // namespace
 
 TlsLocation TlsLocator::locate(const std::string& path) {
@@ -440,36 +502,29 @@ TlsLocation TlsLocator::locate(const ObjectFile& f) {
   if (m.n >= sizeof(Elf64_Ehdr)) m.p = mmap(nullptr, m.n, PROT_READ, MAP_PRIVATE, f.fd(), 0);
   if (m.p == MAP_FAILED) return {};
   std::string_view image((const char*)m.p, m.n);
-  Image im;
-  if (!im.parse(image)) {
+  install_bus_guard();
+  sigjmp_buf jb;
+  bool scanned = false, has_ssl = false;
+  if (sigsetjmp(jb, 1) == 0) {
+    t_bus_jmp = &jb;
+    t_bus_lo = image.data();
+    t_bus_hi = image.data() + image.size();
+    if (after_map_hook_) after_map_hook_(f.fd());
+    loc = scan_image(image, &scanned, &has_ssl);
+    t_bus_jmp = nullptr;
+  } else {
+    t_bus_jmp = nullptr;
+    bus_faults_++;
+    spdlog::warn("mapped object dev {} inode {} shrank while it was read (SIGBUS caught); its TLS stack is not known",
+                 uint64_t(st.st_dev), uint64_t(st.st_ino));
+    TlsLocation changed;
+    changed.why = "the file changed while it was read";
+    return changed;  // not cached: its size and mtime are no longer those of `id`
+  }
+  if (scanned) scans_++;
+  if (!has_ssl) {  // most objects (libc, libm, ...): cheap to redo, kept in memory only
     mem_[id] = loc;
     return loc;
-  }
-  // Cheap test first: a BoringSSL ssl_lib.cc file name in read-only data. Most objects
-  // (libc, libm, ...) stop here.
-  bool has_ssl_lib = false;
-  for (auto& s : im.segs)
-    if (!(s.flags & (PF_X | PF_W)) && im.bytes(s).find(kSslLibSuffix) != std::string_view::npos) has_ssl_lib = true;
-  if (!has_ssl_lib) {
-    mem_[id] = loc;
-    return loc;
-  }
-  const std::string bid = elf_build_id(image);
-  for (auto& k : known_boringssl_builds()) {
-    if (bid != k.build_id || !k.ssl_write || !k.ssl_read) continue;
-    loc.kind = TlsLocation::Kind::Found;
-    loc.library = "boringssl";
-    loc.method = "table";
-    loc.build_id = bid;
-    loc.syms.ssl_write = k.ssl_write;
-    loc.syms.ssl_read = k.ssl_read;
-    loc.syms.ssl_new = k.ssl_new;
-    loc.syms.ssl_free = k.ssl_free;
-  }
-  if (loc.kind != TlsLocation::Kind::Found) {
-    scans_++;
-    loc = locate_boringssl_xref(image);
-    if (loc.kind == TlsLocation::Kind::Unrecognised && loc.why.empty()) loc.why = "BoringSSL build not recognised";
   }
   loc.scan_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   mem_[id] = loc;

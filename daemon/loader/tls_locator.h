@@ -15,6 +15,7 @@
 // file reads: it runs on the attach worker's thread, never on the event loop.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -73,6 +74,11 @@ class TlsLocator {
   TlsLocation locate(const std::string& path);
   // counters for status/bench
   size_t scans() const { return scans_; }
+  // Scans cut short because the file shrank under its mapping (SIGBUS, caught): a process's
+  // owner truncating its own executable while it is read must not take the daemon down.
+  size_t changed_while_read() const { return bus_faults_; }
+  // Test-only: called with the object's fd once it is mapped, before it is read.
+  void set_after_map_hook_for_test(std::function<void(int fd)> h) { after_map_hook_ = std::move(h); }
 
  private:
   void load_disk_locked();
@@ -82,6 +88,8 @@ class TlsLocator {
   bool disk_loaded_ = false;
   std::map<FileIdentity, TlsLocation> mem_;
   size_t scans_ = 0;
+  size_t bus_faults_ = 0;
+  std::function<void(int fd)> after_map_hook_;
 };
 
 // Serialises / parses one line of the on-disk cache (exposed for unit tests).

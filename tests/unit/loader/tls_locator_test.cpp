@@ -5,6 +5,9 @@
 #include <elf.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <random>
 #include <string>
@@ -196,4 +199,44 @@ TEST(TlsLocator, KnownBuildsHaveOffsets) {
     EXPECT_NE(k.ssl_write, 0u) << k.what;
     EXPECT_NE(k.ssl_read, 0u) << k.what;
   }
+}
+
+// Harden C1: the owner of a mapped object can truncate it while the daemon reads it; the read
+// faults (SIGBUS) and must cost that one look-up, not the daemon.
+TEST(TlsLocator, AFileTruncatedWhileReadIsAFailedLookUpNotACrash) {
+  char path[] = "/tmp/ab-locator-trunc-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  {
+    // an ELF header followed by enough bytes to map a few pages
+    std::string img(64 * 1024, '\0');
+    Elf64_Ehdr eh{};
+    std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+    eh.e_ident[EI_CLASS] = ELFCLASS64;
+    eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    eh.e_type = ET_DYN;
+    eh.e_machine = EM_X86_64;
+    eh.e_phentsize = sizeof(Elf64_Phdr);
+    std::memcpy(img.data(), &eh, sizeof eh);
+    ASSERT_EQ(write(fd, img.data(), img.size()), ssize_t(img.size()));
+  }
+  TlsLocator loc;
+  int truncated = 0;
+  loc.set_after_map_hook_for_test([&](int) {
+    ASSERT_EQ(ftruncate(fd, 0), 0);
+    truncated++;
+  });
+  TlsLocation l = loc.locate(std::string(path));
+  EXPECT_EQ(truncated, 1);
+  EXPECT_EQ(loc.changed_while_read(), 1u);
+  EXPECT_NE(l.kind, TlsLocation::Kind::Found);
+  EXPECT_EQ(l.why, "the file changed while it was read");
+  // the guard is off again: the next look-up of an intact file works as before
+  loc.set_after_map_hook_for_test(nullptr);
+  ASSERT_EQ(ftruncate(fd, 64 * 1024), 0);
+  TlsLocation again = loc.locate(std::string(path));
+  EXPECT_EQ(loc.changed_while_read(), 1u);
+  EXPECT_NE(again.why, "the file changed while it was read");
+  close(fd);
+  unlink(path);
 }
