@@ -4,7 +4,8 @@
 // request start becomes an estimated call (estimate_reason "opaque_tls"), budgets count them,
 // and the verdict is kept per process (never held or rescanned again at a connect) and, when
 // it depends only on the executable, per executable (the opaque_exes map: a new process of
-// the same file is not held either). docs/interface.md, "Opaque processes".
+// the same file is not scanned; it is held at its first connect only until gated).
+// docs/interface.md, "Opaque processes".
 #include <elf.h>
 #include <fcntl.h>
 #include <linux/tcp.h>
