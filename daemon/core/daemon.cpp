@@ -622,16 +622,10 @@ void Daemon::on_connect(const ab_hold_event& e) {
   }
   if (w.opaque) return;  // judged: counted at the socket, never held or rescanned again
   if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not scanned
-    if (e.hdr.type == AB_EV_HOLD && gate_) {
+    if (e.hdr.type == AB_EV_HOLD) {
       // held by the kernel until gated (not scanned): gated now, which lets it go
       stats_["opaque_gate_holds"]++;
-      gate::HoldReport r;
-      r.pid = pid;
-      r.start_time = e.start_time_ns;
-      r.capture = true;
-      r.taken = gate::HoldReport::Taken::Stopped;
-      r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
-      apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
+      report_capture_hold(e, gate::HoldReport::Taken::Stopped);
     }
     opaque_from_kernel(pid);
     return;
@@ -644,16 +638,20 @@ void Daemon::on_connect(const ab_hold_event& e) {
   const bool stopped = e.hdr.type == AB_EV_HOLD;
   const bool foreground = (e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching;
   if (stopped) stats_["capture_holds"]++;
-  if ((stopped || foreground) && gate_) {
-    gate::HoldReport r;
-    r.pid = pid;
-    r.start_time = e.start_time_ns;
-    r.capture = true;
-    r.taken = stopped ? gate::HoldReport::Taken::Stopped : gate::HoldReport::Taken::Foreground;
-    r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
-    apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
-  }
+  if (stopped || foreground)
+    report_capture_hold(e, stopped ? gate::HoldReport::Taken::Stopped : gate::HoldReport::Taken::Foreground);
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
+}
+
+void Daemon::report_capture_hold(const ab_hold_event& e, gate::HoldReport::Taken taken) {
+  if (!gate_) return;
+  gate::HoldReport r;
+  r.pid = e.hdr.pid;
+  r.start_time = e.start_time_ns;
+  r.capture = true;
+  r.taken = taken;
+  r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
+  apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
 }
 
 void Daemon::on_dns(const ab_dns_event& e) {

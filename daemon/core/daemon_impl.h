@@ -81,6 +81,8 @@ class Daemon {
   void on_record(const void* data, size_t size);
   void on_proc_event(const ab_proc_event& e);
   void on_connect(const ab_hold_event& e);
+  // Tells the gate of a capture hold at a first connect (it ends when the process is gated).
+  void report_capture_hold(const ab_hold_event& e, gate::HoldReport::Taken taken);
   void on_dns(const ab_dns_event& e);
   void on_resolved();  // endpoint names resolved by resolver_
   void on_attach_done();
