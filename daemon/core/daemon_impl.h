@@ -51,6 +51,10 @@ namespace ab::core {
 using json = nlohmann::json;
 
 int64_t clock_ns(clockid_t c);
+inline constexpr int64_t kTickMs = 100;  // the timer's period
+// Lets go of the manual pauses recorded in RUN_DIR/manual-paused (a crashed daemon's) and
+// removes the record. Returns the targets released. (manual_brake.cpp)
+std::vector<std::string> release_manual_pauses(const std::string& run_dir, const std::string& cg_mount);
 // A capture hold never lasts longer (the gate's capture bound; stale kernel records too).
 inline constexpr int64_t kStaleCaptureHoldNs = 5'000'000'000;
 // Whether an entity key ("cgroup:/a", "tree:42", "process:42") covers a process.
