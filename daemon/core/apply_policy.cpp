@@ -86,11 +86,11 @@ void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
 void Daemon::sync_endpoints_map() {
   std::set<ab_endpoint_key, EndpointKeyLess> want;
   for (const auto& k : endpoints_.keys()) want.insert(k);
-  uint32_t one = 1;
+  const auto map = rt_->endpoints();
   for (const auto& k : want)
-    if (!kernel_endpoints_.count(k)) bpf_map_update_elem(rt_->endpoints_fd(), &k, &one, BPF_ANY);
+    if (!kernel_endpoints_.count(k)) (void)map.update(k, 1);
   for (const auto& k : kernel_endpoints_)
-    if (!want.count(k)) bpf_map_delete_elem(rt_->endpoints_fd(), &k);
+    if (!want.count(k)) (void)map.erase(k);
   kernel_endpoints_ = std::move(want);
 }
 
@@ -158,15 +158,16 @@ void Daemon::refresh_matches() {
         pid_want.insert(static_cast<uint32_t>(pid));
     }
   }
-  uint32_t one = 1;
+  const auto cg_map = rt_->matched_cgroups();
+  const auto pid_map = rt_->matched_pids();
   for (auto id : cg_want)
-    if (!matched_cgroups_.count(id)) bpf_map_update_elem(rt_->matched_cgroups_fd(), &id, &one, BPF_ANY);
+    if (!matched_cgroups_.count(id)) (void)cg_map.update(id, 1);
   for (auto id : matched_cgroups_)
-    if (!cg_want.count(id)) bpf_map_delete_elem(rt_->matched_cgroups_fd(), &id);
+    if (!cg_want.count(id)) (void)cg_map.erase(id);
   for (auto pid : pid_want)
-    if (!matched_pids_.count(pid)) bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
+    if (!matched_pids_.count(pid)) (void)pid_map.update(pid, 1);
   for (auto pid : matched_pids_)
-    if (!pid_want.count(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+    if (!pid_want.count(pid)) (void)pid_map.erase(pid);
   matched_cgroups_ = std::move(cg_want);
   matched_pids_ = std::move(pid_want);
 }

@@ -125,7 +125,7 @@ json Daemon::cmd_status() {
     counters["alerts_suppressed"] = ac.suppressed;
     counters["alerts_sent"] = ac.sent;
   }
-  for (const auto& [name, v] : stats_) counters[name] = v;
+  stats_.for_each([&counters](std::string_view name, uint64_t v) { counters[std::string(name)] = v; });
   if (gate_)
     for (size_t i = 0; i < gate::kCounters; i++)
       if (uint64_t v = gate_->counters()[i]) counters[std::string(gate::to_string(gate::Counter(i)))] = v;
@@ -137,14 +137,7 @@ json Daemon::cmd_status() {
       if (v) counters[name] = v;
   size_t attached = 0;
   for (const auto& [pid, w] : watched_) attached += w.attached ? 1 : 0;
-  uint32_t key = 0, next = 0;
-  const void* prev = nullptr;
-  size_t held = 0;
-  while (bpf_map_get_next_key(rt_->holds_fd(), prev, &next) == 0) {
-    key = next;
-    prev = &key;
-    held++;
-  }
+  const size_t held = rt_->holds().keys().size();
   return json{
       {"version", opts_.version},
       {"uptime_s", double(clock_ns(CLOCK_MONOTONIC) - started_mono_) / 1e9},

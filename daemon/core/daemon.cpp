@@ -101,8 +101,8 @@ void Daemon::drain_ring() {
   drain_records_ = 0;
   drain_deadline_ns_ = clock_ns(CLOCK_MONOTONIC) + kDrainMaxNs;
   int n = ring_buffer__consume(ring_);
-  if (n == kDrainCut) stats_["ring_drain_passes_cut"]++;
-  else if (n < 0 && n != -EINTR) stats_["ring_buffer_consume_errors"]++;
+  if (n == kDrainCut) stats_[DaemonCounter::RingDrainPassesCut]++;
+  else if (n < 0 && n != -EINTR) stats_[DaemonCounter::RingBufferConsumeErrors]++;
   process_exchanges();
 }
 
@@ -122,13 +122,13 @@ int Daemon::on_ring_record(void* ctx, void* data, size_t size) {
 
 void Daemon::on_record(const void* data, size_t size) {
   if (size < sizeof(ab_event_header)) {
-    stats_["malformed_records"]++;
+    stats_[DaemonCounter::MalformedRecords]++;
     return;
   }
   ab_event_header h;
   std::memcpy(&h, data, sizeof h);
   if (h.layout != AB_EVENT_LAYOUT_VERSION) {
-    stats_["malformed_records"]++;
+    stats_[DaemonCounter::MalformedRecords]++;
     return;
   }
   switch (h.type) {
@@ -181,7 +181,7 @@ void Daemon::on_record(const void* data, size_t size) {
     default:
       break;
   }
-  stats_["malformed_records"]++;
+  stats_[DaemonCounter::MalformedRecords]++;
 }
 
 void Daemon::on_proc_event(const ab_proc_event& e) {
@@ -213,8 +213,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
       }
       // Per-process rule matches (exe, comm, uid) for the new image.
       if (selected_as_process(selecting_rules(), {cg, "", exe, comm, e.uid}) && matched_pids_.insert(pid).second) {
-        uint32_t one = 1;
-        bpf_map_update_elem(rt_->matched_pids_fd(), &pid, &one, BPF_ANY);
+        (void)rt_->matched_pids().update(pid, 1);
       }
       break;
     }
@@ -226,7 +225,7 @@ void Daemon::on_proc_event(const ab_proc_event& e) {
         if (it->second.attached || it->second.attaching) worker_->request_detach(static_cast<int>(pid));
         watched_.erase(it);
       }
-      if (matched_pids_.erase(pid)) bpf_map_delete_elem(rt_->matched_pids_fd(), &pid);
+      if (matched_pids_.erase(pid)) (void)rt_->matched_pids().erase(pid);
       brake_forget(pid);  // its holds end (a frozen cgroup is thawed), its reservations go
       if (freezer_) freezer_->release(pid);
       opaque_on_exit(pid);
@@ -267,7 +266,7 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (e.sock.flags & AB_SOCK_OPAQUE) {  // its executable is known opaque: not scanned
     if (e.hdr.type == AB_EV_HOLD) {
       // held by the kernel until gated (not scanned): gated now, which lets it go
-      stats_["opaque_gate_holds"]++;
+      stats_[DaemonCounter::OpaqueGateHolds]++;
       report_capture_hold(e, gate::HoldReport::Taken::Stopped);
     }
     opaque_from_kernel(pid);
@@ -280,7 +279,7 @@ void Daemon::on_connect(const ab_hold_event& e) {
   // terminal's foreground job (its shell would notice a stop), its cgroup frozen when safe.
   const bool stopped = e.hdr.type == AB_EV_HOLD;
   const bool foreground = (e.sock.flags & AB_SOCK_FOREGROUND) && !w.attached && !w.attaching;
-  if (stopped) stats_["capture_holds"]++;
+  if (stopped) stats_[DaemonCounter::CaptureHolds]++;
   if (stopped || foreground)
     report_capture_hold(e, stopped ? gate::HoldReport::Taken::Stopped : gate::HoldReport::Taken::Foreground);
   if (!w.attached && !w.attaching) request_attach(pid, e.hdr.type == AB_EV_HOLD ? "first connect (held)" : "first connect");
@@ -318,7 +317,7 @@ void Daemon::on_resolved() {
   std::vector<ab_endpoint_key> added;
   for (const auto& r : resolver_->take_results()) {
     if (!r.error.empty()) {
-      stats_["endpoint_names_unresolved"]++;
+      stats_[DaemonCounter::EndpointNamesUnresolved]++;
       spdlog::warn("endpoint not resolved now (learned from DNS later): {}", r.error);
       continue;
     }
@@ -343,7 +342,7 @@ void Daemon::set_watch(uint32_t pid, uint32_t state) {
   ab_watch_value v{};
   v.state = state;
   v.since_ns = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
-  bpf_map_update_elem(rt_->watch_fd(), &pid, &v, BPF_ANY);
+  (void)rt_->watch().update(pid, v);
 }
 
 void Daemon::release_kernel_capture_hold(uint32_t pid) {
@@ -368,7 +367,7 @@ void Daemon::on_attach_done() {
       w.attached = true;
       w.objects = r.objects;
       set_watch(pid, AB_WATCH_ATTACHED);
-      stats_["attaches"]++;
+      stats_[DaemonCounter::Attaches]++;
       spdlog::info("probes attached to pid {} ({}) in {:.1f} ms: {} ({})", pid, who.comm, r.duration_ms,
                    fmt::join(r.objects, ", "), fmt::join(r.stacks, ", "));
       record_event("probe_attached", pid, who.cgroup, who.comm,
@@ -378,13 +377,13 @@ void Daemon::on_attach_done() {
       if (gate_) apply_gate(gate_->process_attached(gate_info(pid), clock_ns(CLOCK_MONOTONIC)));
       scan_channels();  // its pipes and loopback peers, before its first turn
     } else if (r.err == -ENOENT && judge_unreadable(pid, r.blind.empty() ? r.error : r.blind)) {
-      stats_["processes_without_openssl"]++;  // opaque: capture_blind recorded, counted at the socket
+      stats_[DaemonCounter::ProcessesWithoutOpenssl]++;  // opaque: capture_blind recorded, counted at the socket
     } else {
       set_watch(pid, AB_WATCH_IGNORED);
       if (r.err == -ENOENT) {
-        stats_["processes_without_openssl"]++;
+        stats_[DaemonCounter::ProcessesWithoutOpenssl]++;
         if (!r.blind.empty()) {  // a TLS library it could not read: say so, once (one attach per process)
-          stats_["capture_blind"]++;
+          stats_[DaemonCounter::CaptureBlind]++;
           spdlog::warn("pid {} ({}) capture blind: {}", pid, who.comm, r.blind);
           record_event("capture_blind", pid, who.cgroup, who.comm,
                        {{"pid", pid}, {"exe", who.exe}, {"why", r.blind}});
@@ -392,8 +391,8 @@ void Daemon::on_attach_done() {
           spdlog::info("pid {} ({}) maps no TLS library agentbrake reads ({}): not watched", pid, who.comm, r.error);
         }
       } else {
-        stats_["attach_failures"]++;
-        if (r.err == -ETIMEDOUT) stats_["attach_deadline_exceeded"]++;
+        stats_[DaemonCounter::AttachFailures]++;
+        if (r.err == -ETIMEDOUT) stats_[DaemonCounter::AttachDeadlineExceeded]++;
         spdlog::warn("attaching to pid {} ({}) failed: {}", pid, who.comm, r.error);
         record_event("probe_failed", pid, who.cgroup, who.comm, {{"pid", pid}, {"error", r.error}});
       }
@@ -459,11 +458,11 @@ void Daemon::record_call(LlmCall call, uint32_t pid, uint64_t ssl, uint64_t star
     call.end_unix_ns = mono_to_unix(end_mono);
     call.latency_ms = response_end_mono > start_mono ? double(response_end_mono - start_mono) / 1e6 : 0;
     accounting::price_call(call, prices_);
-    if (!call.price_known) stats_["unpriced_calls"]++;
-    if (call.estimated) stats_["estimated_calls"]++;
-    if (!call.complete) stats_["incomplete_calls"]++;
-    if (call.usage_malformed) stats_["malformed_usage"]++;
-    stats_["calls"]++;
+    if (!call.price_known) stats_[DaemonCounter::UnpricedCalls]++;
+    if (call.estimated) stats_[DaemonCounter::EstimatedCalls]++;
+    if (!call.complete) stats_[DaemonCounter::IncompleteCalls]++;
+    if (call.usage_malformed) stats_[DaemonCounter::MalformedUsage]++;
+    stats_[DaemonCounter::Calls]++;
     const int64_t now = clock_ns(CLOCK_MONOTONIC);
     live_.record(call, now);
     auto& ag = agents_[call.who.tree_root_pid];
@@ -511,7 +510,7 @@ void Daemon::confirm_endpoint(uint32_t pid, const protocol::Exchange& ex) {
     host.resize(colon);
   if (host.empty() || host == w.endpoint_host) return;
   if (++w.host_mismatches < 2 || matched_pids_.count(pid)) return;
-  stats_["detached_host_mismatch"]++;
+  stats_[DaemonCounter::DetachedHostMismatch]++;
   spdlog::info("pid {}: talks to {} not {} — probes detached", pid, host, w.endpoint_host);
   worker_->request_detach(static_cast<int>(pid));
   w.attached = false;
@@ -542,18 +541,13 @@ void Daemon::on_tick() {
 // A connect event lost to a full ring buffer must not leave a process held or unwatched: the
 // watch map is the kernel's own record of who asked for probes.
 void Daemon::sweep_watch_map() {
-  uint32_t key = 0, next = 0;
-  const void* prev = nullptr;
-  int guard = 0;
-  while (bpf_map_get_next_key(rt_->watch_fd(), prev, &next) == 0 && guard++ < 100000) {
-    key = next;
-    prev = &key;
-    ab_watch_value v{};
-    if (bpf_map_lookup_elem(rt_->watch_fd(), &key, &v) != 0) continue;
-    if (v.state != AB_WATCH_PENDING) continue;
+  const auto watch = rt_->watch();
+  for (uint32_t key : watch.keys(100000)) {
+    auto v = watch.lookup(key);
+    if (!v || v->state != AB_WATCH_PENDING) continue;
     auto it = watched_.find(key);
     if (it == watched_.end() || (!it->second.attaching && !it->second.attached)) {
-      stats_["connects_recovered_from_map"]++;
+      stats_[DaemonCounter::ConnectsRecoveredFromMap]++;
       request_attach(key, "pending in the watch map");
     }
   }
@@ -563,23 +557,19 @@ void Daemon::sweep_stale_holds() {
   const uint64_t now = static_cast<uint64_t>(clock_ns(CLOCK_MONOTONIC));
   if (freezer_) {
     if (size_t n = freezer_->sweep(now, kStaleCaptureHoldNs)) {
-      stats_["stale_capture_freezes_thawed"] += n;
+      stats_[DaemonCounter::StaleCaptureFreezesThawed] += n;
       spdlog::warn("{} capture freeze(s) outlived {} s: thawed", n, kStaleCaptureHoldNs / 1'000'000'000);
     }
   }
-  uint32_t key = 0, next = 0;
-  const void* prev = nullptr;
   std::vector<uint32_t> stale;
-  while (bpf_map_get_next_key(rt_->holds_fd(), prev, &next) == 0) {
-    key = next;
-    prev = &key;
-    ab_hold_value hv{};
-    if (bpf_map_lookup_elem(rt_->holds_fd(), &key, &hv) != 0) continue;
-    if (hv.reason == AB_HOLD_CAPTURE && now > hv.since_ns && now - hv.since_ns > kStaleCaptureHoldNs)
+  const auto holds = rt_->holds();
+  for (uint32_t key : holds.keys()) {
+    auto hv = holds.lookup(key);
+    if (hv && hv->reason == AB_HOLD_CAPTURE && now > hv->since_ns && now - hv->since_ns > kStaleCaptureHoldNs)
       stale.push_back(key);
   }
   for (uint32_t pid : stale) {  // records the gate does not know of (it bounds its own)
-    stats_["stale_capture_holds_released"]++;
+    stats_[DaemonCounter::StaleCaptureHoldsReleased]++;
     spdlog::warn("capture hold of pid {} outlived {} s: released", pid, kStaleCaptureHoldNs / 1'000'000'000);
     release_kernel_capture_hold(pid);
   }

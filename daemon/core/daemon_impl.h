@@ -42,6 +42,7 @@
 #include "store/store.h"
 #include "util/duration.h"
 #include "util/redact.h"
+#include "core/daemon_counters.h"
 #include "util/timefmt.h"
 
 struct ring_buffer;
@@ -291,7 +292,7 @@ class Daemon {
   uint64_t watchdog_usec_ = 0;
   uint32_t drain_records_ = 0;      // records read in this ring pass (drain_ring bounds it)
   int64_t drain_deadline_ns_ = 0;   // and until when it may go on
-  std::map<std::string, uint64_t> stats_;  // daemon-side counters (status/metrics)
+  DaemonCounters stats_;  // daemon-side counters (status/metrics)
 };
 
 

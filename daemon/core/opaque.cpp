@@ -69,7 +69,7 @@ void Daemon::opaque_from_kernel(uint32_t pid) {
     const uint64_t kdev = (uint64_t(major(st.st_dev)) << 20) | minor(st.st_dev);
     if (auto e = opaque_exes_.find({kdev, st.st_ino}); e != opaque_exes_.end()) why = e->second.why;
   }
-  stats_["opaque_exe_cache_hits"]++;
+  stats_[DaemonCounter::OpaqueExeCacheHits]++;
   become_opaque(pid, why, true);
 }
 
@@ -84,8 +84,8 @@ void Daemon::become_opaque(uint32_t pid, const std::string& why, bool cached) {
   opaque_who_[pid] = who;
   opaque_why_[pid] = why;
   opaque_ep_[pid] = {w.endpoint_api, w.endpoint_host};
-  stats_["opaque_processes"]++;
-  stats_["capture_blind"]++;
+  stats_[DaemonCounter::OpaqueProcesses]++;
+  stats_[DaemonCounter::CaptureBlind]++;
   spdlog::warn("pid {} ({}) capture blind, counted at the socket{}: {}", pid, who.comm,
                cached ? " (executable known)" : "", why);
   record_event("capture_blind", pid, who.cgroup, who.comm,
@@ -109,11 +109,11 @@ void Daemon::become_opaque(uint32_t pid, const std::string& why, bool cached) {
         ab_exe_value v{};
         v.mtime_sec = st.st_mtim.tv_sec;
         v.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
-        if (bpf_map_update_elem(rt_->opaque_exes_fd(), &k, &v, BPF_ANY) == 0) {
+        if (rt_->opaque_exes().update(k, v) == 0) {
           opaque_exes_[{k.dev, k.ino}] = OpaqueExe{v.mtime_sec, v.mtime_nsec, why};
-          stats_["opaque_exes_cached"] = opaque_exes_.size();
+          stats_[DaemonCounter::OpaqueExesCached] = opaque_exes_.size();
         } else {
-          stats_["opaque_exe_cache_errors"]++;
+          stats_[DaemonCounter::OpaqueExeCacheErrors]++;
         }
       }
     }
@@ -135,7 +135,7 @@ void Daemon::opaque_track_socket(uint32_t pid, int fd) {
   int sfd = static_cast<int>(syscall(SYS_pidfd_getfd, pfd, fd, 0));
   close(pfd);
   if (sfd < 0) {
-    stats_["opaque_socket_errors"]++;
+    stats_[DaemonCounter::OpaqueSocketErrors]++;
     return;
   }
   int type = 0, proto = 0;
@@ -148,7 +148,7 @@ void Daemon::opaque_track_socket(uint32_t pid, int fd) {
             (len = sizeof proto, getsockopt(sfd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0) && proto == IPPROTO_TCP &&
             getsockopt(sfd, SOL_SOCKET, SO_COOKIE, &cookie, &clen) == 0;
   ab_opaque_sock v{};
-  if (ok && bpf_map_lookup_elem(rt_->opaque_state_fd(), &sfd, &v) == 0 && (v.flags & AB_OPQ_SOCK_OPAQUE)) {
+  if (auto known = ok ? rt_->opaque_state().lookup(sfd) : std::nullopt; known && (known->flags & AB_OPQ_SOCK_OPAQUE)) {
     close(sfd);  // the kernel put it under capture already (connected after the verdict)
     return;
   }
@@ -163,11 +163,12 @@ void Daemon::opaque_track_socket(uint32_t pid, int fd) {
       v.bytes_out = ti.tcpi_bytes_sent;
     }
     const uint64_t sock_fd = static_cast<uint64_t>(sfd);  // the sockhash's value is 8 bytes
-    ok = bpf_map_update_elem(rt_->opaque_state_fd(), &sfd, &v, BPF_ANY) == 0 &&
-         bpf_map_update_elem(rt_->opaque_socks_fd(), &cookie, &sock_fd, BPF_ANY) == 0;
-    if (!ok) spdlog::debug("pid {} fd {}: socket capture not added: {}", pid, fd, strerror(errno));
+    int err = rt_->opaque_state().update(sfd, v);
+    if (err == 0) err = rt_->opaque_socks().update(cookie, sock_fd);
+    ok = err == 0;
+    if (!ok) spdlog::debug("pid {} fd {}: socket capture not added: {}", pid, fd, strerror(-err));
   }
-  stats_[ok ? "opaque_sockets_added" : "opaque_socket_errors"]++;
+  stats_[ok ? DaemonCounter::OpaqueSocketsAdded : DaemonCounter::OpaqueSocketErrors]++;
   close(sfd);
 }
 
@@ -177,7 +178,7 @@ void Daemon::on_opaque_event(const ab_opaque_event& e) {
                 e.bytes_in, e.requests);
   switch (e.kind) {
     case AB_OPQ_REQUEST: {
-      stats_["opaque_requests"]++;
+      stats_[DaemonCounter::OpaqueRequests]++;
       if (!opaque_who_.count(pid)) opaque_who_[pid] = attribute(pid);
       if (auto ended = opaque_.on_request(pid, e.conn, e.bytes_out, e.bytes_in, e.hdr.ts_ns)) account_opaque(*ended);
       capture::CapturedRequest cr;
@@ -194,7 +195,7 @@ void Daemon::on_opaque_event(const ab_opaque_event& e) {
       return;
     }
     case AB_OPQ_REFUSED: {
-      stats_["opaque_requests_refused"]++;
+      stats_[DaemonCounter::OpaqueRequestsRefused]++;
       spdlog::info("pid {}: opaque request refused at the socket (no credit, or denied)", pid);
       // Where a readable request would have been held: the budget that closed the gate is
       // reported as for a hold (budget_exceeded), with nothing reserved.
@@ -205,7 +206,7 @@ void Daemon::on_opaque_event(const ab_opaque_event& e) {
       if (auto ended = opaque_.on_close(pid, e.conn, e.bytes_out, e.bytes_in, e.hdr.ts_ns)) account_opaque(*ended);
       return;
     default:
-      stats_["malformed_records"]++;
+      stats_[DaemonCounter::MalformedRecords]++;
   }
 }
 
@@ -215,7 +216,7 @@ void Daemon::account_opaque(const capture::OpaqueCall& c) {
   if (auto ep = opaque_ep_.find(c.pid); ep != opaque_ep_.end()) std::tie(api, host) = ep->second;
   capture::fill_opaque_call(c, api, host, &call);
   Attribution who = opaque_who_.count(c.pid) ? opaque_who_[c.pid] : attribute(c.pid);
-  stats_["opaque_calls"]++;
+  stats_[DaemonCounter::OpaqueCalls]++;
   record_call(std::move(call), c.pid, c.conn, c.start_ns, c.end_ns, c.complete ? c.end_ns : 0, &who);
   agents_[who.tree_root_pid].opaque = true;
 }
@@ -265,8 +266,8 @@ void Daemon::check_attach_health(int64_t now) {
     const std::string why = fmt::format("{} bytes sent and {} received over its TLS probes in {:.0f} s, no HTTP "
                                         "exchange parsed (HTTP/2 or an unknown framing)",
                                         w.tls_out, w.tls_in, double(now - w.tls_first_ns) / 1e9);
-    stats_["capture_blind"]++;
-    stats_["capture_blind_unparsed"]++;
+    stats_[DaemonCounter::CaptureBlind]++;
+    stats_[DaemonCounter::CaptureBlindUnparsed]++;
     spdlog::warn("pid {} ({}) capture blind: {}", pid, who.comm, why);
     record_event("capture_blind", pid, who.cgroup, who.comm,
                  {{"pid", pid}, {"exe", who.exe}, {"why", why}, {"capture", "unparsed"}});

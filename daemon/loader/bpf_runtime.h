@@ -86,6 +86,11 @@ class BpfRuntime {
   int opaque_exes_fd() const;   // struct ab_exe_key -> struct ab_exe_value
   int opaque_state_fd() const;  // sk_storage: socket fd -> struct ab_opaque_sock
   int opaque_socks_fd() const;  // sockhash: cookie -> socket
+  TypedMap<ab_exe_key, ab_exe_value> opaque_exes() const { return TypedMap<ab_exe_key, ab_exe_value>(opaque_exes_fd()); }
+  // Keyed by a socket fd of the daemon's own (the kernel finds the socket behind it).
+  TypedMap<int, ab_opaque_sock> opaque_state() const { return TypedMap<int, ab_opaque_sock>(opaque_state_fd()); }
+  // Valued by a socket fd of the daemon's own, 8 bytes.
+  TypedMap<uint64_t, uint64_t> opaque_socks() const { return TypedMap<uint64_t, uint64_t>(opaque_socks_fd()); }
 
   // true: TLS programs were loaded as uprobe_multi (attach with raw BPF_LINK_CREATE, ~0.06 ms);
   // false: classic perf-event uprobes through libbpf (slower to detach).

@@ -378,7 +378,7 @@ void AttachWorker::run() {
         for (auto& l : attached_) already |= l.pid == pid;
         if (already) {
           attaching_pid_ = 0;
-          done_.push_back(Result{pid, 0, "", {}, 0});
+          done_.push_back(Result{pid, 0, "", {}, 0, {}, {}});
           uint64_t one = 1;
           (void)!write(efd_, &one, sizeof one);
           continue;
