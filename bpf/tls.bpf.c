@@ -65,6 +65,19 @@ static __always_inline __u64 next_seq(void)
 	return ++*s;
 }
 
+/* Quiet data records: a plaintext record wakes the daemon only when it is not polling the ring
+ * already. While data flows the daemon drains every few ms and says so in daemon_polls_ring
+ * (set from user space); a watched process then pays no wakeup per TLS read and write. When
+ * the daemon stops polling it clears the flag and drains once more, so a record is late by at
+ * most one timer tick in the one race (flag read as set just before it was cleared). */
+const volatile __u32 cfg_quiet_data_records = 0; /* load time: 1 = use daemon_polls_ring */
+__u32 daemon_polls_ring = 0;                      /* run time, written by the daemon */
+
+static __always_inline __u64 data_record_flags(void)
+{
+	return cfg_quiet_data_records && daemon_polls_ring ? BPF_RB_NO_WAKEUP : 0;
+}
+
 static __always_inline void emit_meta(__u32 type, __u64 ssl, __u32 dir, __u32 call_len, __u32 lost)
 {
 	struct ab_tls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -117,7 +130,7 @@ static __always_inline void emit_range(__u64 ssl, __u32 dir, __u64 buf, __u32 ca
 			ab_count(AB_CNT_TLS_READ_ERR, 1);
 			return;
 		}
-		if (bpf_ringbuf_output(&events, cb, sizeof(struct ab_tls_event) + n, 0) != 0) {
+		if (bpf_ringbuf_output(&events, cb, sizeof(struct ab_tls_event) + n, data_record_flags()) != 0) {
 			ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
 			return;
 		}

@@ -54,14 +54,31 @@ int64_t clock_ns(clockid_t c) {
 // ---------------------------------------------------------------------------------------------
 // the loop
 
+namespace {
+constexpr int kQuietDrainMs = 4;                 // the poll period while records flow
+constexpr uint32_t kIdlePollsBeforeSleep = 50;   // 200 ms without records
+}  // namespace
+
 int Daemon::loop() {
   epoll_event evs[16];
   while (!stop_) {
-    int n = epoll_wait(epfd_, evs, 16, 1000);
+    // Quiet data records (RuntimeOptions::quiet_data_records): while records flow the loop
+    // polls the ring every kQuietDrainMs and the TLS programs' data records wake nobody.
+    int n = epoll_wait(epfd_, evs, 16, polling_ring_ ? kQuietDrainMs : 1000);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("epoll_wait: {}", strerror(errno));
       return 1;
+    }
+    if (n == 0 && polling_ring_) {
+      drain_ring();
+      if (drain_records_ == 0 && ++idle_polls_ >= kIdlePollsBeforeSleep) {
+        // Stop polling: from here records wake the loop again. One more pass reads what was
+        // submitted quietly before the programs saw the flag change.
+        polling_ring_ = false;
+        rt_->set_daemon_polls_ring(false);
+        drain_ring();
+      }
     }
     for (int i = 0; i < n; i++) {
       switch (evs[i].data.u32) {
@@ -101,6 +118,13 @@ void Daemon::drain_ring() {
   drain_records_ = 0;
   drain_deadline_ns_ = clock_ns(CLOCK_MONOTONIC) + kDrainMaxNs;
   int n = ring_buffer__consume(ring_);
+  if (drain_records_ > 0 && quiet_data_records_) {
+    idle_polls_ = 0;
+    if (!polling_ring_) {
+      polling_ring_ = true;
+      rt_->set_daemon_polls_ring(true);
+    }
+  }
   if (n == kDrainCut) stats_[DaemonCounter::RingDrainPassesCut]++;
   else if (n < 0 && n != -EINTR) stats_[DaemonCounter::RingBufferConsumeErrors]++;
   process_exchanges();

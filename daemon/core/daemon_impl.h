@@ -291,6 +291,9 @@ class Daemon {
   uint64_t tick_ = 0;
   uint64_t watchdog_usec_ = 0;
   uint32_t drain_records_ = 0;      // records read in this ring pass (drain_ring bounds it)
+  bool quiet_data_records_ = false;  // data records need not wake the loop while it polls
+  bool polling_ring_ = false;        // records flow: the loop drains every kQuietDrainMs
+  uint32_t idle_polls_ = 0;          // polls in a row that read nothing
   int64_t drain_deadline_ns_ = 0;   // and until when it may go on
   DaemonCounters stats_;  // daemon-side counters (status/metrics)
 };

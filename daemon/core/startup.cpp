@@ -106,6 +106,9 @@ int Daemon::start() {
   ro.daemon_tgid = static_cast<uint32_t>(getpid());
   ro.capture_holds = true;
   ro.ring_bytes = opts_.ring_buffer_mb << 20;
+  // Test and bench switch: a wakeup per data record (the behaviour before quiet data records).
+  if (const char* v = getenv("AGENTBRAKE_TEST_WAKE_PER_RECORD"); v && *v == '1') ro.quiet_data_records = false;
+  quiet_data_records_ = ro.quiet_data_records;
   std::string err;
   rt_ = loader::BpfRuntime::create(ro, &err);
   if (!rt_) {

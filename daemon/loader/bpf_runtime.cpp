@@ -155,6 +155,7 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
     if (!rt->tls_) return fail("open tls BPF object: " + errstr(errno));
     if (int err = reuse_shared_maps(rt->proc_->obj, rt->tls_->obj)) return fail("share maps with tls: " + errstr(err));
     rt->tls_->rodata->cfg_call_capture_cap = opts.call_capture_cap;
+    rt->tls_->rodata->cfg_quiet_data_records = opts.quiet_data_records ? 1 : 0;
     for (int h = 0; h < (int)TlsHook::Count; h++) {
       bpf_program* p = hook_program(rt->tls_, (TlsHook)h);
       bpf_program__set_autoattach(p, false);
@@ -250,6 +251,10 @@ int BpfRuntime::matched_cgroups_fd() const { return bpf_map__fd(proc_->maps.matc
 int BpfRuntime::endpoints_fd() const { return bpf_map__fd(proc_->maps.endpoints); }
 bpf_program* BpfRuntime::tls_program(TlsHook h) const { return hook_program(tls_, h); }
 int BpfRuntime::tls_program_fd(TlsHook h) const { return bpf_program__fd(hook_program(tls_, h)); }
+
+void BpfRuntime::set_daemon_polls_ring(bool polling) {
+  if (tls_ && tls_->bss) __atomic_store_n(&tls_->bss->daemon_polls_ring, polling ? 1u : 0u, __ATOMIC_SEQ_CST);
+}
 
 int BpfRuntime::attach_dns(const std::string& libc_path) {
   auto syms = resolve_symbols(libc_path, {"getaddrinfo"});

@@ -29,6 +29,9 @@ struct RuntimeOptions {
   // Size of the event ring buffer (a power of two, page multiple). Its data pages are mapped
   // twice into the daemon, so its RSS grows by twice this. 0: kDefaultRingBytes.
   uint32_t ring_bytes = 0;
+  // Plaintext data records do not wake the daemon (it drains them by a short timer while they
+  // flow: Daemon::loop). false: a wakeup per record, as the kernel does by default.
+  bool quiet_data_records = true;
 };
 // 16 MiB: ~17 ms of capture at the 933 MB/s the capture bench sustains; reserve failures are
 // counted (ring_buffer_lost), never silent.
@@ -97,6 +100,9 @@ class BpfRuntime {
   bool uprobe_multi() const { return uprobe_multi_; }
   bpf_program* tls_program(TlsHook h) const;
   int tls_program_fd(TlsHook h) const;
+  // Tells the TLS programs whether the daemon is polling the ring (their data records then need
+  // not wake it). A store into the programs' mapped .bss: no system call.
+  void set_daemon_polls_ring(bool polling);
 
   // Host-wide getaddrinfo probes on the given C library (learns provider addresses).
   // Returns 0 or negative errno.
