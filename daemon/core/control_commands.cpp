@@ -49,7 +49,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string counter_name(int i) {
+std::string kernel_counter_name(int i) {
   switch (i) {
     case AB_CNT_RB_RESERVE_FAIL: return "ring_buffer_lost";
     case AB_CNT_TLS_TRUNCATED: return "tls_truncated_calls";
@@ -99,7 +99,7 @@ void Daemon::register_commands() {
 json Daemon::cmd_status() {
   json counters = json::object();
   auto k = rt_->read_counters();
-  for (int i = 0; i < AB_CNT_MAX; i++) counters[counter_name(i)] = k[i];
+  for (int i = 0; i < AB_CNT_MAX; i++) counters[kernel_counter_name(i)] = k[i];
   const auto& ss = streams_->stats();
   counters["tls_records"] = ss.records;
   counters["capture_gaps"] = ss.gaps;
