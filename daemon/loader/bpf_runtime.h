@@ -29,6 +29,10 @@ struct RuntimeOptions {
   // Size of the event ring buffer (a power of two, page multiple). Its data pages are mapped
   // twice into the daemon, so its RSS grows by twice this. 0: kDefaultRingBytes.
   uint32_t ring_bytes = 0;
+  // --cgroup-scope: id (inode) and level of the scope's root cgroup; 0 = the whole host. The
+  // host-wide programs ignore tasks outside it (bpf/maps.bpf.h, ab_in_scope).
+  uint64_t scope_cgroup_id = 0;
+  uint32_t scope_level = 0;
 };
 // 16 MiB: ~17 ms of capture at the 933 MB/s the capture bench sustains; reserve failures are
 // counted (ring_buffer_lost), never silent.
