@@ -54,6 +54,11 @@ def latencies(calls):
     return [round(c["t_end"] - c["t_start"], 3) for c in sorted(calls, key=lambda c: c["t_start"])]
 
 
+def read(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
 def policy(sim):
     return abtest.policy_for(sim, (
         "max_hold: 60s\ncooldown: 1s\n"
@@ -87,7 +92,7 @@ class Scope(abtest.SimulatorCase):
             st = d.status()
             self.assertEqual(st.get("cgroup_scope"), r.path, "status shows the scope: %s" % json.dumps(st)[:600])
             self.assertGreater(st.get("host_probes", 0), 0, "the daemon's host-wide probes are attached")
-        self.assertIn("cgroup scope", da.cli("status"), "the text status names the scope")
+        self.assertIn("cgroup scope", da.cli("status").stdout, "the text status names the scope")
 
         a = self.agent(ca, "A", K)
         b = self.agent(cb, "B", K)
@@ -140,20 +145,25 @@ class Scope(abtest.SimulatorCase):
             for x in ags:
                 self.assertTrue(str(x.get("cgroup", "/")).startswith("/"), ags)
                 self.assertNotIn("agentbrake-test-", str(x.get("cgroup")), "a host path in agents: %s" % ags)
+            log = d.log_text()   # --log-level debug: every attach request is logged
+            for p in (other.pid, o.pid):
+                self.assertNotIn("attach pid %d:" % p, log, "daemon of %s asked to attach pid %d of another scope"
+                                 % (r.path, p))
+            self.assertIn("attach pid %d:" % ag.pid, log, "the daemon of %s attached its own agent" % r.path)
             counters = d.status().get("counters", {})
             self.assertEqual(counters.get("attach_refused_out_of_scope", 0), 0, counters)
 
         # manual brake: a path is relative to the scope; one leaving it is refused
         freeze_a = os.path.join(ca.fs, "cgroup.freeze")
         da.cli("pause", "/agents/a")
-        self.assertEqual(open(freeze_a).read().strip(), "1", "pause /agents/a froze A/agents/a")
-        self.assertEqual(open(os.path.join(cb.fs, "cgroup.freeze")).read().strip(), "0",
+        self.assertEqual(read(freeze_a), "1", "pause /agents/a froze A/agents/a")
+        self.assertEqual(read(os.path.join(cb.fs, "cgroup.freeze")), "0",
                          "the other scope's /agents/a is untouched")
         da.cli("resume", "/agents/a")
-        self.assertEqual(open(freeze_a).read().strip(), "0")
+        self.assertEqual(read(freeze_a), "0")
         r = da._run_cli(["pause", "/../%s" % rb.name.split("/")[0]])
         self.assertNotEqual(r.returncode, 0, "pause of a path leaving the scope must fail: %s" % r.stdout)
-        self.assertEqual(open(os.path.join(rb.fs, "cgroup.freeze")).read().strip(), "0")
+        self.assertEqual(read(os.path.join(rb.fs, "cgroup.freeze")), "0")
 
     def test_02_bad_scope_is_a_startup_error(self):
         bin_daemon, _ = abtest.binaries()
