@@ -36,6 +36,12 @@ struct {
 const volatile __u32 cfg_daemon_tgid = 0;      /* never watch or hold the daemon itself */
 const volatile __u32 cfg_capture_holds = 0;    /* 1 = take capture holds at first connect */
 const volatile __u32 cfg_call_capture_cap = 0; /* bytes kept per SSL call (head + tail); 0 = max */
+/* --cgroup-scope (docs/enforcement.md, "Cgroup scope"): the id and level of the scope's root
+ * cgroup; 0 = the whole host. A task outside the subtree is invisible to this daemon's
+ * host-wide programs (process and connect tracepoints, the DNS probe), so two daemons with
+ * disjoint scopes never hold, watch or learn from each other's processes. */
+const volatile __u64 cfg_scope_cgroup_id = 0;
+const volatile __u32 cfg_scope_level = 0;
 
 /* pid (tgid) -> watch state. PENDING is set by the kernel at the first qualifying connect so
  * that a process is asked for (and held) once; the daemon sets ATTACHED / IGNORED. */
@@ -107,6 +113,15 @@ struct {
 	__type(key, struct ab_exe_key);
 	__type(value, struct ab_exe_value);
 } opaque_exes SEC(".maps");
+
+/* Whether the current task is inside the daemon's cgroup scope (always, with no scope). Its
+ * ancestor at the scope's level is the scope root exactly when it is in that subtree. */
+static __always_inline bool ab_in_scope(void)
+{
+	if (!cfg_scope_cgroup_id)
+		return true;
+	return bpf_get_current_ancestor_cgroup_id(cfg_scope_level) == cfg_scope_cgroup_id;
+}
 
 static __always_inline void ab_count(__u32 idx, __u64 n)
 {

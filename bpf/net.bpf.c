@@ -54,7 +54,7 @@ SEC("tp/syscalls/sys_enter_connect")
 int ab_connect_enter(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if (cfg_daemon_tgid == (id >> 32))
+	if (cfg_daemon_tgid == (id >> 32) || !ab_in_scope())
 		return 0;
 	struct connect_args a = {};
 	a.fd = (__s32)ctx->args[0];
@@ -171,7 +171,7 @@ SEC("tp/syscalls/sys_exit_accept4")
 int ab_accept4_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (ctx->ret < 0 || !bpf_map_lookup_elem(&watch, &pid))
+	if (ctx->ret < 0 || !bpf_map_lookup_elem(&watch, &pid) || !ab_in_scope())
 		return 0;
 	struct ab_sock_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -219,7 +219,7 @@ int BPF_KPROBE(ab_getaddrinfo_enter, const char *node, const char *service, void
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct gai_args a = {.node = (__u64)node, .res = (__u64)res};
-	if (!node || !res)
+	if (!node || !res || !ab_in_scope())
 		return 0;
 	bpf_map_update_elem(&gai_scratch, &tid, &a, BPF_ANY);
 	return 0;

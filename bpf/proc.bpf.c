@@ -10,6 +10,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 SEC("tp/sched/sched_process_exec")
 int ab_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
+	if (!ab_in_scope())
+		return 0; /* outside the --cgroup-scope: not this daemon's process */
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct ab_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -38,7 +40,7 @@ int ab_exec(struct trace_event_raw_sched_process_exec *ctx)
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ab_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (child->pid != child->tgid)
+	if (child->pid != child->tgid || !ab_in_scope()) /* the child starts in its parent's cgroup */
 		return 0;
 	struct ab_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -68,7 +70,8 @@ int ab_exit(void *ctx)
 	if (live != 0)
 		return 0;
 	__u32 pid = BPF_CORE_READ(task, tgid);
-	struct ab_proc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	/* Outside the scope: no record, but the per-pid entries still go (a process moved out). */
+	struct ab_proc_event *e = ab_in_scope() ? bpf_ringbuf_reserve(&events, sizeof(*e), 0) : NULL;
 	if (e) {
 		ab_fill_header(&e->hdr, AB_EV_EXIT);
 		e->hdr.pid = pid;
@@ -80,7 +83,7 @@ int ab_exit(void *ctx)
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));
 		e->filename[0] = 0;
 		bpf_ringbuf_submit(e, 0);
-	} else {
+	} else if (ab_in_scope()) {
 		ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
 	}
 	bpf_map_delete_elem(&watch, &pid);

@@ -216,6 +216,10 @@ std::string format_status(const json& s) {
     if (src.empty()) return extra.empty() ? dump(p) : extra;
     return extra.empty() ? src : src + " (" + extra + ")";
   });
+  take("cgroup_scope", "cgroup scope", [](const json& v) {
+    const std::string sc = v.is_string() ? v.get<std::string>() : format_scalar(v);
+    return sc == "/" ? std::string("/ (whole host)") : sc + " (cgroups below are relative to it)";
+  });
   take("mode", "mode", format_scalar);
   take("dry_run", "dry run", format_scalar);
   take("probes_attached", "probes attached", [](const json& v) { return count_or_list(v); });

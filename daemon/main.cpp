@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/daemon.h"
+#include "process/cgroup.h"
 
 #ifndef AB_VERSION
 #define AB_VERSION "0.0.0"
@@ -55,6 +56,20 @@ int main(int argc, char** argv) {
             return "";
           },
           "POW2 1..1024"))
+      ->capture_default_str();
+  app.add_option("--cgroup-scope", opts.cgroup_scope,
+                 "watch and enforce only inside this cgroup v2 subtree (a path as /proc/PID/cgroup\n"
+                 "prints it, e.g. /agents.slice), naming cgroups relative to it in policies,\n"
+                 "buckets, events and CLI output; two daemons with disjoint scopes never touch\n"
+                 "each other's processes")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            while (s.size() > 1 && s.back() == '/') s.pop_back();
+            if (!ab::process::valid_cgroup_path(s))
+              return "must be an absolute cgroup path without . or .. elements, got " + s;
+            return "";
+          },
+          "CGROUP"))
       ->capture_default_str();
   app.add_flag("--release-all", release_all,
                "release every hold recorded in the state dir, then exit (the unit's stop path)");

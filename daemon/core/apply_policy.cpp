@@ -37,6 +37,7 @@
 #include "loader/tls_attach.h"
 #include "policy/policy.h"
 #include "process/cgroup.h"
+#include "process/cgroup_scope.h"
 #include "process/lineage.h"
 #include "process/procfs.h"
 #include "store/store.h"
@@ -186,6 +187,8 @@ void Daemon::scan_existing(const std::vector<ab_endpoint_key>* only) {
       [this, &among](const ab_endpoint_key& k) { return endpoints_.find(k) != nullptr && among(k); });
   for (const auto& c : found) {
     if (static_cast<pid_t>(c.pid) == getpid()) continue;
+    if (!process::cgroup_scope_is_host() && !process::pid_in_cgroup_scope(static_cast<int>(c.pid)))
+      continue;  // outside the --cgroup-scope: another daemon's (another host's) process
     if (only) {
       auto it = watched_.find(c.pid);
       if (it != watched_.end() && (it->second.attached || it->second.attaching)) continue;

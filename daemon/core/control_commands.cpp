@@ -159,6 +159,7 @@ json Daemon::cmd_status() {
       {"header_bytes_buffered", streams_->header_budget().used()},
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
+      {"cgroup_scope", opts_.cgroup_scope},  // "/": the whole host; else cgroups are relative to it
       {"opaque", opaque_status()},
       {"counters", counters},
   };

@@ -34,6 +34,7 @@
 #include "loader/tls_attach.h"
 #include "policy/policy.h"
 #include "process/cgroup.h"
+#include "process/cgroup_scope.h"
 #include "process/lineage.h"
 #include "process/procfs.h"
 #include "store/store.h"
@@ -355,6 +356,12 @@ void Daemon::on_resolved() {
 }
 
 void Daemon::request_attach(uint32_t pid, const char* why) {
+  // The kernel side reports no process outside the --cgroup-scope; one moved out since is
+  // left alone here (counted: it stays 0 unless processes move between scopes).
+  if (!process::cgroup_scope_is_host() && !process::pid_in_cgroup_scope(static_cast<int>(pid))) {
+    stats_[DaemonCounter::AttachRefusedOutOfScope]++;
+    return;
+  }
   auto& w = watched_[pid];
   if (w.attaching || w.attached) return;
   w.attaching = true;

@@ -24,6 +24,9 @@ struct DaemonOptions {
   std::optional<std::string> state_dir;    // nullopt: /sys/fs/bpf/agentbrake + /run/agentbrake
   bool dry_run = false;
   uint32_t ring_buffer_mb = 16;            // event ring buffer, MiB (a power of two)
+  // --cgroup-scope: watch and enforce only inside this cgroup subtree (a host path such as
+  // "/S"), naming cgroups relative to it; "/" = the whole host (process/cgroup_scope.h).
+  std::string cgroup_scope = "/";
   std::string version = "0";
 };
 

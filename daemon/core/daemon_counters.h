@@ -13,6 +13,7 @@ namespace ab::core {
 enum class DaemonCounter : uint8_t {
   AttachDeadlineExceeded,
   AttachFailures,
+  AttachRefusedOutOfScope,
   Attaches,
   Calls,
   CaptureBlind,
@@ -49,6 +50,7 @@ constexpr std::string_view counter_name(DaemonCounter c) {
   switch (c) {
     case DaemonCounter::AttachDeadlineExceeded: return "attach_deadline_exceeded";
     case DaemonCounter::AttachFailures: return "attach_failures";
+    case DaemonCounter::AttachRefusedOutOfScope: return "attach_refused_out_of_scope";
     case DaemonCounter::Attaches: return "attaches";
     case DaemonCounter::Calls: return "calls";
     case DaemonCounter::CaptureBlind: return "capture_blind";

@@ -56,6 +56,9 @@ inline constexpr int64_t kTickMs = 100;  // the timer's period
 // Lets go of the manual pauses recorded in RUN_DIR/manual-paused (a crashed daemon's) and
 // removes the record. Returns the targets released. (manual_brake.cpp)
 std::vector<std::string> release_manual_pauses(const std::string& run_dir, const std::string& cg_mount);
+// The --cgroup-scope a daemon of these options ran with: the flag, else the one its start-up
+// recorded in the run dir, else "/" (cgroup_scope.cpp). Recorded cgroups are relative to it.
+std::string cgroup_scope_for_release(const DaemonOptions& opts);
 // A capture hold never lasts longer (the gate's capture bound; stale kernel records too).
 inline constexpr int64_t kStaleCaptureHoldNs = 5'000'000'000;
 // Whether an entity key ("cgroup:/a", "tree:42", "process:42") covers a process.
@@ -71,6 +74,9 @@ class Daemon {
  private:
   // ---- start-up pieces
   bool load_initial_policy();
+  // --cgroup-scope: checks the scope, makes it process-wide and tells the kernel side its root
+  // (cgroup_scope.cpp). false (logged) when it is not a cgroup v2 directory.
+  bool set_up_cgroup_scope(loader::RuntimeOptions& ro);
   void apply_policy(std::shared_ptr<const policy::Policy> p);
   void sync_endpoints_map();
   void refresh_matches();

@@ -67,7 +67,9 @@ int release_all(const DaemonOptions& opts) {
   std::vector<std::string> manual;
   std::string what;
   (void)loader::ensure_kernel_filesystems(&what);
-  if (auto mount = process::find_cgroup2_mount()) {
+  if (auto host_mount = process::find_cgroup2_mount()) {
+    // Recorded cgroups are relative to the daemon's --cgroup-scope: its directory is the mount.
+    const auto mount = std::optional<std::string>(process::cgroup_abs_path(*host_mount, cgroup_scope_for_release(opts)));
     if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/capture-frozen"))
       spdlog::info("thawed {} cgroup(s) frozen for capture", t);
     if (size_t t = CaptureFreezer::thaw_recorded(*mount, run_dir_for(opts) + "/budget-frozen"))

@@ -37,6 +37,7 @@
 #include "loader/tls_attach.h"
 #include "policy/policy.h"
 #include "process/cgroup.h"
+#include "process/cgroup_scope.h"
 #include "process/lineage.h"
 #include "process/procfs.h"
 #include "store/store.h"
@@ -109,6 +110,7 @@ int Daemon::start() {
   // Test and bench switch: a wakeup per data record (the behaviour before quiet data records).
   if (const char* v = getenv("AGENTBRAKE_TEST_WAKE_PER_RECORD"); v && *v == '1') ro.quiet_data_records = false;
   quiet_data_records_ = ro.quiet_data_records;
+  if (!set_up_cgroup_scope(ro)) return 1;
   std::string err;
   rt_ = loader::BpfRuntime::create(ro, &err);
   if (!rt_) {
@@ -121,7 +123,9 @@ int Daemon::start() {
                    strerror(-rc));
   }
   if (auto m = process::find_cgroup2_mount()) {
-    cg_mount_ = *m;
+    // Under --cgroup-scope the scope's directory stands for the mount: every relative cgroup
+    // path the daemon uses (policy, resolver, freeze, kill, deny/sock_ops attach) lands inside.
+    cg_mount_ = process::cgroup_abs_path(*m, opts_.cgroup_scope);
     cgroups_ = std::make_unique<process::CgroupResolver>(cg_mount_);
   } else {
     spdlog::warn("no cgroup v2 mount: calls are attributed to processes only");

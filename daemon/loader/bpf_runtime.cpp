@@ -135,6 +135,8 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
     return fail("ring buffer size " + std::to_string(ring) + " is not a power of two of at least 4096 bytes");
   if (int err = bpf_map__set_max_entries(rt->proc_->maps.events, ring))
     return fail("ring buffer size: " + errstr(err));
+  rt->proc_->rodata->cfg_scope_cgroup_id = opts.scope_cgroup_id;
+  rt->proc_->rodata->cfg_scope_level = opts.scope_level;
   if (int err = ab_proc__load(rt->proc_)) return fail("load proc BPF object: " + errstr(err));
 
   rt->net_ = ab_net__open();
@@ -142,6 +144,8 @@ std::unique_ptr<BpfRuntime> BpfRuntime::create(const RuntimeOptions& opts, std::
   if (int err = reuse_shared_maps(rt->proc_->obj, rt->net_->obj)) return fail("share maps with net: " + errstr(err));
   rt->net_->rodata->cfg_daemon_tgid = opts.daemon_tgid;
   rt->net_->rodata->cfg_capture_holds = opts.capture_holds ? 1 : 0;
+  rt->net_->rodata->cfg_scope_cgroup_id = opts.scope_cgroup_id;
+  rt->net_->rodata->cfg_scope_level = opts.scope_level;
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_enter, false);
   bpf_program__set_autoattach(rt->net_->progs.ab_getaddrinfo_exit, false);
   bpf_program__set_autoattach(rt->net_->progs.ab_deny_connect4, false);  // attach_deny()

@@ -32,6 +32,10 @@ struct RuntimeOptions {
   // Plaintext data records do not wake the daemon (it drains them by a short timer while they
   // flow: Daemon::loop). false: a wakeup per record, as the kernel does by default.
   bool quiet_data_records = true;
+  // --cgroup-scope: id (inode) and level of the scope's root cgroup; 0 = the whole host. The
+  // host-wide programs ignore tasks outside it (bpf/maps.bpf.h, ab_in_scope).
+  uint64_t scope_cgroup_id = 0;
+  uint32_t scope_level = 0;
 };
 // 16 MiB: ~17 ms of capture at the 933 MB/s the capture bench sustains; reserve failures are
 // counted (ring_buffer_lost), never silent.

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include "process/cgroup.h"
+#include "process/cgroup_scope.h"
 
 #include "process/io_detail.h"
 
@@ -189,10 +190,9 @@ std::optional<std::string> parse_cgroup_v2_line(std::string_view c) {
 }
 
 std::optional<std::string> read_cgroup_path(int pid, const std::string& proc_root) {
-	if (pid <= 0) return std::nullopt;
-	auto content = detail::read_file(proc_root + "/" + std::to_string(pid) + "/cgroup");
-	if (!content) return std::nullopt;
-	return parse_cgroup_v2_line(*content);
+	auto host = read_host_cgroup_path(pid, proc_root);
+	if (!host || cgroup_scope_is_host()) return host;
+	return cgroup_path_in_scope(cgroup_scope(), *host);  // nullopt: outside the --cgroup-scope
 }
 
 bool valid_cgroup_path(std::string_view rel) {

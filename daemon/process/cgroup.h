@@ -46,7 +46,8 @@ std::string unescape_mountinfo(std::string_view field);
 // print v1 lines; they are ignored). A process in a cgroup that was removed reads
 // "0::/path (deleted)"; the suffix is stripped. nullopt when the process is gone or the file
 // has no v2 line. The path is relative to the reader's cgroup namespace (the daemon runs in
-// the host's, where it is relative to the v2 mount).
+// the host's, where it is relative to the v2 mount). Under a --cgroup-scope
+// (cgroup_scope.h) the path is relative to the scope, and nullopt for a process outside it.
 std::optional<std::string> read_cgroup_path(int pid, const std::string& proc_root = "/proc");
 
 // Parse the content of a /proc/<pid>/cgroup file (the "0::" line). Exposed for tests.

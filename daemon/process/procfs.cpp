@@ -1,6 +1,7 @@
 #include "process/procfs.h"
 
 #include "process/cgroup.h"
+#include "process/cgroup_scope.h"
 #include "process/io_detail.h"
 
 #include <dirent.h>
@@ -162,6 +163,7 @@ std::optional<ProcInfo> read_proc(int pid, const std::string& proc_root) {
 		p.exe = std::move(exe);
 	}
 	if (auto cg = read_cgroup_path(pid, proc_root)) p.cgroup = std::move(*cg);
+	else if (!cgroup_scope_is_host()) return std::nullopt; // outside the --cgroup-scope: not ours
 	return p;
 }
 

@@ -32,7 +32,8 @@ bool parse_proc_stat(std::string_view content, ProcInfo& out);
 
 // Everything about one process: stat (required), status (real uid; a thread id that is not
 // its thread-group leader yields nullopt), exe and cgroup (best effort). nullopt when the
-// process does not exist (any more) or its stat is unreadable/malformed.
+// process does not exist (any more) or its stat is unreadable/malformed, and for a process
+// outside the --cgroup-scope (cgroup_scope.h): such a process does not exist for the daemon.
 std::optional<ProcInfo> read_proc(int pid, const std::string& proc_root = "/proc");
 
 // Numeric entries of proc_root (thread-group ids; threads are not listed), ascending.
