@@ -125,6 +125,7 @@ json Daemon::cmd_status() {
     counters["alerts_suppressed"] = ac.suppressed;
     counters["alerts_sent"] = ac.sent;
   }
+  add_telemetry_counters(counters);
   for (const auto& [name, v] : stats_) counters[name] = v;
   if (gate_)
     for (size_t i = 0; i < gate::kCounters; i++)
