@@ -9,6 +9,7 @@
 #include <chrono>
 #include <functional>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -59,6 +60,15 @@ class Writer {
     }
     out_ += fmt::format("{}{{{}}} {}\n", name_, l, number(value));
   }
+  // A sample of a family's derived series (a histogram's _bucket, _sum, _count).
+  template <class V>
+  void sample_named(const std::string& series, const std::vector<std::pair<const char*, std::string>>& labels,
+                    V value) {
+    const std::string keep = name_;
+    name_ = series;
+    sample(labels, value);
+    name_ = keep;
+  }
   std::string take() { return std::move(out_); }
 
  private:
@@ -78,7 +88,8 @@ bool is_loss_counter(std::string_view name) {
       "streams_evicted", "header_budget_drops", "h2_hpack_desync", "h2_protocol_errors", "gate_h2_unsynced",
       "eventstream_bad_frames",
       // database, alerts
-      "store_dropped_writes", "store_write_errors", "alerts_dropped", "alerts_failed",
+      "store_dropped_writes", "store_write_errors", "alerts_dropped", "alerts_failed", "otlp_dropped",
+      "otlp_metrics_dropped", "otlp_export_failures",
       // the daemon's own
       "malformed_records", "ring_buffer_consume_errors", "connects_recovered_from_map", "attach_failures",
       "stale_capture_holds_released", "stale_capture_freezes_thawed", "capture_freezes_skipped",
@@ -162,6 +173,71 @@ size_t fold_cgroups(const MetricsSnapshot& s, std::map<std::string, CgroupMetric
   return order.size() - s.max_cgroup_labels;
 }
 
+void render_models_and_budgets(Writer& w, const MetricsSnapshot& s) {
+  auto per_model = [&](const char* name, const char* help, auto value) {
+    w.family(name, "counter", help);
+    for (const auto& [k, m] : s.models) w.sample({{"provider", k.first}, {"model", k.second}}, value(m));
+  };
+  per_model("agentbrake_model_calls_total", "Completed LLM API calls, by provider and model (bounded labels).",
+            [](const ModelAggregate& m) { return m.calls; });
+  per_model("agentbrake_model_errors_total", "LLM calls answered with HTTP status >= 400 or not at all, by provider and model.",
+            [](const ModelAggregate& m) { return m.errors; });
+  w.family("agentbrake_model_tokens_total", "counter",
+           "Tokens by provider, model and type: input (billed, cache included), output (reasoning included), "
+           "cache_read, cache_write.");
+  for (const auto& [k, m] : s.models) {
+    const std::pair<const char*, uint64_t> types[] = {{"input", m.input_tokens},
+                                                       {"output", m.output_tokens},
+                                                       {"cache_read", m.cache_read_tokens},
+                                                       {"cache_write", m.cache_write_tokens}};
+    for (const auto& [type, n] : types) w.sample({{"provider", k.first}, {"model", k.second}, {"type", type}}, n);
+  }
+  per_model("agentbrake_model_cost_usd_total", "Spend on LLM calls in US dollars, by provider and model.",
+            [](const ModelAggregate& m) { return m.cost_usd; });
+  w.family("agentbrake_call_duration_seconds", "histogram",
+           "LLM call latency, request start to response end, by provider and model.");
+  for (const auto& [k, m] : s.models) {
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < kLatencyBucketsS.size(); i++) {
+      cumulative += m.latency_buckets[i];
+      w.sample_named("agentbrake_call_duration_seconds_bucket",
+                     {{"provider", k.first}, {"model", k.second}, {"le", number(kLatencyBucketsS[i])}}, cumulative);
+    }
+    cumulative += m.latency_over;
+    w.sample_named("agentbrake_call_duration_seconds_bucket", {{"provider", k.first}, {"model", k.second}, {"le", "+Inf"}},
+                   cumulative);
+    w.sample_named("agentbrake_call_duration_seconds_sum", {{"provider", k.first}, {"model", k.second}}, m.latency_sum_s);
+    w.sample_named("agentbrake_call_duration_seconds_count", {{"provider", k.first}, {"model", k.second}},
+                   m.latency_count);
+  }
+  w.family("agentbrake_model_labels_folded_total", "counter",
+           "LLM calls counted under provider or model \"other\" because the label bound was reached.");
+  w.sample(s.model_labels_folded);
+
+  std::vector<const BudgetGauge*> gauges;
+  for (const auto& g : s.budgets) gauges.push_back(&g);
+  if (gauges.size() > s.max_budget_series) {
+    auto fill = [](const BudgetGauge* g) { return g->limit > 0 ? g->level / g->limit : 0.0; };
+    std::sort(gauges.begin(), gauges.end(), [&](auto* a, auto* b) {
+      if (fill(a) != fill(b)) return fill(a) > fill(b);
+      return std::tie(a->budget, a->bucket, a->kind, a->window) < std::tie(b->budget, b->bucket, b->kind, b->window);
+    });
+    gauges.resize(s.max_budget_series);
+  }
+  std::sort(gauges.begin(), gauges.end(), [](auto* a, auto* b) {
+    return std::tie(a->budget, a->bucket, a->kind, a->window) < std::tie(b->budget, b->bucket, b->kind, b->window);
+  });
+  auto labels = [](const BudgetGauge& g) {
+    return std::vector<std::pair<const char*, std::string>>{
+        {"budget", g.budget}, {"bucket", g.bucket}, {"kind", g.kind}, {"window", g.window}};
+  };
+  w.family("agentbrake_budget_level", "gauge",
+           "A budget bucket's use in its window now (tokens, USD, requests, or calls in flight), by limit.");
+  for (const auto* g : gauges) w.sample(labels(*g), g->level);
+  w.family("agentbrake_budget_limit", "gauge", "The limit agentbrake_budget_level is held against.");
+  for (const auto* g : gauges) w.sample(labels(*g), g->limit);
+}
+
 }  // namespace
 
 std::string render_prometheus(const MetricsSnapshot& s) {
@@ -216,6 +292,7 @@ std::string render_prometheus(const MetricsSnapshot& s) {
            "counter", s.activity);
   by_label("agentbrake_alerts_total", "Alerts by outcome: sent, failed, suppressed (min_interval), dropped (queue full).",
            "outcome", s.alerts);
+  render_models_and_budgets(w, s);
   w.family("agentbrake_probes_attached", "gauge", "TLS/uprobe attachments in place.");
   w.sample(s.probes_attached);
   w.family("agentbrake_watched_processes", "gauge", "Processes watched right now.");

@@ -25,6 +25,18 @@
 //   agentbrake_watched_processes                gauge
 //   agentbrake_uptime_seconds                   gauge
 //   agentbrake_info{version,policy_digest}      gauge    always 1
+// By provider and model (bounded labels: alerts/call_metrics.h, at most 16 providers × 16
+// models each, later ones "other"):
+//   agentbrake_model_calls_total{provider,model}         counter  completed LLM calls
+//   agentbrake_model_errors_total{provider,model}        counter  calls with HTTP status >= 400 or no response
+//   agentbrake_model_tokens_total{provider,model,type}   counter  type: input, output, cache_read, cache_write
+//   agentbrake_model_cost_usd_total{provider,model}      counter  spend in USD
+//   agentbrake_call_duration_seconds{provider,model}     histogram request start → response end
+//   agentbrake_model_labels_folded_total                 counter  calls counted under an "other" label
+// Budgets (at most max_budget_series buckets × limits, the fullest first):
+//   agentbrake_budget_level{budget,bucket,kind,window}   gauge    use in the window now
+//   agentbrake_budget_limit{budget,bucket,kind,window}   gauge    the limit (kind: tokens, spend_usd,
+//                                                                 requests, inflight)
 // Counters are totals since the daemon started (a restart resets them, as Prometheus expects).
 #pragma once
 
@@ -35,6 +47,10 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
+
+#include "alerts/call_metrics.h"
 
 namespace httplib {
 class Server;
@@ -53,6 +69,15 @@ struct CgroupMetrics {
   uint64_t held_now = 0;
 };
 
+// One limit of one budget bucket, against its level now.
+struct BudgetGauge {
+  std::string budget, bucket;
+  std::string kind;    // tokens, spend_usd, requests, inflight
+  std::string window;  // "1m", "10s"; "" for inflight
+  double level = 0;
+  double limit = 0;
+};
+
 struct MetricsSnapshot {
   std::map<std::string, CgroupMetrics> cgroups;       // by cgroup path
   std::map<std::string, uint64_t> detector_firings;   // ping_pong, repetition, fan_out, retry_storm
@@ -69,6 +94,13 @@ struct MetricsSnapshot {
   // agentbrake_metrics_cgroups_folded gauge, so a host with 100k short-lived cgroups cannot
   // blow up a Prometheus server.
   size_t max_cgroup_labels = 500;
+
+  std::map<std::pair<std::string, std::string>, ModelAggregate> models;  // (provider, model), bounded
+  uint64_t model_labels_folded = 0;
+  std::vector<BudgetGauge> budgets;
+  // At most this many budget gauges (bucket × limit) are exported: those nearest their limit
+  // (level / limit, then name), so a per-process budget over 10k processes stays bounded.
+  size_t max_budget_series = 500;
 };
 
 // Whether a counter of `status --json` `counters` counts something lost: an event, bytes or a

@@ -125,6 +125,7 @@ json Daemon::cmd_status() {
     counters["alerts_suppressed"] = ac.suppressed;
     counters["alerts_sent"] = ac.sent;
   }
+  add_telemetry_counters(counters);
   stats_.for_each([&counters](std::string_view name, uint64_t v) { counters[std::string(name)] = v; });
   if (gate_)
     for (size_t i = 0; i < gate::kCounters; i++)

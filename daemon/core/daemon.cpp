@@ -513,6 +513,7 @@ void Daemon::record_call(LlmCall call, uint32_t pid, uint64_t ssl, uint64_t star
                   call.model, call.path, call.status, call.input_tokens, call.output_tokens, call.cost_usd,
                   call.complete ? "" : " (cut off)");
     store_->add_call(call);
+    telemetry_on_call(call);
     settle_call(call, cpid, ssl);
     pace_on_response(call, cpid);
     project_spend(call, cpid);
@@ -558,6 +559,7 @@ void Daemon::on_tick() {
   if (tick_ % 5 == 0) sweep_stale_holds();
   if (tick_ % 20 == 0) refresh_matches();  // new cgroups get their budgets within ~2 s
   if (tick_ % 10 == 0) publish_metrics();
+  if (tick_ % 10 == 3) telemetry_tick();
   if (tick_ % 10 == 5) scan_channels();
   if (tick_ % 600 == 0) {
     live_.expire(clock_ns(CLOCK_MONOTONIC), int64_t(3600) * 1'000'000'000);

@@ -36,6 +36,7 @@ enum class DaemonCounter : uint8_t {
   OpaqueRequestsRefused,
   OpaqueSocketErrors,
   OpaqueSocketsAdded,
+  OtlpConfigErrors,
   ProcessesWithoutOpenssl,
   RingBufferConsumeErrors,
   RingDrainPassesCut,
@@ -73,6 +74,7 @@ constexpr std::string_view counter_name(DaemonCounter c) {
     case DaemonCounter::OpaqueRequestsRefused: return "opaque_requests_refused";
     case DaemonCounter::OpaqueSocketErrors: return "opaque_socket_errors";
     case DaemonCounter::OpaqueSocketsAdded: return "opaque_sockets_added";
+    case DaemonCounter::OtlpConfigErrors: return "otlp_config_errors";
     case DaemonCounter::ProcessesWithoutOpenssl: return "processes_without_openssl";
     case DaemonCounter::RingBufferConsumeErrors: return "ring_buffer_consume_errors";
     case DaemonCounter::RingDrainPassesCut: return "ring_drain_passes_cut";

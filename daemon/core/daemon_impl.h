@@ -23,6 +23,7 @@
 #include "accounting/prices.h"
 #include "alerts/dispatcher.h"
 #include "alerts/metrics.h"
+#include "telemetry/otlp_exporter.h"
 #include "brake/budget_engine.h"
 #include "capture/opaque_calls.h"
 #include "capture/stream_table.h"
@@ -170,6 +171,14 @@ class Daemon {
   void start_pruner();
   void stop_pruner();
 
+  // ---- OTLP export, per-model and budget metrics (telemetry.cpp)
+  void telemetry_policy_changed();
+  void telemetry_on_call(const LlmCall& call);
+  void telemetry_tick();
+  void fill_model_and_budget_metrics(std::map<std::pair<std::string, std::string>, alerts::ModelAggregate>& models,
+                                     std::vector<alerts::BudgetGauge>& budgets, uint64_t& folded);
+  void add_telemetry_counters(json& counters);
+
   // ---- control
   void register_commands();
   json cmd_status();
@@ -283,6 +292,9 @@ class Daemon {
   };
   std::map<std::string, ActionCounts> metric_actions_;
   std::map<std::string, uint64_t> detector_firings_;
+  alerts::CallMetrics call_metrics_;                 // by bounded (provider, model)
+  std::unique_ptr<telemetry::OtlpExporter> otlp_;    // created at the first `otlp:`, kept (disabled) after
+  int64_t otlp_next_metrics_mono_ = 0;
   std::thread pruner_;
   std::mutex pruner_mu_;
   std::condition_variable pruner_cv_;

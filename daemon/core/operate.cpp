@@ -17,6 +17,7 @@ void Daemon::operate_policy_changed() {
     alerts_->set_rules(policy_->alerts);
   }
   retention_max_bytes_ = static_cast<uint64_t>(policy_->retention_max_mb) << 20;
+  telemetry_policy_changed();
   const std::string listen = policy_->metrics ? policy_->metrics->listen : "";
   if (listen != metrics_listen_) {
     metrics_.reset();
@@ -113,6 +114,7 @@ void Daemon::publish_metrics() {
   s.uptime_s = st["uptime_s"].get<double>();
   s.version = opts_.version;
   s.policy_digest = policy_->digest;
+  fill_model_and_budget_metrics(s.models, s.budgets, s.model_labels_folded);
   metrics_->publish(std::move(s));
 }
 

@@ -639,6 +639,56 @@ class Compiler {
     p.metrics = m;
   }
 
+  void otlp(const Node& n, Policy& p) {
+    if (n.is_null()) return;
+    if (!want_map(n, "otlp", "")) return;
+    check_keys(n, {"endpoint", "headers_file", "metrics_interval"}, " in otlp");
+    Otlp o;
+    const Node* e = n.find("endpoint");
+    if (!e) {
+      err(n.where, "'otlp' needs 'endpoint' (the collector's OTLP/HTTP base URL, e.g. \"http://127.0.0.1:4318\")");
+      return;
+    }
+    auto url = string(*e, "endpoint", " in otlp");
+    if (!url) return;
+    const bool scheme = url->rfind("http://", 0) == 0 || url->rfind("https://", 0) == 0;
+    const size_t host_at = url->find("://");
+    const size_t authority_end = host_at == std::string::npos ? std::string::npos : url->find_first_of("/?#", host_at + 3);
+    const std::string authority =
+        host_at == std::string::npos ? "" : url->substr(host_at + 3, authority_end == std::string::npos ? std::string::npos : authority_end - host_at - 3);
+    if (!scheme || authority.empty()) {
+      err(e->where, fmt::format("'endpoint' in otlp must be an http:// or https:// URL (e.g. \"http://127.0.0.1:4318\"), got '{}'", *url));
+      return;
+    }
+    if (authority.find('@') != std::string::npos) {
+      // credentials belong in headers_file, which is never shown; a URL is (policy show, logs)
+      err(e->where, "'endpoint' in otlp must not carry user:password@: put an Authorization header in 'headers_file'");
+      return;
+    }
+    if (url->find_first_of("?#") != std::string::npos) {
+      err(e->where, fmt::format("'endpoint' in otlp is a base URL: no query or fragment, got '{}'", *url));
+      return;
+    }
+    o.endpoint = *url;
+    while (!o.endpoint.empty() && o.endpoint.back() == '/') o.endpoint.pop_back();
+    if (const Node* h = n.find("headers_file")) {
+      if (auto f = string(*h, "headers_file", " in otlp")) {
+        if ((*f)[0] != '/')
+          err(h->where, fmt::format("'headers_file' in otlp must be an absolute path, got '{}'", *f));
+        else
+          o.headers_file = *f;
+      }
+    }
+    if (const Node* v = n.find("metrics_interval"))
+      if (auto d = duration(*v, "metrics_interval", " in otlp", false)) {
+        if (*d < std::chrono::seconds(1))
+          err(v->where, "'metrics_interval' in otlp must be at least 1s");
+        else
+          o.metrics_interval = *d;
+      }
+    p.otlp = o;
+  }
+
   void pacing(const Node& n, Policy& p) {
     if (n.is_null()) return;
     if (!want_map(n, "pacing", "")) return;
@@ -655,7 +705,7 @@ class Compiler {
                                   describe(root)));
       return p;
     }
-    check_keys(root, {"mode", "retention", "retention_max_mb", "metrics", "max_hold", "cooldown", "endpoints", "prices", "budgets",
+    check_keys(root, {"mode", "retention", "retention_max_mb", "metrics", "otlp", "max_hold", "cooldown", "endpoints", "prices", "budgets",
                       "loops", "pacing", "alerts"},
                "");
     if (const Node* v = root.find("mode"))
@@ -669,6 +719,7 @@ class Compiler {
     if (const Node* v = root.find("cooldown"))
       if (auto x = duration(*v, "cooldown", "", true)) p.cooldown = *x;
     if (const Node* v = root.find("metrics")) metrics(*v, p);
+    if (const Node* v = root.find("otlp")) otlp(*v, p);
     if (const Node* v = root.find("endpoints"); v && !v->is_null()) endpoints(*v, p);
     if (const Node* v = root.find("prices")) p.prices = prices(*v, "prices");
     if (const Node* v = root.find("budgets"); v && !v->is_null()) budgets(*v, p);

@@ -198,6 +198,13 @@ struct Metrics {
   uint16_t port = 0;
 };
 
+// `otlp:` — OpenTelemetry export over OTLP/HTTP JSON (telemetry/otlp_exporter.h).
+struct Otlp {
+  std::string endpoint;         // base URL without a trailing '/': /v1/traces and /v1/metrics are appended
+  std::string headers_file;     // absolute path of "Name: value" lines (secrets: read by the daemon, never shown); "" none
+  Millis metrics_interval = std::chrono::seconds(30);  // how often the metrics are exported
+};
+
 // Event kinds an alert rule may name in `on:`.
 const std::vector<std::string>& known_event_kinds();
 
@@ -215,6 +222,7 @@ struct Policy {
   Millis retention = std::chrono::hours(24 * 30);
   int64_t retention_max_mb = 1024;             // size cap of the database; 0 = none
   std::optional<Metrics> metrics;              // absent = no /metrics
+  std::optional<Otlp> otlp;                    // absent = no OTLP export
   Millis max_hold = std::chrono::minutes(5);
   Millis cooldown = std::chrono::seconds(30);
   std::vector<Endpoint> endpoints;

@@ -36,6 +36,10 @@ nlohmann::json to_json(const Policy& p) {
   j["retention"] = util::format_policy_duration(p.retention);
   j["retention_max_mb"] = p.retention_max_mb;
   if (p.metrics) j["metrics"] = {{"listen", p.metrics->listen}};
+  if (p.otlp)  // the headers file's name only: its content is secret and never read here
+    j["otlp"] = {{"endpoint", p.otlp->endpoint},
+                 {"headers_file", p.otlp->headers_file},
+                 {"metrics_interval", util::format_policy_duration(p.otlp->metrics_interval)}};
   j["max_hold"] = util::format_policy_duration(p.max_hold);
   j["cooldown"] = util::format_policy_duration(p.cooldown);
 
