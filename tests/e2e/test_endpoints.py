@@ -227,7 +227,7 @@ class EndpointTrust(unittest.TestCase):
             calls = d.wait_for(lambda: d.calls(tcg.path) or None, abtest.VISIBLE_WITHIN_S + 10,
                                what="the teacher's llm_call")
             self.assertEqual(len(calls), 1, calls)
-            self.assertEqual(abtest.detail(calls[0]).get("host"), "evil.spoof.test", calls)
+            self.assertEqual(abtest.detail(calls[0]).get("host"), "evil.spoof.test:%d" % self.sim.port, calls)
             self.assertGreater(self.counter("capture_holds"), holds_before, "the teacher was held at its connect")
             # the victim's call ended before the teacher's began: were it seen, it would be there
             self.assertEqual(d.calls(vcg.path), [], "a call of another uid to the spoofed address was recorded")
