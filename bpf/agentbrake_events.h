@@ -44,6 +44,7 @@ enum ab_event_type {
 	AB_EV_HOLD = 11,    /* struct ab_hold_event: connect exit at which the kernel stopped the process */
 	AB_EV_TLS_GAP = 12, /* struct ab_tls_event (len = 0, lost = bytes not captured) */
 	AB_EV_OPAQUE = 13,  /* struct ab_opaque_event: socket-level capture of an opaque process */
+	AB_EV_SNI = 14,     /* struct ab_sni_event: the first bytes a candidate socket sent (ClientHello) */
 };
 
 enum ab_direction {
@@ -112,7 +113,7 @@ struct ab_tls_event {
 struct ab_dns_event {
 	struct ab_event_header hdr;
 	__u32 naddrs;
-	__u32 _pad;
+	__u32 uid; /* the resolving process's real uid (its answer is that uid's word only) */
 	char name[AB_DNS_NAME_LEN];
 	__u16 family[AB_DNS_MAX_ADDRS];
 	__u8 addr[AB_DNS_MAX_ADDRS][16];
@@ -139,6 +140,16 @@ struct ab_endpoint_key {
 	__u16 family;
 	__u16 port;     /* host byte order; 0 = any port of this address */
 	__u8 addr[16];
+};
+
+/* endpoint_hints map: an address a process of `uid` resolved a provider name to (its own
+ * getaddrinfo answer), not yet confirmed by the daemon's own resolution of that name. A hint
+ * is an endpoint for connects of that uid only (ab_known_endpoint): another user's
+ * /etc/hosts never makes an address an endpoint for anyone else (docs/enforcement.md,
+ * "What is trusted to find endpoints"). Value: 1. */
+struct ab_endpoint_hint_key {
+	__u32 uid;
+	struct ab_endpoint_key ep;
 };
 
 /* watch map: pid (tgid) -> state. Written by both sides. */
@@ -183,7 +194,8 @@ enum ab_counter {
 	AB_CNT_OPAQUE_REFUSED = 14,  /* opaque request starts refused (no credit, or denied) */
 	AB_CNT_OPAQUE_SOCKETS = 15,  /* sockets of opaque processes put under socket capture */
 	AB_CNT_OPAQUE_EXE_SKIPS = 16, /* first connects not held: the executable is known opaque */
-	AB_CNT_MAX = 17,
+	AB_CNT_SNI_REPORTS = 17,     /* first writes of candidate sockets reported (server name) */
+	AB_CNT_MAX = 18,
 };
 
 /* gate map: pid -> admission state of a process that falls in a gating budget (Brake).
@@ -222,10 +234,14 @@ struct ab_opaque_sock {
 	__u32 requests;          /* request starts seen */
 	__u32 burst_counted;     /* the current burst was counted as a request */
 	__u32 flags;             /* AB_OPQ_SOCK_* */
+	__u32 uid;               /* the connecting process's real uid */
+	__u32 _pad;
 };
 #define AB_OPQ_SOCK_TLS (1u << 0)    /* endpoint speaks TLS: only application-data records count */
 #define AB_OPQ_SOCK_OPAQUE (1u << 1) /* its process is opaque: captured (else: judged later) */
 #define AB_OPQ_SOCK_CLOSED (1u << 2) /* its close was reported */
+#define AB_OPQ_SOCK_SNI (1u << 3)    /* a candidate's connect to an unknown address: its first
+                                      * write (a TLS ClientHello names the server) is reported */
 
 /* An opaque request counts once its write burst carries this many application-data bytes:
  * a TLS 1.3 client Finished (58 bytes) or an HTTP/2 WINDOW_UPDATE never does; a request does. */
@@ -244,6 +260,23 @@ struct ab_opaque_event {
 	__u64 bytes_in;  /* bytes received on the connection so far (tcp bytes_received) */
 	__u32 kind;      /* enum ab_opaque_kind */
 	__u32 requests;  /* request starts on the connection so far */
+};
+
+/* The first write of a socket that a candidate process (watched, or selected by a budget or
+ * loop rule) opened to an address that is no endpoint: at most AB_SNI_CAPTURE bytes of it.
+ * The daemon reads the ClientHello's server name (daemon/protocol/client_hello.h); a name of
+ * an endpoint makes the address a hint for `uid`, confirmed by the daemon's own look-up. */
+#define AB_SNI_CAPTURE 2048
+struct ab_sni_event {
+	struct ab_event_header hdr;
+	__u64 conn;     /* socket cookie */
+	__u32 uid;
+	__u16 family;
+	__u16 port;     /* host byte order */
+	__u8 addr[16];
+	__u32 len;      /* bytes of data[] captured */
+	__u32 _pad;
+	__u8 data[AB_SNI_CAPTURE];
 };
 
 #endif /* AGENTBRAKE_EVENTS_H */

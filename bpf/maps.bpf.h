@@ -83,6 +83,15 @@ struct {
 	__type(value, __u32);
 } endpoints SEC(".maps");
 
+/* Addresses learned from one uid's own DNS answers, not confirmed yet (see
+ * struct ab_endpoint_hint_key). The daemon caps what one uid may put here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ab_endpoint_hint_key);
+	__type(value, __u32);
+} endpoint_hints SEC(".maps");
+
 /* Budget admission per gated process (see struct ab_gate). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -141,7 +150,10 @@ static __always_inline void ab_fill_header(struct ab_event_header *h, __u32 type
 	h->cgroup_id = bpf_get_current_cgroup_id();
 }
 
-static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __u8 *addr)
+/* Whether a connect of `uid` to (family, addr, port) goes to an LLM endpoint: a confirmed
+ * one (host-wide), or a hint that same uid taught (its own DNS answer, see endpoint_hints).
+ * Hints are looked up only when the host-wide map has nothing: connects are rare. */
+static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __u8 *addr, __u32 uid)
 {
 	struct ab_endpoint_key k = {};
 	k.family = family;
@@ -150,7 +162,24 @@ static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __
 	if (bpf_map_lookup_elem(&endpoints, &k))
 		return true;
 	k.port = 0;
-	return bpf_map_lookup_elem(&endpoints, &k) != NULL;
+	if (bpf_map_lookup_elem(&endpoints, &k))
+		return true;
+	struct ab_endpoint_hint_key h = {};
+	h.uid = uid;
+	h.ep = k;
+	h.ep.port = port;
+	if (bpf_map_lookup_elem(&endpoint_hints, &h))
+		return true;
+	h.ep.port = 0;
+	return bpf_map_lookup_elem(&endpoint_hints, &h) != NULL;
+}
+
+/* The current task's real uid as the initial user namespace sees it (the uid a DNS event
+ * carries; bpf_get_current_uid_gid() gives the same where it is allowed). */
+static __always_inline __u32 ab_current_uid_core(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, cred, uid.val);
 }
 
 /* A SIGSTOP is seen by the parent: a shell would move its foreground job to the background

@@ -6,7 +6,8 @@
  *     connection. That first time the process is asked for (watch = PENDING) and, unless it is
  *     a terminal's foreground job, held with SIGSTOP until the daemon attached its TLS probes.
  *   - accept (watched processes only) — channels between agents (loop detection).
- *   - getaddrinfo (uprobe on libc, a rare call) — learns the addresses of provider hosts.
+ *   - getaddrinfo (uprobe on libc, a rare call) — learns the addresses of provider hosts, as
+ *     the resolving uid's hints until the daemon's own resolution confirms them.
  * Never host-wide on read/write: that would tax every socket on the host.
  */
 #include "maps.bpf.h"
@@ -85,7 +86,7 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 
 	__u32 flags = 0;
-	if (ab_known_endpoint(family, port, addr))
+	if (ab_known_endpoint(family, port, addr, (__u32)bpf_get_current_uid_gid()))
 		flags |= AB_SOCK_KNOWN_ENDPOINT;
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&matched_pids, &pid) || bpf_map_lookup_elem(&matched_cgroups, &cgid))
@@ -217,10 +218,11 @@ struct {
 SEC("uprobe")
 int BPF_KPROBE(ab_getaddrinfo_enter, const char *node, const char *service, void *hints, void *res)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
 	struct gai_args a = {.node = (__u64)node, .res = (__u64)res};
-	if (!node || !res || !ab_in_scope())
-		return 0;
+	if (!node || !res || cfg_daemon_tgid == (id >> 32) || !ab_in_scope())
+		return 0; /* the daemon's own look-ups come back through its Resolver */
 	bpf_map_update_elem(&gai_scratch, &tid, &a, BPF_ANY);
 	return 0;
 }
@@ -243,6 +245,7 @@ int BPF_KRETPROBE(ab_getaddrinfo_exit, int ret)
 	}
 	__builtin_memset(e, 0, sizeof(*e));
 	ab_fill_header(&e->hdr, AB_EV_DNS);
+	e->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_probe_read_user_str(e->name, sizeof(e->name), (void *)args.node);
 	__u64 cur = 0;
 	if (bpf_probe_read_user(&cur, sizeof(cur), (void *)args.res) != 0)
@@ -299,7 +302,7 @@ int ab_deny_connect4(struct bpf_sock_addr *ctx)
 	__u8 addr[16] = {};
 	__u32 ip = ctx->user_ip4;
 	__builtin_memcpy(addr, &ip, 4);
-	if (!ab_known_endpoint(AB_AF_INET, bpf_ntohs((__u16)ctx->user_port), addr))
+	if (!ab_known_endpoint(AB_AF_INET, bpf_ntohs((__u16)ctx->user_port), addr, (__u32)bpf_get_current_uid_gid()))
 		return 1;
 	ab_count(AB_CNT_DENIED_CONNECT, 1);
 	return 0;
@@ -316,7 +319,7 @@ int ab_deny_connect6(struct bpf_sock_addr *ctx)
 	__builtin_memcpy(addr + 4, &w1, 4);
 	__builtin_memcpy(addr + 8, &w2, 4);
 	__builtin_memcpy(addr + 12, &w3, 4);
-	if (!ab_known_endpoint(AB_AF_INET6, bpf_ntohs((__u16)ctx->user_port), addr))
+	if (!ab_known_endpoint(AB_AF_INET6, bpf_ntohs((__u16)ctx->user_port), addr, (__u32)bpf_get_current_uid_gid()))
 		return 1;
 	ab_count(AB_CNT_DENIED_CONNECT, 1);
 	return 0;

@@ -16,6 +16,13 @@
  *     fails with EACCES). An sk_msg program cannot sleep or send a signal, so an opaque
  *     request is refused, never held (docs/enforcement.md).
  *
+ *   - server names (same two programs): a CANDIDATE process (watched, or selected by a budget
+ *     or loop rule) that connects to an address that is no endpoint — an agent with its own
+ *     resolver (Go, a container, a static binary) never calls the getaddrinfo the DNS probe
+ *     sees — gets that socket into the sockhash too, flagged AB_OPQ_SOCK_SNI; its first write
+ *     (the TLS ClientHello) is copied to the daemon (struct ab_sni_event), which reads the
+ *     server name; later writes of that socket cost one sk_storage look-up.
+ *
  * No read/write tracepoint: unwatched processes' sockets never run any of this.
  */
 #include "maps.bpf.h"
@@ -62,10 +69,11 @@ static __always_inline bool endpoint_of(struct bpf_sock_ops *skops)
 {
 	__u8 addr[16] = {};
 	__u16 port = (__u16)bpf_ntohl(skops->remote_port);
+	__u32 uid = ab_current_uid_core(); /* TCP_CONNECT_CB runs in the connecting process */
 	if (skops->family == AB_AF_INET) {
 		__u32 ip = skops->remote_ip4;
 		__builtin_memcpy(addr, &ip, 4);
-		return ab_known_endpoint(AB_AF_INET, port, addr);
+		return ab_known_endpoint(AB_AF_INET, port, addr, uid);
 	}
 	if (skops->family == AB_AF_INET6) {
 		__u32 w0 = skops->remote_ip6[0], w1 = skops->remote_ip6[1], w2 = skops->remote_ip6[2],
@@ -74,7 +82,7 @@ static __always_inline bool endpoint_of(struct bpf_sock_ops *skops)
 		__builtin_memcpy(addr + 4, &w1, 4);
 		__builtin_memcpy(addr + 8, &w2, 4);
 		__builtin_memcpy(addr + 12, &w3, 4);
-		return ab_known_endpoint(AB_AF_INET6, port, addr);
+		return ab_known_endpoint(AB_AF_INET6, port, addr, uid);
 	}
 	return false;
 }
@@ -92,22 +100,37 @@ int ab_sockops(struct bpf_sock_ops *skops)
 		if (pid == cfg_daemon_tgid)
 			return 1;
 		struct ab_watch_value *w = bpf_map_lookup_elem(&watch, &pid);
+		__u64 cg = bpf_get_current_cgroup_id();
+		/* A candidate: watched (or being judged), or selected by a budget or loop rule. Its
+		 * connects to addresses that are no endpoint are looked at once, at their first write
+		 * (the ClientHello's server name: agents with their own resolver, docs/enforcement.md).
+		 * Any other process pays the look-ups above and below, nothing per write. */
+		bool candidate = (w && w->state != AB_WATCH_IGNORED) || bpf_map_lookup_elem(&matched_pids, &pid) ||
+				 bpf_map_lookup_elem(&matched_cgroups, &cg);
+		bool opaque = w ? w->state == AB_WATCH_OPAQUE
+				: ab_exe_opaque((struct task_struct *)bpf_get_current_task());
+		/* a first connect, or one made while the first is being judged, or an opaque
+		 * process's: the socket gets its state (and its close is watched) but joins the
+		 * sockhash as an opaque one only once the daemon judges the process opaque. */
+		bool track = opaque || !w || w->state == AB_WATCH_PENDING;
 		__u32 flags = AB_OPQ_SOCK_TLS;
-		if (w ? w->state == AB_WATCH_OPAQUE
-		      : ab_exe_opaque((struct task_struct *)bpf_get_current_task()))
-			flags |= AB_OPQ_SOCK_OPAQUE;
-		else if (w && w->state != AB_WATCH_PENDING)
-			return 1; /* judged readable, or ignored */
-		/* else: a first connect, or one made while the first is being judged. The socket gets its state (and its close
-		 * is watched) but joins the sockhash only once the daemon judges it opaque. */
-		if (!endpoint_of(skops))
+		if (endpoint_of(skops)) {
+			if (!track)
+				return 1; /* judged readable, or ignored */
+			if (opaque)
+				flags |= AB_OPQ_SOCK_OPAQUE;
+		} else if (candidate) {
+			flags = AB_OPQ_SOCK_SNI;
+		} else {
 			return 1;
+		}
 		struct ab_opaque_sock *st = bpf_sk_storage_get(&opaque_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!st)
 			return 1;
 		st->conn = bpf_get_socket_cookie(skops);
 		st->pid = pid;
-		st->cgroup_id = bpf_get_current_cgroup_id();
+		st->uid = ab_current_uid_core();
+		st->cgroup_id = cg;
 		st->flags = flags;
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -116,7 +139,7 @@ int ab_sockops(struct bpf_sock_ops *skops)
 		struct ab_opaque_sock *st = bpf_sk_storage_get(&opaque_state, sk, 0, 0);
 		if (!st)
 			return 1;
-		if (!(st->flags & AB_OPQ_SOCK_OPAQUE)) {
+		if (!(st->flags & (AB_OPQ_SOCK_OPAQUE | AB_OPQ_SOCK_SNI))) {
 			__u32 pid = st->pid;
 			struct ab_watch_value *w = bpf_map_lookup_elem(&watch, &pid);
 			if (!w || w->state != AB_WATCH_OPAQUE)
@@ -124,7 +147,7 @@ int ab_sockops(struct bpf_sock_ops *skops)
 			st->flags |= AB_OPQ_SOCK_OPAQUE;
 		}
 		__u64 key = st->conn;
-		if (bpf_sock_hash_update(skops, &opaque_socks, &key, BPF_ANY) == 0)
+		if (bpf_sock_hash_update(skops, &opaque_socks, &key, BPF_ANY) == 0 && (st->flags & AB_OPQ_SOCK_OPAQUE))
 			ab_count(AB_CNT_OPAQUE_SOCKETS, 1);
 		return 1;
 	}
@@ -143,6 +166,53 @@ int ab_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* The first write of a candidate's socket to an unknown address (AB_OPQ_SOCK_SNI): its first
+ * AB_SNI_CAPTURE bytes go to the daemon, which reads the ClientHello's server name. */
+static __always_inline void report_first_write(struct sk_msg_md *msg, struct ab_opaque_sock *st)
+{
+	__u32 want = msg->size;
+	if (want > AB_SNI_CAPTURE)
+		want = AB_SNI_CAPTURE;
+	if (want == 0)
+		return;
+	/* [0, want) made linear: read below with bpf_probe_read_kernel (a bounded length) */
+	if (bpf_msg_pull_data(msg, 0, want, 0) != 0)
+		return;
+	void *d = msg->data, *de = msg->data_end;
+	if (d + 1 > de)
+		return;
+	__u32 n = want;
+	struct ab_sni_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
+		return;
+	}
+	ab_fill_header(&e->hdr, AB_EV_SNI);
+	e->hdr.pid = st->pid;
+	e->hdr.cgroup_id = st->cgroup_id;
+	e->conn = st->conn;
+	e->uid = st->uid;
+	e->family = (__u16)msg->family;
+	e->port = (__u16)bpf_ntohl(msg->remote_port);
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (msg->family == AB_AF_INET) {
+		__u32 ip = msg->remote_ip4;
+		__builtin_memcpy(e->addr, &ip, 4);
+	} else {
+		__u32 w0 = msg->remote_ip6[0], w1 = msg->remote_ip6[1], w2 = msg->remote_ip6[2], w3 = msg->remote_ip6[3];
+		__builtin_memcpy(e->addr, &w0, 4);
+		__builtin_memcpy(e->addr + 4, &w1, 4);
+		__builtin_memcpy(e->addr + 8, &w2, 4);
+		__builtin_memcpy(e->addr + 12, &w3, 4);
+	}
+	e->_pad = 0;
+	if (bpf_probe_read_kernel(e->data, n, d) != 0)
+		n = 0;
+	e->len = (__u32)n;
+	bpf_ringbuf_submit(e, 0);
+	ab_count(AB_CNT_SNI_REPORTS, 1);
+}
+
 SEC("sk_msg")
 int ab_opaque_msg(struct sk_msg_md *msg)
 {
@@ -150,7 +220,13 @@ int ab_opaque_msg(struct sk_msg_md *msg)
 	if (!sk)
 		return SK_PASS;
 	struct ab_opaque_sock *st = bpf_sk_storage_get(&opaque_state, sk, 0, 0);
-	if (!st || !(st->flags & AB_OPQ_SOCK_OPAQUE))
+	if (!st)
+		return SK_PASS;
+	if (st->flags & AB_OPQ_SOCK_SNI) {
+		st->flags &= ~AB_OPQ_SOCK_SNI; /* its first write only */
+		report_first_write(msg, st);
+	}
+	if (!(st->flags & AB_OPQ_SOCK_OPAQUE))
 		return SK_PASS;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	__u64 rcv = tp ? tp->bytes_received : 0;

@@ -93,6 +93,18 @@ void Daemon::sync_endpoints_map() {
   for (const auto& k : kernel_endpoints_)
     if (!want.count(k)) (void)map.erase(k);
   kernel_endpoints_ = std::move(want);
+  // One uid's unconfirmed addresses (endpoint_hints: seen by that uid's connects only).
+  std::set<EndpointHint, EndpointHintLess> hints;
+  for (const auto& h : endpoints_.hint_keys()) hints.insert(h);
+  const auto hint_map = rt_->endpoint_hints();
+  for (const auto& h : hints)
+    if (!kernel_hints_.count(h)) {
+      const ab_endpoint_hint_key key{h.uid, h.key};
+      if (hint_map.update(key, 1) != 0) stats_[DaemonCounter::EndpointHintsDropped]++;
+    }
+  for (const auto& h : kernel_hints_)
+    if (!hints.count(h)) hint_map.erase(ab_endpoint_hint_key{h.uid, h.key});
+  kernel_hints_ = std::move(hints);
 }
 
 // Budget and loop rules with a `match:` select processes before their first LLM byte: the

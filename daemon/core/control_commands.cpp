@@ -68,6 +68,7 @@ std::string kernel_counter_name(int i) {
     case AB_CNT_OPAQUE_REFUSED: return "opaque_requests_refused_kernel";
     case AB_CNT_OPAQUE_SOCKETS: return "opaque_sockets";
     case AB_CNT_OPAQUE_EXE_SKIPS: return "opaque_exe_holds_skipped";
+    case AB_CNT_SNI_REPORTS: return "sni_first_writes";
     default: return "counter_" + std::to_string(i);
   }
 }
@@ -155,6 +156,7 @@ json Daemon::cmd_status() {
       {"deny_programs", deny_available_},
       {"uprobe_multi", rt_->uprobe_multi()},
       {"endpoints_known", endpoints_.size()},
+      {"endpoint_hints", endpoints_.hints()},
       {"endpoints_resolving", resolver_ ? resolver_->pending() : 0},
       {"open_streams", streams_->open_streams()},
       {"header_bytes_buffered", streams_->header_budget().used()},

@@ -196,6 +196,14 @@ void Daemon::on_record(const void* data, size_t size) {
         on_dns(e);
       }
       return;
+    case AB_EV_SNI:
+      if (size < offsetof(ab_sni_event, data)) break;
+      {
+        ab_sni_event e{};
+        std::memcpy(&e, data, std::min(size, sizeof e));
+        on_sni(e);
+      }
+      return;
     case AB_EV_TLS_DATA:
     case AB_EV_TLS_GAP:
     case AB_EV_SSL_NEW:
@@ -281,7 +289,13 @@ void Daemon::on_connect(const ab_hold_event& e) {
   std::memcpy(k.addr, e.sock.addr, sizeof k.addr);
   auto& w = watched_[pid];
   if (!w.start_ns) w.start_ns = e.start_time_ns;
-  if (const auto* info = endpoints_.find(k)) {
+  if (procs_.find(static_cast<int>(pid)) == nullptr) {
+    if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
+  }
+  const auto* proc = procs_.find(static_cast<int>(pid));
+  // Host-wide endpoints, or one its own uid taught (the kernel flagged it by the same rule).
+  const EndpointInfo* info = proc ? endpoints_.find_for(proc->uid, k) : endpoints_.find(k);
+  if (info) {
     w.endpoint_host = info->host;
     w.endpoint_api = info->api;
     if (w.opaque) opaque_track_socket(pid, e.sock.fd);  // no-op unless it connected mid-verdict
@@ -296,9 +310,6 @@ void Daemon::on_connect(const ab_hold_event& e) {
     }
     opaque_from_kernel(pid);
     return;
-  }
-  if (procs_.find(static_cast<int>(pid)) == nullptr) {
-    if (auto pi = process::read_proc(static_cast<int>(pid))) procs_.upsert(*pi);
   }
   // Held until its probes are attached: stopped by the kernel (AB_SOCK_HELD), or, for a
   // terminal's foreground job (its shell would notice a stop), its cgroup frozen when safe.
@@ -319,40 +330,6 @@ void Daemon::report_capture_hold(const ab_hold_event& e, gate::HoldReport::Taken
   r.taken = taken;
   r.at_ns = static_cast<int64_t>(e.hdr.ts_ns);
   apply_gate(gate_->hold_reported(r, clock_ns(CLOCK_MONOTONIC)));
-}
-
-void Daemon::on_dns(const ab_dns_event& e) {
-  std::string name(e.name, strnlen(e.name, sizeof e.name));
-  std::vector<ab_endpoint_key> addrs;
-  for (uint32_t i = 0; i < e.naddrs && i < AB_DNS_MAX_ADDRS; i++) {
-    ab_endpoint_key k{};
-    k.family = e.family[i];
-    std::memcpy(k.addr, e.addr[i], 16);
-    addrs.push_back(k);
-  }
-  auto added = endpoints_.on_dns(name, addrs);
-  if (!added.empty()) {
-    spdlog::debug("learned {} address(es) of {} from DNS", added.size(), name);
-    sync_endpoints_map();
-  }
-}
-
-void Daemon::on_resolved() {
-  if (!resolver_) return;
-  std::vector<ab_endpoint_key> added;
-  for (const auto& r : resolver_->take_results()) {
-    if (!r.error.empty()) {
-      stats_[DaemonCounter::EndpointNamesUnresolved]++;
-      spdlog::warn("endpoint not resolved now (learned from DNS later): {}", r.error);
-      continue;
-    }
-    auto keys = endpoints_.on_resolved(r.name, r.addrs);
-    spdlog::info("endpoint {} resolved: {} address(es), {} new", r.name, r.addrs.size(), keys.size());
-    added.insert(added.end(), keys.begin(), keys.end());
-  }
-  if (added.empty()) return;
-  sync_endpoints_map();
-  scan_existing(&added);  // processes that connected before their addresses were known
 }
 
 void Daemon::request_attach(uint32_t pid, const char* why) {
@@ -553,6 +530,7 @@ void Daemon::confirm_endpoint(uint32_t pid, const protocol::Exchange& ex) {
 void Daemon::on_tick() {
   tick_++;
   sweep_watch_map();
+  if (tick_ % 100 == 0 && !endpoints_.expire_hints(clock_ns(CLOCK_MONOTONIC)).empty()) sync_endpoints_map();
   brake_tick();
   opaque_tick();
   if (tracer_) tracer_->poll();  // reaps held threads that were killed; finishes releases

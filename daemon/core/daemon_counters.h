@@ -21,7 +21,11 @@ enum class DaemonCounter : uint8_t {
   CaptureHolds,
   ConnectsRecoveredFromMap,
   DetachedHostMismatch,
+  EndpointHintsAdded,
+  EndpointHintsDropped,
   EndpointNamesUnresolved,
+  EndpointsConfirmedByResolution,
+  EndpointsNamedBySni,
   EstimatedCalls,
   IncompleteCalls,
   MalformedRecords,
@@ -40,6 +44,7 @@ enum class DaemonCounter : uint8_t {
   ProcessesWithoutOpenssl,
   RingBufferConsumeErrors,
   RingDrainPassesCut,
+  SniFirstWritesRead,
   StaleCaptureFreezesThawed,
   StaleCaptureHoldsReleased,
   UnpricedCalls,
@@ -59,7 +64,11 @@ constexpr std::string_view counter_name(DaemonCounter c) {
     case DaemonCounter::CaptureHolds: return "capture_holds";
     case DaemonCounter::ConnectsRecoveredFromMap: return "connects_recovered_from_map";
     case DaemonCounter::DetachedHostMismatch: return "detached_host_mismatch";
+    case DaemonCounter::EndpointHintsAdded: return "endpoint_hints_added";
+    case DaemonCounter::EndpointHintsDropped: return "endpoint_hints_dropped";
     case DaemonCounter::EndpointNamesUnresolved: return "endpoint_names_unresolved";
+    case DaemonCounter::EndpointsConfirmedByResolution: return "endpoints_confirmed_by_resolution";
+    case DaemonCounter::EndpointsNamedBySni: return "endpoints_named_by_sni";
     case DaemonCounter::EstimatedCalls: return "estimated_calls";
     case DaemonCounter::IncompleteCalls: return "incomplete_calls";
     case DaemonCounter::MalformedRecords: return "malformed_records";
@@ -78,6 +87,7 @@ constexpr std::string_view counter_name(DaemonCounter c) {
     case DaemonCounter::ProcessesWithoutOpenssl: return "processes_without_openssl";
     case DaemonCounter::RingBufferConsumeErrors: return "ring_buffer_consume_errors";
     case DaemonCounter::RingDrainPassesCut: return "ring_drain_passes_cut";
+    case DaemonCounter::SniFirstWritesRead: return "sni_first_writes_read";
     case DaemonCounter::StaleCaptureFreezesThawed: return "stale_capture_freezes_thawed";
     case DaemonCounter::StaleCaptureHoldsReleased: return "stale_capture_holds_released";
     case DaemonCounter::UnpricedCalls: return "unpriced_calls";

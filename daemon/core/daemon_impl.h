@@ -95,8 +95,14 @@ class Daemon {
   void on_connect(const ab_hold_event& e);
   // Tells the gate of a capture hold at a first connect (it ends when the process is gated).
   void report_capture_hold(const ab_hold_event& e, gate::HoldReport::Taken taken);
+  // ---- endpoints learned (learn_endpoints.cpp): hints for the teaching uid until confirmed
   void on_dns(const ab_dns_event& e);
-  void on_resolved();  // endpoint names resolved by resolver_
+  // The first write of a candidate's socket to an unknown address: its ClientHello's server
+  // name, when it is an endpoint's, teaches that address like a DNS answer.
+  void on_sni(const ab_sni_event& e);
+  void learn_endpoint(uint32_t uid, const std::string& name, const std::vector<ab_endpoint_key>& addrs,
+                      const char* source);
+  void on_resolved();  // endpoint names resolved by resolver_ (the daemon's own answers)
   void on_attach_done();
   void request_attach(uint32_t pid, const char* why);
   void process_exchanges();
@@ -205,6 +211,7 @@ class Daemon {
   EndpointSet endpoints_;
   std::unique_ptr<Resolver> resolver_;  // endpoint names, resolved off the loop
   std::set<ab_endpoint_key, EndpointKeyLess> kernel_endpoints_;
+  std::set<EndpointHint, EndpointHintLess> kernel_hints_;  // mirrored in the endpoint_hints map
   std::set<uint64_t> matched_cgroups_;
   std::set<uint32_t> matched_pids_;
   accounting::LiveUsage live_;

@@ -164,21 +164,80 @@ std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::E
   by_name_ = std::move(names);
   patterns_ = std::move(patterns);
   named_ = std::move(named);
+  // Hints survive for names that stay endpoints (with the endpoint's new port and api).
+  for (auto it = hints_.begin(); it != hints_.end();) {
+    auto next = std::next(it);
+    auto info = match_name(it->second.name);
+    if (!info || (info->port != it->first.key.port && info->port != 0)) erase_hint(it);
+    else it->second.info = *info;
+    it = next;
+  }
   return to_resolve;
 }
 
-std::vector<ab_endpoint_key> EndpointSet::on_resolved(const std::string& name,
-                                                      const std::vector<ab_endpoint_key>& addrs) {
-  std::vector<ab_endpoint_key> added;
+namespace {
+
+bool same_addr(const ab_endpoint_key& a, const ab_endpoint_key& b) {
+  return a.family == b.family && std::memcmp(a.addr, b.addr, sizeof a.addr) == 0;
+}
+
+bool lists(const std::vector<ab_endpoint_key>& answer, const ab_endpoint_key& k) {
+  return std::any_of(answer.begin(), answer.end(), [&](const ab_endpoint_key& a) { return same_addr(a, k); });
+}
+
+}  // namespace
+
+bool EndpointHintLess::operator()(const EndpointHint& a, const EndpointHint& b) const {
+  if (a.uid != b.uid) return a.uid < b.uid;
+  return EndpointKeyLess{}(a.key, b.key);
+}
+
+void EndpointSet::erase_hint(std::map<EndpointHint, Hint, EndpointHintLess>::iterator it) {
+  auto c = hints_per_uid_.find(it->first.uid);
+  if (c != hints_per_uid_.end() && --c->second == 0) hints_per_uid_.erase(c);
+  hints_.erase(it);
+}
+
+size_t EndpointSet::hints_of(uint32_t uid) const {
+  auto it = hints_per_uid_.find(uid);
+  return it == hints_per_uid_.end() ? 0 : it->second;
+}
+
+ResolvedLearned EndpointSet::on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs,
+                                         int64_t now_ns) {
+  ResolvedLearned out;
   const std::string n = lower(name);
-  for (const auto& info : named_) {
-    if (info.host != n) continue;
+  std::vector<EndpointInfo> infos;
+  for (const auto& info : named_)
+    if (info.host == n) infos.push_back(info);
+  if (infos.empty())
+    if (auto info = match_name(n)) infos.push_back(*info);
+  if (infos.empty()) return out;  // not an endpoint (any more)
+  for (const auto& info : infos)
     for (auto k : addrs) {
       k.port = info.port;
-      if (by_key_.emplace(k, info).second) added.push_back(k);
+      if (by_key_.emplace(k, info).second) out.added.push_back(k);
+    }
+  auto& own = own_answers_[n];
+  own.addrs.clear();
+  for (auto k : addrs) {
+    k.port = 0;
+    own.addrs.push_back(k);
+  }
+  own.at_ns = now_ns;
+  // Hints of that name: the ones it lists are host-wide now (their keys were added above);
+  // the others stay the teacher's until they expire.
+  for (auto it = hints_.begin(); it != hints_.end();) {
+    if (it->second.name == n && lists(own.addrs, it->first.key)) {
+      out.confirmed.push_back(it->first);
+      auto next = std::next(it);
+      erase_hint(it);
+      it = next;
+    } else {
+      ++it;
     }
   }
-  return added;
+  return out;
 }
 
 std::optional<EndpointInfo> EndpointSet::match_name(const std::string& name) const {
@@ -194,16 +253,69 @@ std::optional<EndpointInfo> EndpointSet::match_name(const std::string& name) con
   return std::nullopt;
 }
 
-std::vector<ab_endpoint_key> EndpointSet::on_dns(const std::string& name,
-                                                 const std::vector<ab_endpoint_key>& addrs) {
-  std::vector<ab_endpoint_key> added;
+DnsLearned EndpointSet::on_dns(uint32_t uid, const std::string& name, const std::vector<ab_endpoint_key>& addrs,
+                               int64_t now_ns) {
+  DnsLearned out;
   auto info = match_name(name);
-  if (!info) return added;
+  if (!info) return out;
+  const std::string n = lower(name);
+  const auto own = own_answers_.find(n);
+  const bool fresh = own != own_answers_.end() && now_ns - own->second.at_ns < limits_.own_answer_fresh_ns;
+  bool unconfirmed = false;
   for (auto k : addrs) {
     k.port = info->port;
-    if (by_key_.emplace(k, *info).second) added.push_back(k);
+    if (by_key_.count(k)) continue;  // host-wide already
+    if (fresh && lists(own->second.addrs, k)) {  // the daemon's own answer says so
+      by_key_.emplace(k, *info);
+      out.confirmed.push_back(k);
+      continue;
+    }
+    unconfirmed = true;
+    const EndpointHint h{uid, k};
+    if (auto it = hints_.find(h); it != hints_.end()) {
+      it->second.at_ns = now_ns;  // taught again: lasts longer
+      continue;
+    }
+    if (hints_of(uid) >= limits_.hints_per_uid || hints_.size() >= limits_.hints_total) {
+      out.dropped++;
+      continue;
+    }
+    hints_.emplace(h, Hint{*info, n, now_ns});
+    hints_per_uid_[uid]++;
+    out.hinted.push_back(h);
   }
-  return added;
+  if (unconfirmed && !fresh) out.resolve = n;
+  return out;
+}
+
+std::vector<EndpointHint> EndpointSet::expire_hints(int64_t now_ns) {
+  std::vector<EndpointHint> out;
+  for (auto it = hints_.begin(); it != hints_.end();) {
+    auto next = std::next(it);
+    if (now_ns - it->second.at_ns >= limits_.hint_ttl_ns) {
+      out.push_back(it->first);
+      erase_hint(it);
+    }
+    it = next;
+  }
+  return out;
+}
+
+const EndpointInfo* EndpointSet::find_for(uint32_t uid, const ab_endpoint_key& k) const {
+  if (const auto* info = find(k)) return info;
+  auto it = hints_.find(EndpointHint{uid, k});
+  if (it != hints_.end()) return &it->second.info;
+  ab_endpoint_key any = k;
+  any.port = 0;
+  it = hints_.find(EndpointHint{uid, any});
+  return it == hints_.end() ? nullptr : &it->second.info;
+}
+
+std::vector<EndpointHint> EndpointSet::hint_keys() const {
+  std::vector<EndpointHint> out;
+  out.reserve(hints_.size());
+  for (const auto& [h, v] : hints_) out.push_back(h);
+  return out;
 }
 
 const EndpointInfo* EndpointSet::find(const ab_endpoint_key& k) const {

@@ -7,6 +7,16 @@
 // as processes resolve them. A host with '*' (built-in "*.openai.azure.com", or a policy's) is
 // a pattern: never resolved, matched against the names of DNS look-ups (name_matches). The
 // kernel's endpoints map is a mirror of keys(); the daemon writes it.
+//
+// Trust (docs/enforcement.md, "What is trusted to find endpoints"): a process's own
+// getaddrinfo answer is that process's word — a user may have their own /etc/hosts (a mount or
+// user namespace) that makes 127.0.0.1 "api.openai.com". So an address learned from a DNS
+// event is a HINT for the uid that resolved it (hint_keys(), mirrored into the kernel's
+// endpoint_hints map: an endpoint for connects of that uid only) until the daemon's own
+// resolution of the name (on_resolved) lists it; then it is an endpoint host-wide (keys()).
+// Each uid may teach at most Limits::hints_per_uid addresses, all uids together
+// Limits::hints_total; more are dropped and counted. The daemon's own answers, policy
+// addresses and "localhost" are trusted as they are.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -50,32 +60,93 @@ const std::vector<EndpointInfo>& builtin_endpoints();
 // Parses a numeric IPv4/IPv6 address into a key (port in host order). False if not numeric.
 bool endpoint_key_for(const std::string& addr, uint16_t port, ab_endpoint_key* out);
 
+// An unconfirmed address one uid taught (the key carries the endpoint's port).
+struct EndpointHint {
+  uint32_t uid = 0;
+  ab_endpoint_key key{};
+};
+
+struct EndpointHintLess {
+  bool operator()(const EndpointHint& a, const EndpointHint& b) const;
+};
+
+// What a DNS event taught (on_dns).
+struct DnsLearned {
+  std::vector<ab_endpoint_key> confirmed;  // host-wide now: the daemon's own recent answer lists them
+  std::vector<EndpointHint> hinted;        // new hints for the resolving uid
+  size_t dropped = 0;                      // addresses not kept: the uid's (or the total) cap is reached
+  std::string resolve;                     // non-empty: resolve this name (the daemon's own look-up)
+};
+
+// What the daemon's own answer for a name did (on_resolved).
+struct ResolvedLearned {
+  std::vector<ab_endpoint_key> added;     // new host-wide keys
+  std::vector<EndpointHint> confirmed;    // hints of that name its answer listed (now host-wide)
+};
+
 class EndpointSet {
  public:
+  struct Limits {
+    size_t hints_per_uid = 16;       // unconfirmed addresses one uid may teach
+    size_t hints_total = 1024;       // all uids (the kernel map holds 4096)
+    int64_t own_answer_fresh_ns = int64_t(30) * 1'000'000'000;  // a DNS event re-asks after this
+    int64_t hint_ttl_ns = int64_t(600) * 1'000'000'000;         // an unconfirmed hint lasts this long
+  };
+  EndpointSet() = default;
+  explicit EndpointSet(Limits l) : limits_(l) {}
+
   // Replaces the policy part (built-ins stay). Numeric addresses become keys now, "localhost"
   // means 127.0.0.1 and ::1; never blocks. Returns the other names, to be resolved off the
   // event loop (Resolver) and handed to on_resolved(); they are also learned from DNS events.
   std::vector<std::string> set_policy(const std::vector<ab::policy::Endpoint>& eps);
 
-  // The addresses of a policy endpoint name, resolved: keys for every endpoint of the policy
-  // in force with that name (each with its port). A name the policy no longer has (a result
-  // that outlived a reload) adds nothing. Returns the keys added.
-  std::vector<ab_endpoint_key> on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs);
+  // The daemon's own answer for an endpoint name (Resolver): keys for every endpoint of the
+  // policy in force with that name (each with its port), or for the built-in or pattern
+  // endpoint the name matches. A name that is no endpoint now (a result that outlived a
+  // reload) adds nothing. Hints of that name whose address the answer lists become host-wide;
+  // the answer is remembered (for `own_answer_fresh_ns`) to confirm later DNS events at once.
+  ResolvedLearned on_resolved(const std::string& name, const std::vector<ab_endpoint_key>& addrs, int64_t now_ns = 0);
 
-  // A getaddrinfo result seen by the kernel: when `name` is an endpoint name, its addresses
-  // become endpoint keys. Returns the keys added (to mirror into the kernel map).
-  std::vector<ab_endpoint_key> on_dns(const std::string& name, const std::vector<ab_endpoint_key>& addrs);
+  // A getaddrinfo result of a process of `uid`, seen by the kernel: when `name` is an endpoint
+  // name, each address is an endpoint host-wide if the daemon's own fresh answer lists it,
+  // else a hint for `uid` (within the caps). `resolve` asks for the daemon's own look-up when
+  // some address is unconfirmed and the last answer is not fresh.
+  DnsLearned on_dns(uint32_t uid, const std::string& name, const std::vector<ab_endpoint_key>& addrs, int64_t now_ns = 0);
+
+  // Hints older than hint_ttl_ns go (their uid may teach again). Returns those removed.
+  std::vector<EndpointHint> expire_hints(int64_t now_ns);
 
   // The endpoint a DNS name is (exact names first, then patterns; a pattern's match carries
   // the name itself as host), or nullopt.
   std::optional<EndpointInfo> match_name(const std::string& name) const;
 
-  // What a connection to (family, addr, port) talks to, if it is an endpoint.
+  // What a connection to (family, addr, port) talks to, if it is an endpoint (host-wide).
   const EndpointInfo* find(const ab_endpoint_key& k) const;
+  // The same for a connection of `uid`: host-wide endpoints, then that uid's hints.
+  const EndpointInfo* find_for(uint32_t uid, const ab_endpoint_key& k) const;
   std::vector<ab_endpoint_key> keys() const;
+  std::vector<EndpointHint> hint_keys() const;
   size_t size() const { return by_key_.size(); }
+  size_t hints() const { return hints_.size(); }
+  size_t hints_of(uint32_t uid) const;
+  const Limits& limits() const { return limits_; }
 
  private:
+  struct Hint {
+    EndpointInfo info;
+    std::string name;  // the name it was learned for (lower-case)
+    int64_t at_ns = 0;
+  };
+  struct OwnAnswer {
+    std::vector<ab_endpoint_key> addrs;  // port 0
+    int64_t at_ns = 0;
+  };
+  Limits limits_;
+  std::map<EndpointHint, Hint, EndpointHintLess> hints_;
+  std::map<uint32_t, size_t> hints_per_uid_;
+  std::map<std::string, OwnAnswer> own_answers_;  // the daemon's own look-ups, by lower-case name
+  void erase_hint(std::map<EndpointHint, Hint, EndpointHintLess>::iterator it);
+
   std::map<ab_endpoint_key, EndpointInfo, EndpointKeyLess> by_key_;
   std::map<std::string, EndpointInfo> by_name_;  // lower-case names to learn from DNS
   std::vector<EndpointInfo> named_;              // the policy's endpoints given by name

@@ -40,7 +40,7 @@ bool is_fs(const char* path, unsigned long magic) {
 // Shares one set of maps between objects: the maps of `owner` are reused by `obj`.
 int reuse_shared_maps(bpf_object* owner, bpf_object* obj) {
   static const char* kShared[] = {"events", "counters", "watch", "holds",
-                                  "matched_pids", "matched_cgroups", "endpoints", "gate",
+                                  "matched_pids", "matched_cgroups", "endpoints", "endpoint_hints", "gate",
                                   "denied_cgroups", "denied_pids", "opaque_exes"};
   for (const char* name : kShared) {
     bpf_map* src = bpf_object__find_map_by_name(owner, name);
@@ -253,6 +253,7 @@ int BpfRuntime::holds_fd() const { return bpf_map__fd(proc_->maps.holds); }
 int BpfRuntime::matched_pids_fd() const { return bpf_map__fd(proc_->maps.matched_pids); }
 int BpfRuntime::matched_cgroups_fd() const { return bpf_map__fd(proc_->maps.matched_cgroups); }
 int BpfRuntime::endpoints_fd() const { return bpf_map__fd(proc_->maps.endpoints); }
+int BpfRuntime::endpoint_hints_fd() const { return bpf_map__fd(proc_->maps.endpoint_hints); }
 bpf_program* BpfRuntime::tls_program(TlsHook h) const { return hook_program(tls_, h); }
 int BpfRuntime::tls_program_fd(TlsHook h) const { return bpf_program__fd(hook_program(tls_, h)); }
 

@@ -67,6 +67,7 @@ class BpfRuntime {
   int matched_pids_fd() const;
   int matched_cgroups_fd() const;
   int endpoints_fd() const;
+  int endpoint_hints_fd() const;  // struct ab_endpoint_hint_key -> 1: one uid's unconfirmed endpoints
   int gate_fd() const;            // pid -> struct ab_gate (Brake admission credits)
   int denied_cgroups_fd() const;  // cgroup id -> 1: new connects to endpoints fail (deny)
   int denied_pids_fd() const;     // pid -> 1: the same per process
@@ -77,6 +78,9 @@ class BpfRuntime {
   TypedMap<uint32_t, uint8_t> matched_pids() const { return TypedMap<uint32_t, uint8_t>(matched_pids_fd()); }
   TypedMap<uint64_t, uint8_t> matched_cgroups() const { return TypedMap<uint64_t, uint8_t>(matched_cgroups_fd()); }
   TypedMap<ab_endpoint_key, uint32_t> endpoints() const { return TypedMap<ab_endpoint_key, uint32_t>(endpoints_fd()); }
+  TypedMap<ab_endpoint_hint_key, uint32_t> endpoint_hints() const {
+    return TypedMap<ab_endpoint_hint_key, uint32_t>(endpoint_hints_fd());
+  }
   TypedMap<uint32_t, ab_gate> gate() const { return TypedMap<uint32_t, ab_gate>(gate_fd()); }
   TypedMap<uint64_t, uint32_t> denied_cgroups() const { return TypedMap<uint64_t, uint32_t>(denied_cgroups_fd()); }
   TypedMap<uint32_t, uint32_t> denied_pids() const { return TypedMap<uint32_t, uint32_t>(denied_pids_fd()); }

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cstring>
+
 #include "core/endpoints.h"
 #include "policy/policy.h"
 #include "protocol/classify.h"
@@ -17,10 +19,11 @@ ab_endpoint_key v4(const char* a, uint16_t port = 0) {
   return k;
 }
 
-// What the set makes of a DNS answer for `name` (address 203.0.113.7): the endpoint a
-// connection to it on 443 finds, or nullptr.
+// What the set makes of a DNS answer for `name` (address 203.0.113.7) that the daemon's own
+// look-up confirms: the endpoint a connection to it on 443 finds host-wide, or nullptr.
 const EndpointInfo* learned(EndpointSet& s, const std::string& name) {
-  auto added = s.on_dns(name, {v4("203.0.113.7")});
+  s.on_dns(1000, name, {v4("203.0.113.7")});
+  s.on_resolved(name, {v4("203.0.113.7")});
   return s.find(v4("203.0.113.7", 443));
 }
 
@@ -114,7 +117,9 @@ TEST(Endpoints, PolicyPatternIsLearnedFromDnsNeverResolved) {
   EndpointSet s;
   auto to_resolve = s.set_policy({e});
   EXPECT_TRUE(to_resolve.empty());
-  s.on_dns("gw1.llm.example.com", {v4("198.51.100.1")});
+  auto dns = s.on_dns(1000, "gw1.llm.example.com", {v4("198.51.100.1")});
+  EXPECT_EQ(dns.resolve, "gw1.llm.example.com");  // the matching name itself is resolved
+  s.on_resolved("gw1.llm.example.com", {v4("198.51.100.1")});
   const EndpointInfo* info = s.find(v4("198.51.100.1", 8443));
   ASSERT_NE(info, nullptr);
   EXPECT_EQ(info->api, "anthropic");
@@ -143,4 +148,115 @@ TEST(Endpoints, EveryBuiltinIsHttpsOn443) {
     EXPECT_EQ(b.port, 443);
     EXPECT_TRUE(b.tls);
   }
+}
+
+// ---- endpoints found without trusting the agent (docs/enforcement.md) ----
+
+TEST(EndpointHints, AProcessOwnAnswerIsAHintForItsUidOnly) {
+  EndpointSet s;
+  s.set_policy({});
+  // uid 1000's own /etc/hosts says api.openai.com is 127.0.0.1
+  auto dns = s.on_dns(1000, "api.openai.com", {v4("127.0.0.1")}, 0);
+  EXPECT_TRUE(dns.confirmed.empty());
+  ASSERT_EQ(dns.hinted.size(), 1u);
+  EXPECT_EQ(dns.hinted[0].uid, 1000u);
+  EXPECT_EQ(dns.hinted[0].key.port, 443);
+  EXPECT_EQ(dns.resolve, "api.openai.com") << "the daemon looks the name up itself";
+  EXPECT_EQ(s.find(v4("127.0.0.1", 443)), nullptr) << "not host-wide";
+  EXPECT_TRUE(s.keys().empty()) << "the kernel's shared map gets nothing";
+  ASSERT_NE(s.find_for(1000, v4("127.0.0.1", 443)), nullptr) << "the teacher's own connects are seen";
+  EXPECT_EQ(s.find_for(1000, v4("127.0.0.1", 443))->api, "openai");
+  EXPECT_EQ(s.find_for(1001, v4("127.0.0.1", 443)), nullptr) << "another uid's are not";
+  EXPECT_EQ(s.find_for(1000, v4("127.0.0.1", 80)), nullptr) << "the endpoint's port only";
+  // the daemon's own answer does not list it: it stays the teacher's
+  auto own = s.on_resolved("api.openai.com", {v4("162.159.140.245")}, 1);
+  EXPECT_TRUE(own.confirmed.empty());
+  EXPECT_EQ(s.find(v4("127.0.0.1", 443)), nullptr);
+  EXPECT_NE(s.find_for(1000, v4("127.0.0.1", 443)), nullptr);
+  EXPECT_NE(s.find(v4("162.159.140.245", 443)), nullptr) << "the daemon's own answer is trusted";
+}
+
+TEST(EndpointHints, ConfirmedByTheDaemonsOwnResolution) {
+  EndpointSet s;
+  s.set_policy({});
+  s.on_dns(1000, "api.anthropic.com", {v4("160.79.104.10"), v4("10.9.9.9")}, 0);
+  EXPECT_EQ(s.hints_of(1000), 2u);
+  auto own = s.on_resolved("api.anthropic.com", {v4("160.79.104.10")}, 5);
+  ASSERT_EQ(own.confirmed.size(), 1u);
+  EXPECT_EQ(std::memcmp(own.confirmed[0].key.addr, v4("160.79.104.10").addr, 16), 0);
+  ASSERT_NE(s.find(v4("160.79.104.10", 443)), nullptr) << "host-wide now";
+  EXPECT_EQ(s.find(v4("160.79.104.10", 443))->host, "api.anthropic.com");
+  EXPECT_EQ(s.hints_of(1000), 1u) << "the confirmed one is no hint any more";
+  EXPECT_EQ(s.find(v4("10.9.9.9", 443)), nullptr);
+  // a later DNS event within the answer's freshness is confirmed at once, no new look-up
+  auto again = s.on_dns(1002, "api.anthropic.com", {v4("160.79.104.10")}, 6);
+  EXPECT_TRUE(again.hinted.empty());
+  EXPECT_TRUE(again.resolve.empty());
+  EndpointSet t;
+  t.set_policy({});
+  t.on_resolved("api.anthropic.com", {v4("160.79.104.11")}, 0);
+  auto now_known = t.on_dns(1002, "api.anthropic.com", {v4("160.79.104.11")}, 1);
+  EXPECT_TRUE(now_known.hinted.empty());
+  EXPECT_TRUE(now_known.resolve.empty()) << "host-wide already";
+  // an address the fresh answer does not list stays a hint, and is not re-resolved while fresh
+  auto other = t.on_dns(1002, "api.anthropic.com", {v4("10.1.1.1")}, 2);
+  EXPECT_EQ(other.hinted.size(), 1u);
+  EXPECT_TRUE(other.resolve.empty());
+  // once the answer is stale, an unconfirmed address asks again
+  const int64_t stale = t.limits().own_answer_fresh_ns + 10;
+  EXPECT_EQ(t.on_dns(1002, "api.anthropic.com", {v4("10.1.1.1")}, stale).resolve, "api.anthropic.com");
+}
+
+TEST(EndpointHints, OneUidCannotTeachMoreThanItsCap) {
+  EndpointSet::Limits lim;
+  lim.hints_per_uid = 3;
+  lim.hints_total = 5;
+  EndpointSet s(lim);
+  s.set_policy({});
+  auto a = s.on_dns(1000, "api.openai.com", {v4("10.0.0.1"), v4("10.0.0.2"), v4("10.0.0.3"), v4("10.0.0.4")}, 0);
+  EXPECT_EQ(a.hinted.size(), 3u);
+  EXPECT_EQ(a.dropped, 1u);
+  auto b = s.on_dns(1000, "api.groq.com", {v4("10.0.1.1")}, 0);
+  EXPECT_EQ(b.dropped, 1u) << "the cap is per uid, over every name";
+  EXPECT_EQ(s.hints_of(1000), 3u);
+  // the same address again is no new hint (and costs nothing)
+  EXPECT_EQ(s.on_dns(1000, "api.openai.com", {v4("10.0.0.1")}, 1).dropped, 0u);
+  // another uid has its own cap, within the total
+  auto c = s.on_dns(1001, "api.openai.com", {v4("10.0.2.1"), v4("10.0.2.2"), v4("10.0.2.3")}, 0);
+  EXPECT_EQ(c.hinted.size(), 2u);
+  EXPECT_EQ(c.dropped, 1u) << "all uids together stay within hints_total";
+  EXPECT_EQ(s.hints(), 5u);
+  EXPECT_TRUE(s.keys().empty());
+  // hints expire; their uid may teach again
+  auto gone = s.expire_hints(lim.hint_ttl_ns);
+  EXPECT_EQ(gone.size(), 4u) << "the one taught again at t=1 lasts longer";
+  EXPECT_EQ(s.hints_of(1000), 1u);
+  EXPECT_EQ(s.on_dns(1000, "api.groq.com", {v4("10.0.1.1")}, lim.hint_ttl_ns + 2).hinted.size(), 1u);
+}
+
+TEST(EndpointHints, OnlyEndpointNamesTeachAndAReloadDropsHintsOfNamesItRemoves) {
+  ab::policy::Endpoint e;
+  e.host = "llm.corp.example";
+  e.port = 8443;
+  e.api = "openai";
+  EndpointSet s;
+  s.set_policy({e});
+  EXPECT_TRUE(s.on_dns(1000, "example.com", {v4("10.0.0.1")}, 0).hinted.empty());
+  EXPECT_EQ(s.hints(), 0u);
+  auto h = s.on_dns(1000, "llm.corp.example", {v4("10.0.0.2")}, 0);
+  ASSERT_EQ(h.hinted.size(), 1u);
+  EXPECT_EQ(h.hinted[0].key.port, 8443);
+  s.set_policy({e});
+  EXPECT_EQ(s.hints(), 1u) << "kept: still an endpoint name";
+  s.set_policy({});
+  EXPECT_EQ(s.hints(), 0u);
+  EXPECT_EQ(s.find_for(1000, v4("10.0.0.2", 8443)), nullptr);
+}
+
+TEST(EndpointHints, TheDaemonsAnswerForAnUnknownNameTeachesNothing) {
+  EndpointSet s;
+  s.set_policy({});
+  auto r = s.on_resolved("example.com", {v4("10.0.0.1")}, 0);
+  EXPECT_TRUE(r.added.empty());
+  EXPECT_TRUE(s.keys().empty());
 }

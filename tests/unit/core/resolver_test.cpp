@@ -119,18 +119,18 @@ TEST(EndpointSet, NamesAreLeftToTheResolverAndItsResultsAddKeysWithTheirPorts) {
   EXPECT_NE(s.find(v4("127.0.0.1", 8443)), nullptr);
   EXPECT_NE(s.find(v4("127.0.0.1", 8080)), nullptr);
   EXPECT_EQ(s.find(v4("192.0.2.7", 443)), nullptr);
-  auto added = s.on_resolved("llm.internal", {v4("192.0.2.7")});
+  auto added = s.on_resolved("llm.internal", {v4("192.0.2.7")}).added;
   EXPECT_EQ(added.size(), 2u);  // one key per endpoint of that name
   ASSERT_NE(s.find(v4("192.0.2.7", 443)), nullptr);
   EXPECT_EQ(s.find(v4("192.0.2.7", 443))->host, "llm.internal");
   EXPECT_NE(s.find(v4("192.0.2.7", 8443)), nullptr);
-  EXPECT_TRUE(s.on_resolved("llm.internal", {v4("192.0.2.7")}).empty()) << "known already";
+  EXPECT_TRUE(s.on_resolved("llm.internal", {v4("192.0.2.7")}).added.empty()) << "known already";
   // a reload that keeps the name keeps what was resolved; one that drops it drops it, and a
   // late result for it adds nothing
   EXPECT_EQ(s.set_policy({ep("llm.internal", 443)}), std::vector<std::string>{"llm.internal"});
   EXPECT_NE(s.find(v4("192.0.2.7", 443)), nullptr);
   EXPECT_TRUE(s.set_policy({ep("10.0.0.1", 443)}).empty());
   EXPECT_EQ(s.find(v4("192.0.2.7", 443)), nullptr);
-  EXPECT_TRUE(s.on_resolved("llm.internal", {v4("192.0.2.8")}).empty());
+  EXPECT_TRUE(s.on_resolved("llm.internal", {v4("192.0.2.8")}).added.empty());
   EXPECT_EQ(s.find(v4("192.0.2.8", 443)), nullptr);
 }
