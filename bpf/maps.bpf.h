@@ -77,6 +77,15 @@ struct {
 	__type(value, __u32);
 } endpoints SEC(".maps");
 
+/* Sockets connected to plain-HTTP endpoints (see struct ab_plain_key): written by the connect
+ * exit (net.bpf.c), read by the per-process plain probes (tls.bpf.c), deleted at close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ab_plain_key);
+	__type(value, __u64);
+} plain_socks SEC(".maps");
+
 /* Budget admission per gated process (see struct ab_gate). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -136,6 +145,21 @@ static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __
 		return true;
 	k.port = 0;
 	return bpf_map_lookup_elem(&endpoints, &k) != NULL;
+}
+
+/* The endpoints map value of (family, addr, port), the exact port first; 0 if not an endpoint. */
+static __always_inline __u32 ab_endpoint_flags(__u16 family, __u16 port, const __u8 *addr)
+{
+	struct ab_endpoint_key k = {};
+	k.family = family;
+	k.port = port;
+	__builtin_memcpy(k.addr, addr, 16);
+	__u32 *v = bpf_map_lookup_elem(&endpoints, &k);
+	if (v)
+		return *v;
+	k.port = 0;
+	v = bpf_map_lookup_elem(&endpoints, &k);
+	return v ? *v : 0;
 }
 
 /* A SIGSTOP is seen by the parent: a shell would move its foreground job to the background
