@@ -106,7 +106,8 @@ class PlainCapture(unittest.TestCase):
         cls.daemon.__exit__(None, None, None)
         cls.sim.__exit__(None, None, None)
 
-    def check_calls(self, cg, agent, tag, n, path):
+    def check_calls(self, cg, agent, tag, n, path, comm=None):
+        """comm: the calls are made by children of the agent (curl_agent.sh runs curl per call)."""
         events, _timeline, calls = abtest.observe_calls(self.daemon, cg.path, [agent], n)
         self.assertEqual(len(calls), n, "the client made %d of %d calls; stderr: %s" % (len(calls), n, agent.stderr_text()))
         for c in calls:
@@ -115,7 +116,10 @@ class PlainCapture(unittest.TestCase):
                          % (n, cg.path, short(events), self.daemon.log_tail(30)))
         for e in events:
             d = detail(e)
-            self.assertEqual(e.get("pid"), agent.pid, short([e]))
+            if comm:
+                self.assertEqual(e.get("comm"), comm, short([e]))
+            else:
+                self.assertEqual(e.get("pid"), agent.pid, short([e]))
             self.assertEqual(e.get("cgroup"), cg.path, short([e]))
             self.assertEqual(d.get("path"), path, short([e]))
             self.assertEqual(d.get("status"), 200, short([e]))
@@ -166,7 +170,8 @@ class PlainCapture(unittest.TestCase):
         tag = "curl-plain"
         with Cgroup(tag) as cg:
             a = start(cg, self.sim, abtest.agent_cmd("curl", self.sim, "-n", 3, "--tag", tag, "--max-tokens", 21), tag)
-            self.check_calls(cg, a, tag, 3, "/v1/chat/completions")
+            events = self.check_calls(cg, a, tag, 3, "/v1/chat/completions", comm="curl")
+            self.assertEqual(len({e.get("pid") for e in events}), 3, "one curl process per call: " + short(events))
         con = sqlite3.connect("file:%s?mode=ro" % self.daemon.db, uri=True)
         try:
             for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():

@@ -101,8 +101,9 @@ TEST(Endpoints, OtherNamesAreNotEndpoints) {
     SCOPED_TRACE(n);
     EndpointSet s;
     s.set_policy({});
+    const size_t builtin_keys = s.size();  // Ollama's localhost:11434 (127.0.0.1, ::1)
     EXPECT_EQ(learned(s, n), nullptr);
-    EXPECT_EQ(s.size(), 0u);
+    EXPECT_EQ(s.size(), builtin_keys);
   }
 }
 
@@ -137,10 +138,44 @@ TEST(Endpoints, LearnedBuiltinPatternSurvivesReload) {
   EXPECT_EQ(info->host, "res.openai.azure.com");
 }
 
-TEST(Endpoints, EveryBuiltinIsHttpsOn443) {
+TEST(Endpoints, EveryBuiltinButOllamaIsHttpsOn443) {
   for (const auto& b : builtin_endpoints()) {
     SCOPED_TRACE(b.host);
+    if (b.api == "ollama") continue;
     EXPECT_EQ(b.port, 443);
     EXPECT_TRUE(b.tls);
   }
+}
+
+TEST(Endpoints, OllamaOnLocalhostIsBuiltInPlainHttp) {
+  EndpointSet s;
+  s.set_policy({});
+  for (const char* addr : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(addr);
+    ab_endpoint_key k;
+    ASSERT_TRUE(endpoint_key_for(addr, 11434, &k));
+    const EndpointInfo* info = s.find(k);
+    ASSERT_NE(info, nullptr);
+    EXPECT_EQ(info->api, "ollama");
+    EXPECT_FALSE(info->tls);
+    ASSERT_TRUE(endpoint_key_for(addr, 11435, &k));
+    EXPECT_EQ(s.find(k), nullptr);
+  }
+}
+
+TEST(Endpoints, PolicyEntryReplacesTheBuiltInOllamaAddress) {
+  ab::policy::Endpoint e;
+  e.host = "127.0.0.1";
+  e.port = 11434;
+  e.api = "openai";  // a LiteLLM proxy on Ollama's port
+  e.tls = false;
+  EndpointSet s;
+  s.set_policy({e});
+  ab_endpoint_key k;
+  ASSERT_TRUE(endpoint_key_for("127.0.0.1", 11434, &k));
+  ASSERT_NE(s.find(k), nullptr);
+  EXPECT_EQ(s.find(k)->api, "openai");
+  ASSERT_TRUE(endpoint_key_for("::1", 11434, &k));
+  ASSERT_NE(s.find(k), nullptr);
+  EXPECT_EQ(s.find(k)->api, "ollama");  // not named by the policy: the built-in stays
 }
