@@ -4,11 +4,13 @@ only; run as root, under the e2e lock (it starts agentbraked):
 
     flock /tmp/agentbrake-e2e.lock python3 tests/bench/run_plain_bench.py [--build-dir DIR]
 
-Two states, in rounds (order alternated), median of each:
+Three states, in rounds (order rotated each round), median of each:
   off   no daemon
-  on    agentbraked with a loopback echo port declared `tls: false`, and one process kept
-        connected to it (watched: the plain probes sit on the C library's write/send/sendto,
-        read/recv/recvfrom and close for that pid) while the workloads run
+  tls   agentbraked with the loopback echo port declared `tls: true` (no plain probes
+        anywhere; the daemon's own CPU use on this small VM is in this state too)
+  on    the same port declared `tls: false`, and one process kept connected to it (watched:
+        the plain probes sit on the C library's write/send/sendto, read/recv/recvfrom and
+        close for that pid) while the workloads run
 
 Workloads, each in a fresh child process (Python -S, which calls the C library's send/recv/write):
   unwatched connect    connect+close to a loopback port that is not an endpoint
@@ -17,7 +19,7 @@ Workloads, each in a fresh child process (Python -S, which calls the C library's
   watched pingpong     the same round trips to the plain endpoint: the child is watched, every
                        send and recv is copied to the ring buffer (its own cost, not a goal)
 
-Prints the ratio on/off per workload. Everything started is stopped; temporary directories are
+Prints the ratios on/off and on/tls per workload (on/tls isolates the plain probes). Everything started is stopped; temporary directories are
 removed.
 """
 import argparse
@@ -105,11 +107,12 @@ def run_child(mode, port, n):
 class Daemon:
     """agentbraked with the endpoint port declared plain, and one watched process kept on it."""
 
-    def __init__(self, build, endpoint_port):
+    def __init__(self, build, endpoint_port, plain=True):
         self.dir = tempfile.mkdtemp(prefix="ab-bench-plain-")
         self.keeper = None
         with open(os.path.join(self.dir, "policy.yaml"), "w") as f:
-            f.write("endpoints:\n  - {host: 127.0.0.1, port: %d, api: openai, tls: false}\n" % endpoint_port)
+            f.write("endpoints:\n  - {host: 127.0.0.1, port: %d, api: openai, tls: %s}\n"
+                    % (endpoint_port, "false" if plain else "true"))
         self.logpath = os.path.join(self.dir, "log")
         self.log = open(self.logpath, "wb")
         self.p = subprocess.Popen([os.path.join(build, "agentbraked"), "--state-dir", self.dir,
@@ -123,6 +126,8 @@ class Daemon:
                 self.stop()
                 raise RuntimeError("daemon did not start")
             time.sleep(0.05)
+        if not plain:
+            return
         self.keeper = subprocess.Popen([sys.executable, "-S", "-c", CHILD, "keep", str(endpoint_port), "0"],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self.keeper.stdout.readline().strip() != "ready":
@@ -167,8 +172,9 @@ def main():
             ("watched pingpong", "pingpong", ep_port, 5000)]
     try:
         for r in range(a.rounds):
-            for state in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                d = Daemon(a.build_dir, ep_port) if state == "on" else None
+            states = ("off", "tls", "on")
+            for state in states[r % 3:] + states[:r % 3]:  # rotated: no state always first
+                d = Daemon(a.build_dir, ep_port, plain=state == "on") if state != "off" else None
                 try:
                     for name, mode, port, n in work:
                         res.setdefault((state, name), []).append(run_child(mode, port, n))
@@ -181,12 +187,12 @@ def main():
         ep_ls.close()
     med = {k: statistics.median(v) for k, v in res.items()}
     mins = {k: min(v) for k, v in res.items()}
-    print("| workload | off (µs, median) | on (µs, median) | **ratio on/off (medians)** | ratio on/off (minimums) |")
-    print("|---|---|---|---|---|")
+    print("| workload | off (µs) | tls (µs) | on (µs) | ratio on/off | **ratio on/tls** | on/tls (minimums) |")
+    print("|---|---|---|---|---|---|---|")
     for name, *_ in work:
-        off, on = med[("off", name)], med[("on", name)]
-        print("| %s | %.2f | %.2f | **%.3f** | %.3f |" % (name, off, on, on / off,
-                                                        mins[("on", name)] / mins[("off", name)]))
+        off, tls, on = med[("off", name)], med[("tls", name)], med[("on", name)]
+        print("| %s | %.2f | %.2f | %.2f | %.3f | **%.3f** | %.3f |" % (
+            name, off, tls, on, on / off, on / tls, mins[("on", name)] / mins[("tls", name)]))
 
 
 if __name__ == "__main__":
