@@ -152,6 +152,19 @@ struct ab_endpoint_hint_key {
 	struct ab_endpoint_key ep;
 };
 
+/* endpoints map value: AB_EP_KNOWN, plus AB_EP_PLAIN for an endpoint that speaks plain HTTP
+ * (`tls: false`, e.g. Ollama on localhost:11434): its sockets go into plain_socks at connect. */
+#define AB_EP_KNOWN (1u << 0)
+#define AB_EP_PLAIN (1u << 1)
+
+/* plain_socks map: (pid, fd) of a connect to a plain-HTTP endpoint -> the connection's stream
+ * id (the "ssl" of its capture records: AB_PLAIN_CONN_BIT | connect time, never a pointer). */
+struct ab_plain_key {
+	__u32 pid;
+	__s32 fd;
+};
+#define AB_PLAIN_CONN_BIT (1ull << 63)
+
 /* watch map: pid (tgid) -> state. Written by both sides. */
 enum ab_watch_state {
 	AB_WATCH_PENDING = 1,  /* kernel saw the first connect and asked for attach (maybe held) */

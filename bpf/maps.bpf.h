@@ -92,6 +92,15 @@ struct {
 	__type(value, __u32);
 } endpoint_hints SEC(".maps");
 
+/* Sockets connected to plain-HTTP endpoints (see struct ab_plain_key): written by the connect
+ * exit (net.bpf.c), read by the per-process plain probes (tls.bpf.c), deleted at close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ab_plain_key);
+	__type(value, __u64);
+} plain_socks SEC(".maps");
+
 /* Budget admission per gated process (see struct ab_gate). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -150,28 +159,38 @@ static __always_inline void ab_fill_header(struct ab_event_header *h, __u32 type
 	h->cgroup_id = bpf_get_current_cgroup_id();
 }
 
-/* Whether a connect of `uid` to (family, addr, port) goes to an LLM endpoint: a confirmed
- * one (host-wide), or a hint that same uid taught (its own DNS answer, see endpoint_hints).
- * Hints are looked up only when the host-wide map has nothing: connects are rare. */
-static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __u8 *addr, __u32 uid)
+/* The endpoints map value of (family, addr, port), the exact port first: AB_EP_KNOWN, with
+ * AB_EP_PLAIN for a plain-HTTP endpoint; an address only `uid` was taught (endpoint_hints)
+ * gives AB_EP_KNOWN; 0: not an endpoint. */
+static __always_inline __u32 ab_endpoint_flags(__u16 family, __u16 port, const __u8 *addr, __u32 uid)
 {
 	struct ab_endpoint_key k = {};
 	k.family = family;
 	k.port = port;
 	__builtin_memcpy(k.addr, addr, 16);
-	if (bpf_map_lookup_elem(&endpoints, &k))
-		return true;
+	__u32 *v = bpf_map_lookup_elem(&endpoints, &k);
+	if (v)
+		return *v;
 	k.port = 0;
-	if (bpf_map_lookup_elem(&endpoints, &k))
-		return true;
+	v = bpf_map_lookup_elem(&endpoints, &k);
+	if (v)
+		return *v;
 	struct ab_endpoint_hint_key h = {};
 	h.uid = uid;
 	h.ep = k;
 	h.ep.port = port;
 	if (bpf_map_lookup_elem(&endpoint_hints, &h))
-		return true;
+		return AB_EP_KNOWN;
 	h.ep.port = 0;
-	return bpf_map_lookup_elem(&endpoint_hints, &h) != NULL;
+	return bpf_map_lookup_elem(&endpoint_hints, &h) ? AB_EP_KNOWN : 0;
+}
+
+/* Whether a connect of `uid` to (family, addr, port) goes to an LLM endpoint: a confirmed
+ * one (host-wide), or a hint that same uid taught (its own DNS answer, see endpoint_hints).
+ * Hints are looked up only when the host-wide map has nothing: connects are rare. */
+static __always_inline bool ab_known_endpoint(__u16 family, __u16 port, const __u8 *addr, __u32 uid)
+{
+	return ab_endpoint_flags(family, port, addr, uid) != 0;
 }
 
 /* The current task's real uid as the initial user namespace sees it (the uid a DNS event
@@ -181,6 +200,7 @@ static __always_inline __u32 ab_current_uid_core(void)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	return BPF_CORE_READ(task, cred, uid.val);
 }
+
 
 /* A SIGSTOP is seen by the parent: a shell would move its foreground job to the background
  * and the user loses it. So a process in its terminal's foreground process group is never

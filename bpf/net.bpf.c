@@ -66,6 +66,31 @@ int ab_connect_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* A connect to a plain-HTTP endpoint: its (pid, fd) gets a new stream id, which the
+ * per-process plain probes (tls.bpf.c, attached only to processes that talk to such an
+ * endpoint) look up on each write and read. The fd's previous connection, if its close was not
+ * seen (a Go close, a process without the probes yet), ends here. Only connects to plain
+ * endpoints pay this. */
+static __always_inline void plain_track(__u32 pid, __s32 fd)
+{
+	struct ab_plain_key k = {.pid = pid, .fd = fd};
+	__u64 *old = bpf_map_lookup_elem(&plain_socks, &k);
+	if (old) {
+		__u64 prev = *old;
+		struct ab_tls_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (e) {
+			__builtin_memset(e, 0, sizeof(*e));
+			ab_fill_header(&e->hdr, AB_EV_SSL_FREE);
+			e->ssl = prev;
+			bpf_ringbuf_submit(e, 0);
+		} else {
+			ab_count(AB_CNT_RB_RESERVE_FAIL, 1);
+		}
+	}
+	__u64 conn = AB_PLAIN_CONN_BIT | bpf_ktime_get_ns();
+	bpf_map_update_elem(&plain_socks, &k, &conn, BPF_ANY);
+}
+
 SEC("tp/syscalls/sys_exit_connect")
 int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 {
@@ -86,8 +111,11 @@ int ab_connect_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 
 	__u32 flags = 0;
-	if (ab_known_endpoint(family, port, addr, (__u32)bpf_get_current_uid_gid()))
+	__u32 ep = ab_endpoint_flags(family, port, addr, (__u32)bpf_get_current_uid_gid());
+	if (ep)
 		flags |= AB_SOCK_KNOWN_ENDPOINT;
+	if (ep & AB_EP_PLAIN)
+		plain_track(pid, args.fd);
 	__u64 cgid = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&matched_pids, &pid) || bpf_map_lookup_elem(&matched_cgroups, &cgid))
 		flags |= AB_SOCK_BUDGET_MATCHED;

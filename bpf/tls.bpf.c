@@ -761,3 +761,198 @@ int ab_go_close_enter(struct pt_regs *ctx)
 	}
 	return 0;
 }
+
+/* ======================================================================================
+ * Plain HTTP (endpoints with `tls: false`: Ollama, vLLM, llama.cpp, LM Studio, LiteLLM on a
+ * local port). The same records as TLS, for sockets in plain_socks (set at connect by
+ * net.bpf.c), with the connection's stream id as the "ssl". Attached per process, and only to
+ * processes that connected to a plain endpoint (a host-wide read/write probe would tax all
+ * I/O on the host); each hit on another fd of that process costs a map look-up.
+ *
+ *   C library  write/send/sendto entry: gate (hold before the bytes leave), remember
+ *              return: copy what was written
+ *              read/recv/recvfrom: the same for what was read; close entry: the stream ends
+ *   Go         internal/poll.(*FD).Write / Read / Close (Go makes raw syscalls, never libc's):
+ *              the fd is the FD's Sysfd; entry after the stack check, results at each RET,
+ *              state keyed by (pid, goroutine), as for crypto/tls above.
+ * ====================================================================================== */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tid */
+	__type(value, struct ssl_args);
+} plain_write_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32); /* tid */
+	__type(value, struct ssl_args);
+} plain_read_scratch SEC(".maps");
+
+static __always_inline __u64 plain_conn(__s32 fd)
+{
+	struct ab_plain_key k = {.pid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
+	__u64 *c = bpf_map_lookup_elem(&plain_socks, &k);
+	return c ? *c : 0;
+}
+
+static __always_inline void plain_closed(__s32 fd)
+{
+	struct ab_plain_key k = {.pid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
+	__u64 *c = bpf_map_lookup_elem(&plain_socks, &k);
+	if (!c)
+		return;
+	__u64 conn = *c;
+	bpf_map_delete_elem(&plain_socks, &k);
+	h2_forget(conn);
+	emit_meta(AB_EV_SSL_FREE, conn, 0, 0, 0);
+}
+
+/* write(fd, buf, n), send(fd, buf, n, flags), sendto(fd, buf, n, flags, addr, len) */
+SEC("uprobe")
+int BPF_KPROBE(ab_plain_write_enter, int fd, const void *buf, __u64 len)
+{
+	__u64 conn = plain_conn(fd);
+	if (!conn)
+		return 0;
+	if (len > 0)
+		gate_request(conn, buf, len, false); /* a hold here stops the process before the syscall */
+	return save_args(&plain_write_scratch, (void *)conn, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_plain_write_exit, long ret)
+{
+	return finish(&plain_write_scratch, AB_DIR_WRITE, ret);
+}
+
+/* read(fd, buf, n), recv(fd, buf, n, flags), recvfrom(fd, buf, n, flags, addr, len) */
+SEC("uprobe")
+int BPF_KPROBE(ab_plain_read_enter, int fd, void *buf, __u64 len)
+{
+	__u64 conn = plain_conn(fd);
+	if (!conn)
+		return 0;
+	return save_args(&plain_read_scratch, (void *)conn, buf, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ab_plain_read_exit, long ret)
+{
+	return finish(&plain_read_scratch, AB_DIR_READ, ret);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ab_plain_close_enter, int fd)
+{
+	plain_closed(fd);
+	return 0;
+}
+
+/* ---- Go: internal/poll.(*FD) ---------------------------------------------------------- */
+
+/* Go's poll.FD begins with fdmu (fdMutex: a uint64 and two uint32) and then Sysfd int: the fd
+ * sits at offset 16 (unchanged from Go 1.9 to 1.23). */
+#define AB_GO_FD_SYSFD_OFF 16
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_plain_write_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct ssl_args);
+} go_plain_read_scratch SEC(".maps");
+
+static __always_inline __s32 go_fd_sysfd(struct pt_regs *ctx)
+{
+	__s64 sysfd = -1;
+	if (bpf_probe_read_user(&sysfd, sizeof(sysfd), (void *)(AB_GO_RECV(ctx) + AB_GO_FD_SYSFD_OFF)) != 0)
+		return -1;
+	return (__s32)sysfd;
+}
+
+/* (*FD).Write writes all of its buffer or fails (it loops over partial writes and EAGAIN), so
+ * the bytes are reported at entry, like crypto/tls's Write; a write held at its start is
+ * reported after its release (go_held_writes, keyed by the stream id). */
+SEC("uprobe")
+int ab_go_plain_write_enter(struct pt_regs *ctx)
+{
+	__u64 buf = AB_GO_BUF(ctx), len = AB_GO_LEN(ctx);
+	if (len == 0)
+		return 0;
+	__u64 conn = plain_conn(go_fd_sysfd(ctx));
+	if (!conn)
+		return 0;
+	if (!gate_request(conn, (const void *)buf, len, true)) {
+		go_emit(conn, AB_DIR_WRITE, buf, len);
+		return 0;
+	}
+	struct go_conn_key ck = {};
+	ck.pid = bpf_get_current_pid_tgid() >> 32;
+	ck.conn = conn;
+	struct ssl_args w = {.ssl = conn, .buf = buf, .len_ptr = len};
+	bpf_map_update_elem(&go_held_writes, &ck, &w, BPF_ANY);
+	struct go_key k = go_key_of(ctx);
+	if (k.g)
+		bpf_map_update_elem(&go_plain_write_scratch, &k, &w, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_plain_write_ret(struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args *p = bpf_map_lookup_elem(&go_plain_write_scratch, &k);
+	if (!p)
+		return 0; /* not a held write: reported at entry */
+	__u64 conn = p->ssl;
+	bpf_map_delete_elem(&go_plain_write_scratch, &k);
+	go_flush_held_write(conn);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_plain_read_enter(struct pt_regs *ctx)
+{
+	__u64 conn = plain_conn(go_fd_sysfd(ctx));
+	struct go_key k = go_key_of(ctx);
+	if (!conn || !k.g)
+		return 0;
+	struct ssl_args a = {.ssl = conn, .buf = AB_GO_BUF(ctx), .len_ptr = AB_GO_LEN(ctx)};
+	bpf_map_update_elem(&go_plain_read_scratch, &k, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_plain_read_ret(struct pt_regs *ctx)
+{
+	struct go_key k = go_key_of(ctx);
+	struct ssl_args *p = bpf_map_lookup_elem(&go_plain_read_scratch, &k);
+	if (!p)
+		return 0;
+	struct ssl_args a = *p;
+	bpf_map_delete_elem(&go_plain_read_scratch, &k);
+	long n = (long)AB_GO_RET0(ctx);
+	if (n <= 0 || (__u64)n > a.len_ptr)
+		return 0;
+	go_flush_held_write(a.ssl);
+	go_emit(a.ssl, AB_DIR_READ, a.buf, (__u64)n);
+	return 0;
+}
+
+SEC("uprobe")
+int ab_go_plain_close_enter(struct pt_regs *ctx)
+{
+	__s32 fd = go_fd_sysfd(ctx);
+	if (fd >= 0)
+		plain_closed(fd);
+	return 0;
+}

@@ -88,8 +88,12 @@ void Daemon::sync_endpoints_map() {
   std::set<ab_endpoint_key, EndpointKeyLess> want;
   for (const auto& k : endpoints_.keys()) want.insert(k);
   const auto map = rt_->endpoints();
-  for (const auto& k : want)
-    if (!kernel_endpoints_.count(k)) (void)map.update(k, 1);
+  // the value says whether it speaks plain HTTP (its connects go into plain_socks); written
+  // for every key, so a reload that flips `tls:` takes effect
+  for (const auto& k : want) {
+    const auto* info = endpoints_.find(k);
+    (void)map.update(k, AB_EP_KNOWN | (info && !info->tls ? AB_EP_PLAIN : 0u));
+  }
   for (const auto& k : kernel_endpoints_)
     if (!want.count(k)) (void)map.erase(k);
   kernel_endpoints_ = std::move(want);
@@ -209,6 +213,9 @@ void Daemon::scan_existing(const std::vector<ab_endpoint_key>* only) {
     if (const auto* info = endpoints_.find(c.remote)) {
       w.endpoint_host = info->host;
       w.endpoint_api = info->api;
+      // its later plain connects are read; this one, made before the daemon ran, is not
+      // (its fd was never put in plain_socks)
+      if (!info->tls) w.plain_wanted = true;
     }
     if (auto pi = process::read_proc(c.pid)) {
       procs_.upsert(*pi);

@@ -298,6 +298,15 @@ void Daemon::on_connect(const ab_hold_event& e) {
   if (info) {
     w.endpoint_host = info->host;
     w.endpoint_api = info->api;
+    if (!info->tls && !w.plain_wanted) {
+      w.plain_wanted = true;
+      // Watched already for TLS: the plain probes are added now. This connect was not held
+      // for them (docs/enforcement.md): what the process sends before they land is not seen.
+      if (w.attached && !w.attaching && !w.opaque) {
+        stats_[DaemonCounter::PlainAttachLate]++;
+        worker_->request_attach(static_cast<int>(pid), true);
+      }
+    }
     if (w.opaque) opaque_track_socket(pid, e.sock.fd);  // no-op unless it connected mid-verdict
     else if (!w.opaque && w.endpoint_fds.size() < 8 && e.sock.fd >= 0) w.endpoint_fds.push_back(e.sock.fd);
   }
@@ -343,7 +352,7 @@ void Daemon::request_attach(uint32_t pid, const char* why) {
   if (w.attaching || w.attached) return;
   w.attaching = true;
   spdlog::debug("attach pid {}: {}", pid, why);
-  worker_->request_attach(static_cast<int>(pid));
+  worker_->request_attach(static_cast<int>(pid), w.plain_wanted);
 }
 
 void Daemon::set_watch(uint32_t pid, uint32_t state) {
@@ -369,9 +378,31 @@ void Daemon::on_attach_done() {
       continue;
     }
     auto& w = it->second;
-    w.attaching = false;
     const Attribution who = attribute(pid);
+    if (r.plain_added) {  // plain-HTTP probes added to a process attached already
+      w.plain = r.plain;
+      if (r.plain) {
+        stats_[DaemonCounter::PlainAttaches]++;
+        spdlog::info("plain-HTTP probes added to pid {} ({}): {}", pid, who.comm, fmt::join(r.stacks, ", "));
+      } else {
+        stats_[DaemonCounter::PlainAttachFailures]++;
+        spdlog::warn("pid {} ({}): plain-HTTP sockets not readable: {}", pid, who.comm,
+                     r.plain_problem.empty() ? r.error : r.plain_problem);
+        record_event("capture_blind", pid, who.cgroup, who.comm,
+                     {{"pid", pid}, {"exe", who.exe}, {"why", "plain HTTP: " + (r.plain_problem.empty() ? r.error : r.plain_problem)}});
+      }
+      continue;
+    }
+    w.attaching = false;
     if (r.err == 0) {
+      w.plain = r.plain;
+      if (r.plain) stats_[DaemonCounter::PlainAttaches]++;
+      if (w.plain_wanted && !r.plain) {
+        stats_[DaemonCounter::PlainAttachFailures]++;
+        spdlog::warn("pid {} ({}): plain-HTTP sockets not readable: {}", pid, who.comm, r.plain_problem);
+        record_event("capture_blind", pid, who.cgroup, who.comm,
+                     {{"pid", pid}, {"exe", who.exe}, {"why", "plain HTTP: " + r.plain_problem}});
+      }
       w.attached = true;
       w.objects = r.objects;
       set_watch(pid, AB_WATCH_ATTACHED);

@@ -41,6 +41,9 @@ enum class DaemonCounter : uint8_t {
   OpaqueSocketErrors,
   OpaqueSocketsAdded,
   OtlpConfigErrors,
+  PlainAttachFailures,
+  PlainAttachLate,
+  PlainAttaches,
   ProcessesWithoutOpenssl,
   RingBufferConsumeErrors,
   RingDrainPassesCut,
@@ -84,6 +87,9 @@ constexpr std::string_view counter_name(DaemonCounter c) {
     case DaemonCounter::OpaqueSocketErrors: return "opaque_socket_errors";
     case DaemonCounter::OpaqueSocketsAdded: return "opaque_sockets_added";
     case DaemonCounter::OtlpConfigErrors: return "otlp_config_errors";
+    case DaemonCounter::PlainAttachFailures: return "plain_attach_failures";
+    case DaemonCounter::PlainAttachLate: return "plain_attach_late";
+    case DaemonCounter::PlainAttaches: return "plain_attaches";
     case DaemonCounter::ProcessesWithoutOpenssl: return "processes_without_openssl";
     case DaemonCounter::RingBufferConsumeErrors: return "ring_buffer_consume_errors";
     case DaemonCounter::RingDrainPassesCut: return "ring_drain_passes_cut";

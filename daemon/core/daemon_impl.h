@@ -231,6 +231,8 @@ class Daemon {
     int64_t tls_first_ns = 0;          // when the first of them arrived (mono)
     bool health_reported = false;      // capture_blind for "bytes but nothing parsed" recorded
     std::vector<int> endpoint_fds;  // fds of its connects to endpoints before it was judged
+    bool plain_wanted = false;      // it connected to a plain-HTTP endpoint (`tls: false`)
+    bool plain = false;             // its plain-HTTP probes are attached
   };
   std::unordered_map<uint32_t, Watched> watched_;
 

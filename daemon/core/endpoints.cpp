@@ -94,6 +94,8 @@ const std::vector<EndpointInfo>& builtin_providers() {
       {"*-aiplatform.googleapis.com", 443, "gemini", true},
       {"bedrock-runtime.*.amazonaws.com", 443, "bedrock", true},
       {"bedrock-runtime-fips.*.amazonaws.com", 443, "bedrock", true},
+      // Ollama's default address, plain HTTP (a policy entry for the same address replaces it)
+      {"localhost", 11434, "ollama", false},
   };
   return v;
 }
@@ -127,11 +129,15 @@ std::vector<std::string> EndpointSet::set_policy(const std::vector<ab::policy::E
       }
     patterns.push_back(info);
   };
+  decltype(by_key_) keys;
   for (const auto& b : builtin_providers()) {
     if (is_pattern(b.host)) add_pattern(b);
-    else names[b.host] = b;
+    else if (auto lit = literal_keys(b.host, b.port)) {
+      for (const auto& key : *lit) keys[key] = b;
+    } else {
+      names[b.host] = b;
+    }
   }
-  decltype(by_key_) keys;
   std::vector<EndpointInfo> named;
   for (const auto& e : eps) {
     EndpointInfo info{lower(e.host), e.port, e.api, e.tls};

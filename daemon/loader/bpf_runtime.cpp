@@ -41,7 +41,7 @@ bool is_fs(const char* path, unsigned long magic) {
 int reuse_shared_maps(bpf_object* owner, bpf_object* obj) {
   static const char* kShared[] = {"events", "counters", "watch", "holds",
                                   "matched_pids", "matched_cgroups", "endpoints", "endpoint_hints", "gate",
-                                  "denied_cgroups", "denied_pids", "opaque_exes"};
+                                  "denied_cgroups", "denied_pids", "opaque_exes", "plain_socks"};
   for (const char* name : kShared) {
     bpf_map* src = bpf_object__find_map_by_name(owner, name);
     bpf_map* dst = bpf_object__find_map_by_name(obj, name);
@@ -69,6 +69,16 @@ bpf_program* hook_program(ab_tls* t, TlsHook h) {
     case TlsHook::GoReadEnter: return t->progs.ab_go_read_enter;
     case TlsHook::GoReadRet: return t->progs.ab_go_read_ret;
     case TlsHook::GoCloseEnter: return t->progs.ab_go_close_enter;
+    case TlsHook::PlainWriteEnter: return t->progs.ab_plain_write_enter;
+    case TlsHook::PlainWriteExit: return t->progs.ab_plain_write_exit;
+    case TlsHook::PlainReadEnter: return t->progs.ab_plain_read_enter;
+    case TlsHook::PlainReadExit: return t->progs.ab_plain_read_exit;
+    case TlsHook::PlainCloseEnter: return t->progs.ab_plain_close_enter;
+    case TlsHook::GoPlainWriteEnter: return t->progs.ab_go_plain_write_enter;
+    case TlsHook::GoPlainWriteRet: return t->progs.ab_go_plain_write_ret;
+    case TlsHook::GoPlainReadEnter: return t->progs.ab_go_plain_read_enter;
+    case TlsHook::GoPlainReadRet: return t->progs.ab_go_plain_read_ret;
+    case TlsHook::GoPlainCloseEnter: return t->progs.ab_go_plain_close_enter;
     default: return nullptr;
   }
 }
@@ -78,7 +88,8 @@ bpf_program* hook_program(ab_tls* t, TlsHook h) {
 bool tls_hook_is_return(TlsHook h) {
   switch (h) {
     case TlsHook::WriteExit: case TlsHook::WriteExExit: case TlsHook::ReadExit:
-    case TlsHook::ReadExExit: case TlsHook::NewExit: return true;
+    case TlsHook::ReadExExit: case TlsHook::NewExit:
+    case TlsHook::PlainWriteExit: case TlsHook::PlainReadExit: return true;
     default: return false;
   }
 }

@@ -48,6 +48,10 @@ enum class TlsHook {
   NewExit, FreeEnter,
   // Go crypto/tls (go_attach.cpp): all plain uprobes, the *Ret ones on each RET instruction
   GoWriteEnter, GoWriteRet, GoReadEnter, GoReadRet, GoCloseEnter,
+  // Plain HTTP (plain_attach.cpp): the C library's write/send/sendto, read/recv/recvfrom
+  // (entry + return) and close; Go's internal/poll.(*FD) Write, Read (entry + RETs) and Close
+  PlainWriteEnter, PlainWriteExit, PlainReadEnter, PlainReadExit, PlainCloseEnter,
+  GoPlainWriteEnter, GoPlainWriteRet, GoPlainReadEnter, GoPlainReadRet, GoPlainCloseEnter,
   Count
 };
 bool tls_hook_is_return(TlsHook h);

@@ -22,6 +22,11 @@ constexpr uint32_t kMagic120 = 0xfffffff1;  // Go 1.20 and later
 constexpr const char* kWrite = "crypto/tls.(*Conn).Write";
 constexpr const char* kRead = "crypto/tls.(*Conn).Read";
 constexpr const char* kClose = "crypto/tls.(*Conn).Close";
+// Plain sockets (plain_attach.cpp): every net.Conn read and write of a Go program goes through
+// these (net.(*conn).Write -> (*netFD).Write -> (*FD).Write -> syscall).
+constexpr const char* kFdWrite = "internal/poll.(*FD).Write";
+constexpr const char* kFdRead = "internal/poll.(*FD).Read";
+constexpr const char* kFdClose = "internal/poll.(*FD).Close";
 
 // Little-endian reads bounded by the image.
 struct Bytes {
@@ -301,7 +306,7 @@ std::optional<GoTlsSymbols> locate_go_tls(int fd) {
   std::vector<GoFunc> funcs;
   PclntabInfo info;
   std::string err;
-  if (!parse_pclntab(pcln, pcln_size, text_addr, {kWrite, kRead, kClose}, &funcs, &info, &err)) {
+  if (!parse_pclntab(pcln, pcln_size, text_addr, {kWrite, kRead, kClose, kFdWrite, kFdRead, kFdClose}, &funcs, &info, &err)) {
     r.problem = err;
     return r;
   }
@@ -312,7 +317,12 @@ std::optional<GoTlsSymbols> locate_go_tls(int fd) {
   for (const auto& f : funcs) {
     const uint8_t* code = at_vaddr(f.entry, f.end - f.entry);
     GoProbeSites sites;
+    const bool poll = f.name == kFdWrite || f.name == kFdRead || f.name == kFdClose;
     if (!code || !find_go_probe_sites(code, f.end - f.entry, f.entry, &sites, &err)) {
+      if (poll) {  // plain sockets only: crypto/tls can still be watched
+        r.plain_problem = f.name + ": " + (code ? err : "code not in the file");
+        continue;
+      }
       r.problem = f.name + ": " + (code ? err : "code not in the file");
       return r;
     }
@@ -327,8 +337,17 @@ std::optional<GoTlsSymbols> locate_go_tls(int fd) {
       r.read_rets = rets;
     } else if (f.name == kClose) {
       r.close = probe;
+    } else if (f.name == kFdWrite) {
+      r.fd_write = probe;
+      r.fd_write_rets = rets;
+    } else if (f.name == kFdRead) {
+      r.fd_read = probe;
+      r.fd_read_rets = rets;
+    } else if (f.name == kFdClose) {
+      r.fd_close = probe;
     }
   }
+  if (!r.plain_usable() && r.plain_problem.empty()) r.plain_problem = "Go binary without internal/poll.(*FD).Write and Read";
   if (!r.usable() && r.problem.empty()) r.problem = "Go binary without crypto/tls.(*Conn).Write and Read";
   r.locate_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return r;

@@ -75,9 +75,19 @@ struct GoTlsSymbols {
   uint64_t read = 0;             // (*Conn).Read probe point
   std::vector<uint64_t> read_rets;
   uint64_t close = 0;            // (*Conn).Close probe point; 0 if not linked in
+  // internal/poll.(*FD) Write / Read / Close: plain sockets (endpoints with `tls: false`)
+  uint64_t fd_write = 0;
+  std::vector<uint64_t> fd_write_rets;
+  uint64_t fd_read = 0;
+  std::vector<uint64_t> fd_read_rets;
+  uint64_t fd_close = 0;
+  std::string plain_problem;     // why its plain sockets cannot be read ("" if plain_usable)
   std::string problem;           // why a Go file cannot be watched ("" if usable)
   double locate_ms = 0;          // time taken to locate (first look at the file)
   bool usable() const { return is_go && write && read && !write_rets.empty() && !read_rets.empty(); }
+  bool plain_usable() const {
+    return is_go && fd_write && fd_read && !fd_write_rets.empty() && !fd_read_rets.empty();
+  }
 };
 
 // Locates the probe points in the ELF file open at fd. std::nullopt: not a readable ELF file.

@@ -139,7 +139,7 @@ int TlsAttacher::attach_object(int pid, const ObjectFile& f, const std::string& 
   return 0;
 }
 
-int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms) {
+int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms, bool plain) {
   out->pid = pid;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
   auto files = mapped_executable_files(pid);
@@ -191,6 +191,17 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error, int64_t 
     }
     out->stacks.push_back(stack);
   }
+  if (plain) {
+    const size_t before = out->objects.size();
+    std::string plain_error;
+    int err = attach_plain(pid, out, &plain_error);
+    if (err && err != -ENOENT) {
+      detach(*out);
+      if (error) *error = plain_error;
+      return err;
+    }
+    if (out->objects.size() > before) return 0;  // plain sockets are readable: watched
+  }
   if (out->objects.empty()) {
     if (error)
       *error = !out->blind.empty()   ? out->blind
@@ -199,6 +210,52 @@ int TlsAttacher::attach(int pid, ProcessLinks* out, std::string* error, int64_t 
                      (unreadable.empty() ? std::string() : "; not read: " + unreadable);
     return -ENOENT;
   }
+  return 0;
+}
+
+int TlsAttacher::attach_plain(int pid, ProcessLinks* out, std::string* error) {
+  if (out->plain) return 0;
+  ProcessLinks added;
+  std::vector<std::string> seen;
+  for (const auto& [path, range] : mapped_executable_files(pid)) {
+    std::string why;
+    auto f = ObjectFile::open_mapped(pid, range, &why);
+    if (!f) continue;
+    int err = 0;
+    if (is_c_library_path(path)) {
+      auto syms = libc_io_.get(*f);
+      if (!syms || !syms->usable()) continue;
+      err = attach_plain_libc(rt_, pid, *f, path, *syms, &added, error);
+      if (!err) added.stacks.push_back("plain:libc");
+    } else if (auto go = go_symbols_.get(*f, path); go && go->is_go) {
+      if (!go->plain_usable()) {
+        if (out->plain_problem.empty()) out->plain_problem = "Go binary " + path + ": " + go->plain_problem;
+        continue;
+      }
+      err = attach_plain_go(rt_, pid, f->fd_path(), path, *go, &added, error);
+      if (!err) added.stacks.push_back("plain:go");
+    } else {
+      continue;
+    }
+    if (err) {
+      detach(added);
+      return err;
+    }
+    added.objects.push_back(path);
+  }
+  if (added.objects.empty()) {
+    if (out->plain_problem.empty()) out->plain_problem = "no C library and no Go internal/poll in any mapped object";
+    if (error) *error = out->plain_problem;
+    return -ENOENT;
+  }
+  out->multi_link_fds.insert(out->multi_link_fds.end(), added.multi_link_fds.begin(), added.multi_link_fds.end());
+  out->perf_links.insert(out->perf_links.end(), added.perf_links.begin(), added.perf_links.end());
+  for (auto& o : added.objects) {
+    if (std::find(out->objects.begin(), out->objects.end(), o) == out->objects.end()) out->objects.push_back(o);
+  }
+  out->stacks.insert(out->stacks.end(), added.stacks.begin(), added.stacks.end());
+  out->plain = true;
+  out->plain_problem.clear();
   return 0;
 }
 
@@ -274,10 +331,10 @@ AttachWorker::~AttachWorker() {
   if (efd_ >= 0) close(efd_);
 }
 
-void AttachWorker::request_attach(int pid) {
+void AttachWorker::request_attach(int pid, bool plain) {
   {
     std::lock_guard lk(mu_);
-    queue_.emplace_back(true, pid);
+    queue_.push_back(Request{true, pid, plain});
   }
   cv_.notify_one();
 }
@@ -289,9 +346,9 @@ void AttachWorker::request_detach(int pid) {
   {
     std::lock_guard lk(mu_);
     bool queued = false;
-    for (auto& q : queue_) queued |= q.first && q.second == pid;
+    for (auto& q : queue_) queued |= q.attach && q.pid == pid;
     if (queued || attaching_pid_ == pid) {
-      queue_.emplace_back(false, pid);
+      queue_.push_back(Request{false, pid, false});
     } else {
       for (auto it = attached_.begin(); it != attached_.end(); ++it)
         if (it->pid == pid) {
@@ -350,7 +407,7 @@ bool AttachWorker::is_attached(int pid) const {
 
 void AttachWorker::run() {
   for (;;) {
-    std::pair<bool, int> req;
+    Request req;
     {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
@@ -358,7 +415,8 @@ void AttachWorker::run() {
       req = queue_.front();
       queue_.pop_front();
     }
-    auto [is_attach, pid] = req;
+    const bool is_attach = req.attach;
+    const int pid = req.pid;
     if (is_attach) {
       ProcessLinks stale;  // links of an earlier image of this pid still waiting to be closed
       {
@@ -374,11 +432,37 @@ void AttachWorker::run() {
       if (stale.count()) attacher_.detach(stale);
       {
         std::lock_guard lk(mu_);
-        bool already = false;
-        for (auto& l : attached_) already |= l.pid == pid;
+        ProcessLinks* already = nullptr;
+        for (auto& l : attached_)
+          if (l.pid == pid) already = &l;
+        if (already && req.plain && !already->plain) {
+          // plain probes for a process attached already: made here, under the lock (the
+          // detach path takes links out of attached_ under it too); a few ms
+          std::string err;
+          int rc = attacher_.attach_plain(pid, already, &err);
+          Result r;
+          r.pid = pid;
+          r.err = rc == -ENOENT ? 0 : rc;
+          r.error = rc == -ENOENT ? "" : err;
+          r.objects = already->objects;
+          r.stacks = already->stacks;
+          r.plain = already->plain;
+          r.plain_problem = already->plain_problem;
+          r.plain_added = true;
+          attaching_pid_ = 0;
+          done_.push_back(std::move(r));
+          uint64_t one = 1;
+          (void)!write(efd_, &one, sizeof one);
+          continue;
+        }
         if (already) {
           attaching_pid_ = 0;
-          done_.push_back(Result{pid, 0, "", {}, 0, {}, {}});
+          Result r;
+          r.pid = pid;
+          r.objects = already->objects;
+          r.stacks = already->stacks;
+          r.plain = already->plain;
+          done_.push_back(std::move(r));
           uint64_t one = 1;
           (void)!write(efd_, &one, sizeof one);
           continue;
@@ -392,10 +476,17 @@ void AttachWorker::run() {
       auto t0 = std::chrono::steady_clock::now();
       ProcessLinks links;
       std::string err;
-      int rc = attacher_.attach(pid, &links, &err);
-      Result r{pid, rc, err, links.objects,
-               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-               links.stacks, links.blind};
+      int rc = attacher_.attach(pid, &links, &err, kAttachDeadlineMs, req.plain);
+      Result r;
+      r.pid = pid;
+      r.err = rc;
+      r.error = err;
+      r.objects = links.objects;
+      r.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      r.stacks = links.stacks;
+      r.blind = links.blind;
+      r.plain = links.plain;
+      r.plain_problem = links.plain_problem;
       std::lock_guard lk(mu_);
       attaching_pid_ = 0;
       if (rc == 0) attached_.push_back(std::move(links));

@@ -18,6 +18,7 @@
 #include "loader/bpf_runtime.h"
 #include "loader/elf_symbols.h"
 #include "loader/go_symbols.h"
+#include "loader/plain_attach.h"
 #include "loader/tls_locator.h"
 
 struct bpf_link;
@@ -32,6 +33,8 @@ struct ProcessLinks {
   std::vector<std::string> objects;  // files attached to
   std::vector<std::string> stacks;   // per object: how its entry points were found ("openssl:symbols", "boringssl:table", ...)
   std::string blind;                 // a TLS library was seen whose entry points were not found: why
+  bool plain = false;                // plain-HTTP probes attached (plain_attach.h)
+  std::string plain_problem;         // asked for them, none attached: why
   size_t count() const { return multi_link_fds.size() + perf_links.size(); }
 };
 
@@ -58,8 +61,15 @@ class TlsAttacher {
   explicit TlsAttacher(BpfRuntime& rt) : rt_(rt) {}
   // Attaches to every OpenSSL-carrying object mapped by pid. Returns 0 on success with links
   // filled, -ENOENT if the process maps no OpenSSL (nothing attached), other negative errno
-  // on failure (partially attached links are detached before returning).
-  int attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms = kAttachDeadlineMs);
+  // on failure (partially attached links are detached before returning). `plain`: the plain-
+  // HTTP probes too (the process connected to a `tls: false` endpoint); a process with them
+  // and no TLS library is attached (0).
+  int attach(int pid, ProcessLinks* out, std::string* error, int64_t deadline_ms = kAttachDeadlineMs,
+             bool plain = false);
+  // Adds the plain-HTTP probes to a process's links (its C library, its Go internal/poll).
+  // 0 with out->plain set, -ENOENT when it maps neither (out->plain_problem says why), or
+  // another negative errno (the links it added are closed).
+  int attach_plain(int pid, ProcessLinks* out, std::string* error);
   // Closes every link of the process.
   void detach(ProcessLinks& links);
   // Closes every link of n processes at once (a pool of threads: the kernel's waits overlap).
@@ -78,6 +88,7 @@ class TlsAttacher {
   TlsSymbolCache symbols_;
   GoTlsCache go_symbols_;
   TlsLocator locator_;  // objects without exported SSL_* (GnuTLS, stripped BoringSSL)
+  LibcIoCache libc_io_;
 };
 
 // One thread doing attach/detach requests in order. Completed attaches are handed back
@@ -92,13 +103,18 @@ class AttachWorker {
     double duration_ms = 0;
     std::vector<std::string> stacks;  // per object, as ProcessLinks::stacks
     std::string blind;                // -ENOENT: a TLS library seen but not readable, why
+    bool plain = false;               // the plain-HTTP probes are attached
+    bool plain_added = false;         // only the plain-HTTP probes were added (attached already)
+    std::string plain_problem;        // they were asked for and are not: why
   };
   explicit AttachWorker(BpfRuntime& rt);
   ~AttachWorker();  // detaches everything still attached, then joins
   AttachWorker(const AttachWorker&) = delete;
   AttachWorker& operator=(const AttachWorker&) = delete;
 
-  void request_attach(int pid);
+  // plain: with the plain-HTTP probes; for a process attached already, adds them (a Result
+  // with plain set, or plain_problem, reports it).
+  void request_attach(int pid, bool plain = false);
   // Where the TLS locator keeps its results across restarts (the daemon's state dir).
   void set_locator_cache_dir(const std::string& dir) { attacher_.locator().set_cache_dir(dir); }
   void request_detach(int pid);
@@ -115,7 +131,12 @@ class AttachWorker {
   TlsAttacher attacher_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<bool, int>> queue_;  // (attach?, pid)
+  struct Request {
+    bool attach = true;
+    int pid = 0;
+    bool plain = false;
+  };
+  std::deque<Request> queue_;
   std::vector<Result> done_;
   std::vector<ProcessLinks> attached_;
   std::deque<ProcessLinks> detach_queue_;  // handed to detach_thread_

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """LLM provider simulator for agentbrake's end-to-end tests (Python stdlib only).
 
-Serves OpenAI Chat Completions, OpenAI Responses and Anthropic Messages on 127.0.0.1 over
+Serves OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and Ollama (/api/chat,
+/api/generate: NDJSON streams unless "stream": false) on 127.0.0.1 over
 HTTPS (a self-signed certificate made per run with the `openssl` CLI) or plain HTTP, with
 HTTP/1.1 keep-alive. Its first stdout line is JSON: {"port": N, "tls": bool, "cafile": PATH,
 "pid": N, "log": PATH}. Then it serves until SIGTERM/SIGINT.
@@ -440,6 +441,8 @@ class Handler(BaseHTTPRequestHandler):
             kind = "anthropic"
         elif path.startswith("/model/") and path.rsplit("/", 1)[-1] in BEDROCK_OPS:
             kind = "bedrock"
+        elif path in ("/api/chat", "/api/generate"):   # Ollama (NDJSON stream unless "stream": false)
+            kind = "ollama_" + path[len("/api/"):]
         else:
             self._simple(404, {"error": {"message": "unknown path", "type": "not_found"}})
             return
@@ -457,7 +460,7 @@ class Handler(BaseHTTPRequestHandler):
             # a request still being served from one never sent
             self._log({"client_tag": self.headers.get("x-test-client"), "ts_start": t0}, self.server.log_path + ".started")
         model = str(body.get("model", "unknown"))
-        stream = bool(body.get("stream", False))
+        stream = bool(body.get("stream", kind.startswith("ollama")))
         if kind == "bedrock":
             from urllib.parse import unquote
             model_id, op = path[len("/model/"):].rsplit("/", 1)
@@ -469,6 +472,8 @@ class Handler(BaseHTTPRequestHandler):
         text = prompt_text(body)
         base_in = cfg["input_tokens"] if cfg["input_tokens"] is not None else max(1, math.ceil(len(text) / 4))
         out = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
+        if kind.startswith("ollama"):
+            out = (body.get("options") or {}).get("num_predict")
         out = int(out) if isinstance(out, (int, float)) and out > 0 else int(cfg["default_output_tokens"])
         cr, cw = int(cfg["cache_read"]), int(cfg["cache_write"])
         if kind in ("anthropic", "bedrock"):
@@ -500,6 +505,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(kind, int(cfg["status"]), cfg)
             elif kind == "bedrock":
                 self._bedrock(self.bedrock_op, model, wire_in, out, cr, cw, cfg)
+            elif kind.startswith("ollama"):
+                self._ollama(kind, model, wire_in, out, cfg, stream)
             elif not stream:
                 rec["gzip"] = self._non_stream(kind, model, wire_in, out, cr, cw, cfg)
             else:
@@ -516,6 +523,45 @@ class Handler(BaseHTTPRequestHandler):
         self._log(rec)
 
     # ---- responses ---------------------------------------------------------------------
+    def _ollama(self, kind, model, wire_in, out, cfg, stream):
+        """Ollama /api/chat and /api/generate: one JSON object, or (stream) NDJSON lines in a
+        chunked body, the last with "done": true, prompt_eval_count and eval_count."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+
+        def piece(txt, done):
+            obj = {"model": model, "created_at": now, "done": done}
+            if kind == "ollama_chat":
+                obj["message"] = {"role": "assistant", "content": txt}
+            else:
+                obj["response"] = txt
+            if done:
+                obj.update({"done_reason": "length", "total_duration": 1000, "load_duration": 10,
+                            "prompt_eval_count": wire_in, "prompt_eval_duration": 100,
+                            "eval_count": out, "eval_duration": 500})
+            return obj
+
+        if not stream:
+            body = json.dumps(piece(output_text(out), True)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        delay = cfg["chunk_ms"] / 1000.0
+        for g in split_words(out, int(cfg["chunks"])):
+            if delay:
+                time.sleep(delay)
+            self._send_chunk((json.dumps(piece(output_text(g), False)) + "\n").encode())
+        self._send_chunk((json.dumps(piece("", True)) + "\n").encode())
+        self._end_chunks()
+
     def _bedrock(self, op, model, wire_in, out, cr, cw, cfg):
         """AWS Bedrock: Converse (JSON), ConverseStream (event stream), InvokeModel (Claude's
         Messages body + X-Amzn-Bedrock-*-Token-Count headers) and its stream (base64 chunks)."""

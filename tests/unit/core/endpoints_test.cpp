@@ -19,6 +19,13 @@ ab_endpoint_key v4(const char* a, uint16_t port = 0) {
   return k;
 }
 
+// The shared map's keys besides the built-in Ollama ones (localhost:11434, always there).
+size_t learned_keys(const EndpointSet& s) {
+  size_t n = 0;
+  for (const auto& k : s.keys()) n += k.port != 11434;
+  return n;
+}
+
 // What the set makes of a DNS answer for `name` (address 203.0.113.7) that the daemon's own
 // look-up confirms: the endpoint a connection to it on 443 finds host-wide, or nullptr.
 const EndpointInfo* learned(EndpointSet& s, const std::string& name) {
@@ -104,8 +111,9 @@ TEST(Endpoints, OtherNamesAreNotEndpoints) {
     SCOPED_TRACE(n);
     EndpointSet s;
     s.set_policy({});
+    const size_t builtin_keys = s.size();  // Ollama's localhost:11434 (127.0.0.1, ::1)
     EXPECT_EQ(learned(s, n), nullptr);
-    EXPECT_EQ(s.size(), 0u);
+    EXPECT_EQ(s.size(), builtin_keys);
   }
 }
 
@@ -142,9 +150,10 @@ TEST(Endpoints, LearnedBuiltinPatternSurvivesReload) {
   EXPECT_EQ(info->host, "res.openai.azure.com");
 }
 
-TEST(Endpoints, EveryBuiltinIsHttpsOn443) {
+TEST(Endpoints, EveryBuiltinButOllamaIsHttpsOn443) {
   for (const auto& b : builtin_endpoints()) {
     SCOPED_TRACE(b.host);
+    if (b.api == "ollama") continue;
     EXPECT_EQ(b.port, 443);
     EXPECT_TRUE(b.tls);
   }
@@ -163,7 +172,7 @@ TEST(EndpointHints, AProcessOwnAnswerIsAHintForItsUidOnly) {
   EXPECT_EQ(dns.hinted[0].key.port, 443);
   EXPECT_EQ(dns.resolve, "api.openai.com") << "the daemon looks the name up itself";
   EXPECT_EQ(s.find(v4("127.0.0.1", 443)), nullptr) << "not host-wide";
-  EXPECT_TRUE(s.keys().empty()) << "the kernel's shared map gets nothing";
+  EXPECT_EQ(learned_keys(s), 0u) << "the kernel's shared map gets nothing";
   ASSERT_NE(s.find_for(1000, v4("127.0.0.1", 443)), nullptr) << "the teacher's own connects are seen";
   EXPECT_EQ(s.find_for(1000, v4("127.0.0.1", 443))->api, "openai");
   EXPECT_EQ(s.find_for(1001, v4("127.0.0.1", 443)), nullptr) << "another uid's are not";
@@ -226,7 +235,7 @@ TEST(EndpointHints, OneUidCannotTeachMoreThanItsCap) {
   EXPECT_EQ(c.hinted.size(), 2u);
   EXPECT_EQ(c.dropped, 1u) << "all uids together stay within hints_total";
   EXPECT_EQ(s.hints(), 5u);
-  EXPECT_TRUE(s.keys().empty());
+  EXPECT_EQ(learned_keys(s), 0u);
   // hints expire; their uid may teach again
   auto gone = s.expire_hints(lim.hint_ttl_ns);
   EXPECT_EQ(gone.size(), 4u) << "the one taught again at t=1 lasts longer";
@@ -258,5 +267,38 @@ TEST(EndpointHints, TheDaemonsAnswerForAnUnknownNameTeachesNothing) {
   s.set_policy({});
   auto r = s.on_resolved("example.com", {v4("10.0.0.1")}, 0);
   EXPECT_TRUE(r.added.empty());
-  EXPECT_TRUE(s.keys().empty());
+  EXPECT_EQ(learned_keys(s), 0u);
+}
+
+TEST(Endpoints, OllamaOnLocalhostIsBuiltInPlainHttp) {
+  EndpointSet s;
+  s.set_policy({});
+  for (const char* addr : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(addr);
+    ab_endpoint_key k;
+    ASSERT_TRUE(endpoint_key_for(addr, 11434, &k));
+    const EndpointInfo* info = s.find(k);
+    ASSERT_NE(info, nullptr);
+    EXPECT_EQ(info->api, "ollama");
+    EXPECT_FALSE(info->tls);
+    ASSERT_TRUE(endpoint_key_for(addr, 11435, &k));
+    EXPECT_EQ(s.find(k), nullptr);
+  }
+}
+
+TEST(Endpoints, PolicyEntryReplacesTheBuiltInOllamaAddress) {
+  ab::policy::Endpoint e;
+  e.host = "127.0.0.1";
+  e.port = 11434;
+  e.api = "openai";  // a LiteLLM proxy on Ollama's port
+  e.tls = false;
+  EndpointSet s;
+  s.set_policy({e});
+  ab_endpoint_key k;
+  ASSERT_TRUE(endpoint_key_for("127.0.0.1", 11434, &k));
+  ASSERT_NE(s.find(k), nullptr);
+  EXPECT_EQ(s.find(k)->api, "openai");
+  ASSERT_TRUE(endpoint_key_for("::1", 11434, &k));
+  ASSERT_NE(s.find(k), nullptr);
+  EXPECT_EQ(s.find(k)->api, "ollama");  // not named by the policy: the built-in stays
 }

@@ -224,6 +224,32 @@ TEST_F(GoBinary, LocatesWriteReadAndTheirRetsStrippedOrNot) {
               plain->locate_ms, stripped->locate_ms, stripped->write_rets.size(), stripped->read_rets.size());
 }
 
+// Plain sockets: internal/poll.(*FD) Write / Read / Close, located the same way.
+TEST_F(GoBinary, LocatesInternalPollFdWriteReadCloseStrippedOrNot) {
+  auto plain = ab::loader::locate_go_tls(dir_ + "/plain");
+  auto stripped = ab::loader::locate_go_tls(dir_ + "/stripped");
+  ASSERT_TRUE(plain && stripped);
+  for (auto* g : {&*plain, &*stripped}) {
+    EXPECT_TRUE(g->plain_usable()) << g->plain_problem;
+    EXPECT_NE(g->fd_close, 0u);
+  }
+  EXPECT_EQ(plain->fd_write, stripped->fd_write);
+  EXPECT_EQ(plain->fd_read_rets, stripped->fd_read_rets);
+  auto syms = ab::loader::resolve_symbols(dir_ + "/plain", {"internal/poll.(*FD).Write", "internal/poll.(*FD).Read"});
+  ASSERT_TRUE(syms && syms->size() == 2);
+  const uint64_t w = syms->at("internal/poll.(*FD).Write"), r = syms->at("internal/poll.(*FD).Read");
+  EXPECT_GT(plain->fd_write, w);  // after the stack check
+  EXPECT_LT(plain->fd_write, w + 16);
+  EXPECT_GT(plain->fd_read, r);
+  EXPECT_LT(plain->fd_read, r + 16);
+  const std::string bytes = read_file(dir_ + "/stripped");
+  for (auto* rets : {&stripped->fd_write_rets, &stripped->fd_read_rets})
+    for (uint64_t off : *rets) {
+      ASSERT_LT(off, bytes.size());
+      EXPECT_EQ((uint8_t)bytes[off], 0xc3);
+    }
+}
+
 TEST_F(GoBinary, ADamagedPclntabIsAGoBinaryThatCannotBeWatched) {
   std::string bytes = read_file(dir_ + "/stripped");
   // the pclntab starts with its magic; damage every copy (there is one, in .gopclntab)

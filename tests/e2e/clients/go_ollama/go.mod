@@ -1,0 +1,3 @@
+module agentbrake/e2e/go_ollama
+
+go 1.19
