@@ -78,6 +78,8 @@ void Daemon::register_commands() {
   using control::Access;
   server_->add_command("status", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_status(); });
   server_->add_command("agents", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_agents(); });
+  server_->add_command("fleet_status", Access::ReadOnly,
+                       [this](const json&, const control::Peer&) { return cmd_fleet_status(); });
   server_->add_command("policy_show", Access::ReadOnly, [this](const json&, const control::Peer&) {
     json j = policy::to_json(*policy_);
     // A webhook URL's path is its secret: shown as scheme://host[:port] only.
@@ -167,6 +169,7 @@ json Daemon::cmd_status() {
       {"pin_dir", pin_dir_},
       {"db", opts_.db_path},
       {"opaque", opaque_status()},
+      {"fleet", fleet_summary()},
       {"counters", counters},
   };
 }

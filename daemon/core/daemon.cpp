@@ -78,6 +78,7 @@ int Daemon::loop() {
         case 5: on_attach_done(); break;
         case 6: on_alert_results(); break;
         case 7: on_resolved(); break;
+        case 8: on_fleet_ready(); break;
       }
     }
   }
@@ -523,6 +524,7 @@ void Daemon::on_tick() {
   tick_++;
   sweep_watch_map();
   brake_tick();
+  fleet_tick();
   opaque_tick();
   if (tracer_) tracer_->poll();  // reaps held threads that were killed; finishes releases
   if (tick_ % 5 == 0) sweep_stale_holds();

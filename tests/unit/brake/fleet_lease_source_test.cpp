@@ -121,6 +121,7 @@ TEST(FleetLeaseSource, ClosedHoldsAndOpenOnlyAlerts) {
   leases.next.kind = Allowance::Kind::Share;
   leases.next.share = 10;
   leases.next.gates = false;  // fail: open
+  ASSERT_TRUE(e.admit(call(8), now).admitted);
   Decision open = e.admit(call(50), now);
   EXPECT_TRUE(open.admitted);
   ASSERT_EQ(open.exceeded.size(), 1u);
