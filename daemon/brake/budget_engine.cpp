@@ -150,6 +150,13 @@ std::set<BucketId> BudgetEngine::gating_of(const CallFacts& call) const {
   return out;
 }
 
+void BudgetEngine::set_lease_source(LeaseSource* source) {
+  if (source == lease_source_) return;
+  lease_source_ = source;
+  for (auto& [id, b] : buckets_)
+    for (LimitWindow& lw : b.limits) lw.lease_slot = nullptr;  // handles of another source
+}
+
 BudgetEngine::LimitCheck BudgetEngine::check_limit(const Budget& budget, const BucketId& id, size_t limit_index,
                                                    const LimitWindow& lw, double need, int64_t now_ns) const {
   LimitCheck c;
@@ -159,7 +166,7 @@ BudgetEngine::LimitCheck BudgetEngine::check_limit(const Budget& budget, const B
     c.fits = fits(c.level, need, c.limit);
     return c;
   }
-  const Allowance a = lease_source_->allowance({&id, limit_index, &lw.limit}, need, now_ns);
+  const Allowance a = lease_source_->allowance({&id, limit_index, &lw.limit, &lw.lease_slot}, need, now_ns);
   c.gates = a.gates;
   switch (a.kind) {
     case Allowance::Kind::Lease:
@@ -308,6 +315,12 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
   const uint64_t id = next_reservation_id_++;
   d.reservation_id = id;
   Reservation r;
+  if (lease_source_) {  // one allocation for a reservation's fleet charges
+    size_t n = 0;
+    for (size_t i = 0; i < touched.size(); ++i)
+      if (touched_budgets[i]->fleet()) n += touched[i]->limits.size();
+    r.fleet.reserve(n);
+  }
   for (size_t i = 0; i < touched.size(); ++i) {
     Bucket& b = *touched[i];
     const bool fleet = touched_budgets[i]->fleet() && lease_source_;
@@ -316,8 +329,8 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
       const double amount = reserved_amount(lw.limit.kind, call);
       lw.window.add(now_ns, amount, id);
       if (fleet) {
-        lease_source_->charge({&d.buckets[i].id, li, &lw.limit}, amount, now_ns);
-        r.fleet.push_back({d.buckets[i].id, li, amount});
+        lease_source_->charge({&d.buckets[i].id, li, &lw.limit, &lw.lease_slot}, amount, now_ns);
+        r.fleet.push_back({r.buckets.size(), li, amount, lw.lease_slot});
       }
     }
     ++b.inflight;
@@ -359,15 +372,22 @@ bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double
     }
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
   }
+  size_t found_index = SIZE_MAX;
+  auto b = buckets_.end();
   for (const FleetCharge& fc : it->second.fleet) {
-    auto b = buckets_.find(fc.bucket);
+    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
+    if (fc.bucket_index != found_index) {  // a bucket's limits come together: one look-up each
+      b = buckets_.find(bucket_id);
+      found_index = fc.bucket_index;
+    }
     if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
     const policy::Limit& limit = b->second.limits[fc.limit_index].limit;
     double actual = fc.amount;  // the same rule as the window: an amount that is none keeps the reservation
     if (limit.kind == LimitKind::Tokens && actual_tokens >= 0) actual = static_cast<double>(actual_tokens);
     if (limit.kind == LimitKind::SpendUsd && std::isfinite(actual_cost_usd) && actual_cost_usd >= 0)
       actual = actual_cost_usd;
-    lease_source_->settle({&fc.bucket, fc.limit_index, &limit}, fc.amount, actual, now_ns);
+    void* slot = b->second.limits[fc.limit_index].lease_slot == fc.slot ? fc.slot : nullptr;
+    lease_source_->settle({&bucket_id, fc.limit_index, &limit, slot ? &slot : nullptr}, fc.amount, actual, now_ns);
   }
   reservations_.erase(it);
   return true;
@@ -383,9 +403,12 @@ bool BudgetEngine::cancel(uint64_t reservation_id) {
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
   }
   for (const FleetCharge& fc : it->second.fleet) {
-    auto b = buckets_.find(fc.bucket);
+    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
+    auto b = buckets_.find(bucket_id);
     if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
-    lease_source_->cancel({&fc.bucket, fc.limit_index, &b->second.limits[fc.limit_index].limit}, fc.amount, 0);
+    const LimitWindow& lw = b->second.limits[fc.limit_index];
+    void* slot = lw.lease_slot == fc.slot ? fc.slot : nullptr;
+    lease_source_->cancel({&bucket_id, fc.limit_index, &lw.limit, slot ? &slot : nullptr}, fc.amount, 0);
   }
   reservations_.erase(it);
   return true;

@@ -189,7 +189,7 @@ class BudgetEngine {
 
   // Where `scope: fleet` buckets get their room (lease_source.h); null: fleet budgets are
   // counted like host budgets (no fleet configured, unit tests). Not owned.
-  void set_lease_source(LeaseSource* source) { lease_source_ = source; }
+  void set_lease_source(LeaseSource* source);
 
   // --dry-run: on top of the policy's mode.
   void set_dry_run(bool on) { dry_run_flag_ = on; }
@@ -269,6 +269,7 @@ class BudgetEngine {
   struct LimitWindow {
     policy::Limit limit;
     SlidingWindow window;
+    mutable void* lease_slot = nullptr;      // the LeaseSource's handle (fleet budgets)
   };
   struct Bucket {
     std::vector<LimitWindow> limits;         // Budget::limits order
@@ -276,9 +277,10 @@ class BudgetEngine {
     bool in_episode = false;
   };
   struct FleetCharge {                       // what a reservation took from a fleet limit
-    BucketId bucket;
+    size_t bucket_index = 0;                 // into Reservation::buckets (no copy of the id)
     size_t limit_index = 0;
     double amount = 0;
+    void* slot = nullptr;
   };
   struct Reservation {
     std::vector<BucketId> buckets;

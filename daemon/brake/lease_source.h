@@ -24,6 +24,10 @@ struct FleetLimitRef {
   const BucketId* bucket = nullptr;
   size_t limit_index = 0;               // index into Budget::limits
   const policy::Limit* limit = nullptr;
+  // The source's handle for this limit, kept by the engine beside the limit's window so that
+  // a call costs no key lookup (null: none kept). 0 until the source sets it; cleared when the
+  // engine's source changes.
+  void** slot = nullptr;
 };
 
 struct Allowance {

@@ -29,6 +29,8 @@ LeaseBook::LeaseBook(policy::Fleet config, LeaseTuning tuning) : config_(std::mo
 void LeaseBook::set_config(policy::Fleet config) { config_ = std::move(config); }
 
 LeaseBook::LimitState& LeaseBook::state(const brake::FleetLimitRef& ref) {
+  // The engine keeps our handle (a map node: stable, never erased) beside the limit's window.
+  if (ref.slot && *ref.slot) return *static_cast<LimitState*>(*ref.slot);
   std::string key = limit_key(*ref.bucket, *ref.limit);
   auto it = limits_.find(key);
   if (it == limits_.end()) {
@@ -41,6 +43,7 @@ LeaseBook::LimitState& LeaseBook::state(const brake::FleetLimitRef& ref) {
   } else {
     it->second.limit.amount = ref.limit->amount;  // a reload may change the amount
   }
+  if (ref.slot) *ref.slot = &it->second;
   return it->second;
 }
 
@@ -113,6 +116,7 @@ std::vector<Request> LeaseBook::poll(int64_t now_ns) {
     if (busy && (room < c / 2 || s.demand > room)) want = std::max(c, s.demand - std::max(0.0, room));
     const bool renew = busy && valid && s.valid_until_ns - now_ns < tuning_.lease_ttl_ns / 2;
     const bool report = s.settled > 0 && (want > 0 || now_ns - s.last_sent_ns >= tuning_.report_every_ns);
+    if (!busy && !valid) s.lease = 0;  // expired in the store by now (its TTL): nothing to give back
     const double give_back = !busy && s.lease > 0 ? std::max(0.0, room) : 0;
     if (want <= 0 && !renew && !report && give_back <= 0) continue;
 
