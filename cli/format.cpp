@@ -6,6 +6,8 @@
 #include <functional>
 #include <set>
 
+#include <fmt/format.h>
+
 #include "util/duration.h"
 #include "util/money.h"
 #include "util/printable.h"
@@ -188,6 +190,28 @@ std::string format_scalar(const json& v) {
 }
 
 // ---- status -------------------------------------------------------------------------------------
+
+std::string format_fleet_status(const json& f) {
+  if (!f.is_object()) return dump(f) + "\n";
+  std::string out = "fleet: " + str(f, "state");
+  if (f.contains("host_id")) out += ", this host " + str(f, "host_id");
+  if (f.contains("redis")) out += ", store " + str(f, "redis");
+  if (f.contains("fail")) out += ", fail " + str(f, "fail");
+  out += "\n";
+  if (f.contains("hosts_seen")) out += "hosts seen: " + format_scalar(f["hosts_seen"]) + "\n";
+  if (f.contains("error")) out += "error: " + str(f, "error") + "\n";
+  if (f.contains("reason")) out += str(f, "reason") + "\n";
+  const json& limits = f.contains("limits") ? f["limits"] : json::array();
+  if (!limits.is_array() || limits.empty()) return out + "no fleet bucket in use\n";
+  out += fmt::format("{:<16} {:<28} {:<10} {:>8} {:>12} {:>12} {:>10} {:>10}\n", "BUDGET", "BUCKET", "LIMIT",
+                     "WINDOW", "MAX", "FLEET_USED", "LEASE", "ROOM");
+  for (const json& l : limits) {
+    auto n = [&](const char* k) { return l.contains(k) ? format_scalar(l[k]) : std::string("-"); };
+    out += fmt::format("{:<16} {:<28} {:<10} {:>8} {:>12} {:>12} {:>10} {:>10}\n", str(l, "budget"), str(l, "bucket"),
+                       str(l, "kind"), str(l, "window"), n("limit"), n("fleet_used"), n("lease"), n("room"));
+  }
+  return out;
+}
 
 std::string format_status(const json& s) {
   if (!s.is_object()) return dump(s) + "\n";

@@ -34,6 +34,8 @@ std::string format_scalar(const nlohmann::json& v);
 // ---- commands ----
 // `status` (human): every field of the status object, loss counters listed one per line.
 std::string format_status(const nlohmann::json& status);
+// `fleet status` (human): the fleet's state and hosts, then one row per fleet limit in use.
+std::string format_fleet_status(const nlohmann::json& fleet);
 // `agents` (human): one table row per agent; "no agents tracked" when empty.
 std::string format_agents(const nlohmann::json& agents);
 // `usage` (human) from the `usage --json` object: a table and a TOTAL row.

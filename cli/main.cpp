@@ -116,6 +116,14 @@ int cmd_status(const Globals& g, bool as_json) {
   });
 }
 
+int cmd_fleet_status(const Globals& g, bool as_json) {
+  return with_daemon(g, [&](ctl::Client& c) {
+    json r = c.call("fleet_status");
+    out(as_json ? r.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" : ab::cli::format_fleet_status(r));
+    return kOk;
+  });
+}
+
 int cmd_agents(const Globals& g, bool as_json) {
   return with_daemon(g, [&](ctl::Client& c) {
     json r = c.call("agents");
@@ -391,6 +399,7 @@ Examples:
   agentbrake pause /agents/research         hold a cgroup's LLM traffic (root)
   agentbrake resume 4242                    release a process
   agentbrake policy validate /etc/agentbrake/policy.d
+  agentbrake fleet status                   hosts seen, fleet budgets' use and this host's lease
 
 Durations: 30s, 10m, 2h, 7d. TARGET: a cgroup path relative to the cgroup v2 mount
 (starts with /) or a pid. Exit status: 0 ok, 1 runtime failure (daemon unreachable,
@@ -463,6 +472,12 @@ int main(int argc, char** argv) {
     std::string cmd = name;
     sub->callback([&, cmd] { rc = cmd_brake(g, cmd, target, json_out); });
   }
+
+  auto* fleet = app.add_subcommand("fleet", "Budgets shared across hosts through Redis (scope: fleet)");
+  fleet->require_subcommand(1);
+  auto* fs = fleet->add_subcommand("status", "Hosts seen; per fleet bucket the window's use across hosts and this host's lease");
+  fs->add_flag("--json", json_out, "print the fleet object as JSON");
+  fs->callback([&] { rc = cmd_fleet_status(g, json_out); });
 
   auto* policy = app.add_subcommand("policy", "Validate, show or reload the policy");
   policy->require_subcommand(1);

@@ -150,6 +150,40 @@ std::set<BucketId> BudgetEngine::gating_of(const CallFacts& call) const {
   return out;
 }
 
+void BudgetEngine::set_lease_source(LeaseSource* source) {
+  if (source == lease_source_) return;
+  lease_source_ = source;
+  for (auto& [id, b] : buckets_)
+    for (LimitWindow& lw : b.limits) lw.lease_slot = nullptr;  // handles of another source
+}
+
+BudgetEngine::LimitCheck BudgetEngine::check_limit(const Budget& budget, const BucketId& id, size_t limit_index,
+                                                   const LimitWindow& lw, double need, int64_t now_ns) const {
+  LimitCheck c;
+  c.level = lw.window.level(now_ns);
+  c.limit = lw.limit.amount;
+  if (!budget.fleet() || !lease_source_) {
+    c.fits = fits(c.level, need, c.limit);
+    return c;
+  }
+  const Allowance a = lease_source_->allowance({&id, limit_index, &lw.limit, &lw.lease_slot}, need, now_ns);
+  c.gates = a.gates;
+  switch (a.kind) {
+    case Allowance::Kind::Lease:
+      // The fleet's window is kept in the store; this host may use what it leased.
+      c.fits = need <= a.room + 1e-9;
+      c.level = std::max(0.0, c.limit - a.room);
+      break;
+    case Allowance::Kind::Share:
+      c.limit = a.share;
+      c.share = a.share;
+      c.fits = fits(c.level, need, a.share);
+      break;
+    case Allowance::Kind::Closed: c.fits = false; break;
+  }
+  return c;
+}
+
 // The gating buckets that lack room for `call` now (a window limit or max_inflight): the
 // ones that hold it. Its other buckets have room and are no reason to make anyone wait.
 std::set<BucketId> BudgetEngine::blocking_of(const CallFacts& call, int64_t now_ns) const {
@@ -157,11 +191,19 @@ std::set<BucketId> BudgetEngine::blocking_of(const CallFacts& call, int64_t now_
   for (const Matched& m : matched(call)) {
     if (!m.ref.gates()) continue;
     const Budget& budget = policy_->budgets[m.budget];
-    auto b = buckets_.find(m.ref.id);
-    if (b == buckets_.end()) continue;  // never used: all room
-    bool room = !(budget.max_inflight && b->second.inflight >= *budget.max_inflight);
-    for (const LimitWindow& lw : b->second.limits)
-      if (room && !fits(lw.window.level(now_ns), reserved_amount(lw.limit.kind, call), lw.limit.amount)) room = false;
+    auto found = buckets_.find(m.ref.id);
+    std::optional<Bucket> fresh;
+    if (found == buckets_.end()) {  // never used: all room, unless its room is a fleet lease
+      if (!budget.fleet() || !lease_source_) continue;
+      fresh = make_bucket(budget);
+    }
+    const Bucket& b = fresh ? *fresh : found->second;
+    bool room = !(budget.max_inflight && b.inflight >= *budget.max_inflight);
+    for (size_t i = 0; room && i < b.limits.size(); ++i) {
+      const LimitWindow& lw = b.limits[i];
+      const LimitCheck c = check_limit(budget, m.ref.id, i, lw, reserved_amount(lw.limit.kind, call), now_ns);
+      if (!c.fits && c.gates) room = false;
+    }
     if (!room) out.insert(m.ref.id);
   }
   return out;
@@ -207,6 +249,7 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
   Decision d;
   d.dry_run = dry_run();
   std::vector<Bucket*> touched;
+  std::vector<const Budget*> touched_budgets;
 
   for (const Matched& m : matched(call)) {
     const Budget& budget = policy_->budgets[m.budget];
@@ -214,23 +257,24 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
     Bucket& b = bucket(id, budget);
     d.buckets.push_back(m.ref);
     touched.push_back(&b);
+    touched_budgets.push_back(&budget);
 
     const size_t first_of_bucket = d.exceeded.size();
     for (size_t i = 0; i < b.limits.size(); ++i) {
       LimitWindow& lw = b.limits[i];
       lw.window.trim(now_ns);
-      const double level = lw.window.level(now_ns);
       const double need = reserved_amount(lw.limit.kind, call);
-      if (fits(level, need, lw.limit.amount)) continue;
+      const LimitCheck c = check_limit(budget, id, i, lw, need, now_ns);
+      if (c.fits) continue;
       Exceeded e;
       e.bucket = id;
-      e.action = budget.action;
+      e.action = c.gates ? budget.action : Action::Alert;
       e.reason = Exceeded::Reason::Window;
       e.limit_index = static_cast<int>(i);
       e.kind = lw.limit.kind;
       e.window_ns = lw.window.length_ns();
-      e.limit = lw.limit.amount;
-      e.level = level;
+      e.limit = c.limit;
+      e.level = c.level;
       e.requested = need;
       d.exceeded.push_back(std::move(e));
     }
@@ -271,9 +315,24 @@ Decision BudgetEngine::decide(const CallFacts& call, int64_t now_ns, const std::
   const uint64_t id = next_reservation_id_++;
   d.reservation_id = id;
   Reservation r;
+  if (lease_source_) {  // one allocation for a reservation's fleet charges
+    size_t n = 0;
+    for (size_t i = 0; i < touched.size(); ++i)
+      if (touched_budgets[i]->fleet()) n += touched[i]->limits.size();
+    r.fleet.reserve(n);
+  }
   for (size_t i = 0; i < touched.size(); ++i) {
     Bucket& b = *touched[i];
-    for (LimitWindow& lw : b.limits) lw.window.add(now_ns, reserved_amount(lw.limit.kind, call), id);
+    const bool fleet = touched_budgets[i]->fleet() && lease_source_;
+    for (size_t li = 0; li < b.limits.size(); ++li) {
+      LimitWindow& lw = b.limits[li];
+      const double amount = reserved_amount(lw.limit.kind, call);
+      lw.window.add(now_ns, amount, id);
+      if (fleet) {
+        lease_source_->charge({&d.buckets[i].id, li, &lw.limit, &lw.lease_slot}, amount, now_ns);
+        r.fleet.push_back({r.buckets.size(), li, amount, lw.lease_slot});
+      }
+    }
     ++b.inflight;
     r.buckets.push_back(d.buckets[i].id);
   }
@@ -313,6 +372,23 @@ bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double
     }
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
   }
+  size_t found_index = SIZE_MAX;
+  auto b = buckets_.end();
+  for (const FleetCharge& fc : it->second.fleet) {
+    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
+    if (fc.bucket_index != found_index) {  // a bucket's limits come together: one look-up each
+      b = buckets_.find(bucket_id);
+      found_index = fc.bucket_index;
+    }
+    if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
+    const policy::Limit& limit = b->second.limits[fc.limit_index].limit;
+    double actual = fc.amount;  // the same rule as the window: an amount that is none keeps the reservation
+    if (limit.kind == LimitKind::Tokens && actual_tokens >= 0) actual = static_cast<double>(actual_tokens);
+    if (limit.kind == LimitKind::SpendUsd && std::isfinite(actual_cost_usd) && actual_cost_usd >= 0)
+      actual = actual_cost_usd;
+    void* slot = b->second.limits[fc.limit_index].lease_slot == fc.slot ? fc.slot : nullptr;
+    lease_source_->settle({&bucket_id, fc.limit_index, &limit, slot ? &slot : nullptr}, fc.amount, actual, now_ns);
+  }
   reservations_.erase(it);
   return true;
 }
@@ -325,6 +401,14 @@ bool BudgetEngine::cancel(uint64_t reservation_id) {
     if (b == buckets_.end()) continue;
     for (LimitWindow& lw : b->second.limits) lw.window.remove(reservation_id);
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
+  }
+  for (const FleetCharge& fc : it->second.fleet) {
+    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
+    auto b = buckets_.find(bucket_id);
+    if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
+    const LimitWindow& lw = b->second.limits[fc.limit_index];
+    void* slot = lw.lease_slot == fc.slot ? fc.slot : nullptr;
+    lease_source_->cancel({&bucket_id, fc.limit_index, &lw.limit, slot ? &slot : nullptr}, fc.amount, 0);
   }
   reservations_.erase(it);
   return true;
@@ -406,9 +490,21 @@ std::optional<int64_t> BudgetEngine::next_wakeup_ns(int64_t now_ns) const {
     for (const BucketId& id : gating_of(h.call)) {
       auto b = buckets_.find(id);
       if (b == buckets_.end()) continue;
-      for (const LimitWindow& lw : b->second.limits)
-        fits_at = std::max(fits_at, lw.window.room_at(now_ns, reserved_amount(lw.limit.kind, h.call),
-                                                      lw.limit.amount));
+      const Budget* budget = policy_->find_budget(id.budget);
+      const bool fleet = budget && budget->fleet() && lease_source_;
+      for (size_t i = 0; i < b->second.limits.size(); ++i) {
+        const LimitWindow& lw = b->second.limits[i];
+        const double need = reserved_amount(lw.limit.kind, h.call);
+        double limit = lw.limit.amount;
+        if (fleet) {
+          // Leased room comes with the store's answers (the daemon runs release_ready then),
+          // not with time; a share of the limit frees up like a host window.
+          const LimitCheck c = check_limit(*budget, id, i, lw, need, now_ns);
+          if (!c.share) continue;
+          limit = *c.share;
+        }
+        fits_at = std::max(fits_at, lw.window.room_at(now_ns, need, limit));
+      }
     }
     if (fits_at > now_ns) consider(fits_at);
   }

@@ -47,6 +47,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "brake/lease_source.h"
 #include "brake/sliding_window.h"
 #include "policy/policy.h"
 
@@ -186,6 +187,10 @@ class BudgetEngine {
   void set_policy(std::shared_ptr<const policy::Policy> policy);
   const policy::Policy& policy() const { return *policy_; }
 
+  // Where `scope: fleet` buckets get their room (lease_source.h); null: fleet budgets are
+  // counted like host budgets (no fleet configured, unit tests). Not owned.
+  void set_lease_source(LeaseSource* source);
+
   // --dry-run: on top of the policy's mode.
   void set_dry_run(bool on) { dry_run_flag_ = on; }
   bool dry_run() const { return dry_run_flag_ || policy_->dry_run(); }
@@ -264,15 +269,34 @@ class BudgetEngine {
   struct LimitWindow {
     policy::Limit limit;
     SlidingWindow window;
+    mutable void* lease_slot = nullptr;      // the LeaseSource's handle (fleet budgets)
   };
   struct Bucket {
     std::vector<LimitWindow> limits;         // Budget::limits order
     int64_t inflight = 0;
     bool in_episode = false;
   };
+  struct FleetCharge {                       // what a reservation took from a fleet limit
+    size_t bucket_index = 0;                 // into Reservation::buckets (no copy of the id)
+    size_t limit_index = 0;
+    double amount = 0;
+    void* slot = nullptr;
+  };
   struct Reservation {
     std::vector<BucketId> buckets;
+    std::vector<FleetCharge> fleet;
   };
+  // Whether `need` fits one limit of a bucket now: its own window for a host budget, the
+  // lease source's allowance for a fleet one.
+  struct LimitCheck {
+    bool fits = true;
+    bool gates = true;                       // false: fleet under fail: open (alert only)
+    double limit = 0;                        // the limit in force (a fleet share, when degraded)
+    double level = 0;
+    std::optional<double> share;             // set when a share of the limit is in force
+  };
+  LimitCheck check_limit(const policy::Budget& budget, const BucketId& id, size_t limit_index,
+                         const LimitWindow& lw, double need, int64_t now_ns) const;
 
   // A budget that selects a process: its index in policy_->budgets and the process's bucket.
   struct Matched {
@@ -303,6 +327,7 @@ class BudgetEngine {
   std::set<BucketId> blocking_of(const CallFacts& call, int64_t now_ns) const;
 
   std::shared_ptr<const policy::Policy> policy_;
+  LeaseSource* lease_source_ = nullptr;
   bool dry_run_flag_ = false;
   std::map<BucketId, Bucket> buckets_;
   std::map<uint64_t, Reservation> reservations_;

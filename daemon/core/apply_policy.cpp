@@ -79,6 +79,7 @@ void Daemon::apply_policy(std::shared_ptr<const policy::Policy> p) {
   sync_endpoints_map();
   refresh_matches();
   if (rt_) brake_policy_changed();
+  fleet_policy_changed();
   retention_ms_ = policy_->retention.count();
   loops_.set_policy(*policy_);
   operate_policy_changed();

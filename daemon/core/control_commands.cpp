@@ -79,6 +79,8 @@ void Daemon::register_commands() {
   using control::Access;
   server_->add_command("status", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_status(); });
   server_->add_command("agents", Access::ReadOnly, [this](const json&, const control::Peer&) { return cmd_agents(); });
+  server_->add_command("fleet_status", Access::ReadOnly,
+                       [this](const json&, const control::Peer&) { return cmd_fleet_status(); });
   server_->add_command("policy_show", Access::ReadOnly, [this](const json&, const control::Peer&) {
     json j = policy::to_json(*policy_);
     // A webhook URL's path is its secret: shown as scheme://host[:port] only.
@@ -164,6 +166,7 @@ json Daemon::cmd_status() {
       {"db", opts_.db_path},
       {"cgroup_scope", opts_.cgroup_scope},  // "/": the whole host; else cgroups are relative to it
       {"opaque", opaque_status()},
+      {"fleet", fleet_summary()},
       {"counters", counters},
   };
 }

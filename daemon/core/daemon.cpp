@@ -96,6 +96,7 @@ int Daemon::loop() {
         case 5: on_attach_done(); break;
         case 6: on_alert_results(); break;
         case 7: on_resolved(); break;
+        case 8: on_fleet_ready(); break;
       }
     }
   }
@@ -563,6 +564,7 @@ void Daemon::on_tick() {
   sweep_watch_map();
   if (tick_ % 100 == 0 && !endpoints_.expire_hints(clock_ns(CLOCK_MONOTONIC)).empty()) sync_endpoints_map();
   brake_tick();
+  fleet_tick();
   opaque_tick();
   if (tracer_) tracer_->poll();  // reaps held threads that were killed; finishes releases
   if (tick_ % 5 == 0) sweep_stale_holds();

@@ -27,6 +27,8 @@ enum class DaemonCounter : uint8_t {
   EndpointsConfirmedByResolution,
   EndpointsNamedBySni,
   EstimatedCalls,
+  FleetDegraded,
+  FleetRestored,
   IncompleteCalls,
   MalformedRecords,
   MalformedUsage,
@@ -73,6 +75,8 @@ constexpr std::string_view counter_name(DaemonCounter c) {
     case DaemonCounter::EndpointsConfirmedByResolution: return "endpoints_confirmed_by_resolution";
     case DaemonCounter::EndpointsNamedBySni: return "endpoints_named_by_sni";
     case DaemonCounter::EstimatedCalls: return "estimated_calls";
+    case DaemonCounter::FleetDegraded: return "fleet_degraded";
+    case DaemonCounter::FleetRestored: return "fleet_restored";
     case DaemonCounter::IncompleteCalls: return "incomplete_calls";
     case DaemonCounter::MalformedRecords: return "malformed_records";
     case DaemonCounter::MalformedUsage: return "malformed_usage";

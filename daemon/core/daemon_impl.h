@@ -34,6 +34,8 @@
 #include "core/endpoints.h"
 #include "core/kernel_effects.h"
 #include "core/resolver.h"
+#include "fleet/fleet_worker.h"
+#include "fleet/lease_book.h"
 #include "loader/bpf_runtime.h"
 #include "loader/tls_attach.h"
 #include "loops/loop_detectors.h"
@@ -185,6 +187,13 @@ class Daemon {
                                      std::vector<alerts::BudgetGauge>& budgets, uint64_t& folded);
   void add_telemetry_counters(json& counters);
 
+  // ---- fleet budgets (fleet_glue.cpp)
+  void fleet_policy_changed();
+  void fleet_watch_fd();
+  void fleet_tick();
+  void on_fleet_ready();
+  json cmd_fleet_status();
+  json fleet_summary() const;
   // ---- control
   void register_commands();
   json cmd_status();
@@ -276,6 +285,9 @@ class Daemon {
   std::map<std::pair<uint32_t, bool>, json> hold_context_;  // (pid, capture?) → its paused's context
   bool deny_available_ = false;
 
+  // fleet budgets: the leases (the engine's LeaseSource) and the Redis worker
+  std::unique_ptr<fleet::LeaseBook> fleet_book_;
+  std::unique_ptr<fleet::FleetWorker> fleet_worker_;
   // loops
   loops::LoopDetectors loops_;
   struct Storm {  // a retry storm found: every later request waits out its retry-after

@@ -210,6 +210,7 @@ int Daemon::start() {
   add(worker_->notify_fd(), 5);
   add(resolver_->notify_fd(), 7);
   if (alerts_) add(alerts_->notify_fd(), 6);
+  fleet_watch_fd();  // 8: the fleet worker's answers (made by apply_policy before the loop)
   start_pruner();
 
   record_event("policy_loaded", 0, "", "", {{"source", policy_->source}, {"digest", policy_->digest}, {"errors", json::array()}});

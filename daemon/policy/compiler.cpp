@@ -378,13 +378,19 @@ class Compiler {
       }
       size_t unknown_keys =
           check_keys(it, {"name", "match", "per", "tokens_per_minute", "requests_per_minute", "spend_per_hour_usd",
-                          "spend_per_day_usd", "max_inflight", "limits", "action"},
+                          "spend_per_day_usd", "max_inflight", "limits", "action", "scope"},
                      ctx);
       if (const Node* v = it.find("match")) b.match = match(*v, ctx);
       if (const Node* v = it.find("per"))
         if (auto x = choice<Per>(*v, "per", ctx, &parse_per, "cgroup, tree, process")) b.per = *x;
       if (const Node* v = it.find("action"))
         if (auto x = choice<Action>(*v, "action", ctx, &parse_action, "alert, throttle, deny, kill")) b.action = *x;
+      if (const Node* v = it.find("scope")) {
+        if (v->is_scalar() && v->value == "host") b.scope = Budget::Scope::Host;
+        else if (v->is_scalar() && v->value == "fleet") b.scope = Budget::Scope::Fleet;
+        else err(v->where, fmt::format("'scope'{} must be one of host, fleet; got {}", ctx, describe(*v)));
+        if (b.fleet()) fleet_budget_at_ = v->where;
+      }
 
       struct Shorthand {
         std::string_view key;
@@ -689,6 +695,106 @@ class Compiler {
     p.otlp = o;
   }
 
+  // `fleet:` (docs/fleet.md). The password is read by the loader from password_file.
+  void fleet(const Node& n, Policy& p) {
+    if (n.is_null()) return;
+    if (!want_map(n, "fleet", "")) return;
+    check_keys(n, {"redis", "password_file", "host_id", "fail"}, " in fleet");
+    Fleet f;
+    f.where = n.where;
+    bool ok = true;
+    if (const Node* v = n.find("redis")) {
+      if (auto s = string(*v, "redis", " in fleet")) {
+        if (auto why = parse_redis_url(*s, f)) {
+          err(v->where, fmt::format("'redis' in fleet: {} (write redis://HOST:PORT/DB or rediss://HOST:PORT/DB; "
+                                    "the password goes in password_file)", *why));
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
+    } else {
+      err(n.where, "'fleet' needs 'redis' (e.g. redis://127.0.0.1:6379/0)");
+      ok = false;
+    }
+    if (const Node* v = n.find("password_file")) {
+      if (auto s = string(*v, "password_file", " in fleet")) {
+        if ((*s)[0] != '/') {
+          err(v->where, fmt::format("'password_file' in fleet must be an absolute path, got '{}'", *s));
+          ok = false;
+        } else {
+          f.password_file = *s;
+          f.password_file_where = v->where;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const Node* v = n.find("host_id")) {
+      if (auto s = string(*v, "host_id", " in fleet")) {
+        if (!valid_name(*s)) {
+          err(v->where, fmt::format("'host_id' in fleet may only use letters, digits, '-', '_' and '.' (at most 64), "
+                                    "got '{}'", *s));
+          ok = false;
+        } else {
+          f.host_id = *s;
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (const Node* v = n.find("fail")) {
+      if (auto x = choice<FleetFail>(*v, "fail", " in fleet", &parse_fleet_fail, "local, open, closed")) f.fail = *x;
+      else ok = false;
+    }
+    if (ok) p.fleet = std::move(f);
+    else fleet_invalid_ = true;
+  }
+
+  // "redis://host:port/db" into f; the reason it is not one otherwise.
+  static std::optional<std::string> parse_redis_url(const std::string& url, Fleet& f) {
+    std::string rest;
+    if (url.rfind("redis://", 0) == 0) rest = url.substr(8);
+    else if (url.rfind("rediss://", 0) == 0) rest = url.substr(9), f.tls = true;
+    else return fmt::format("'{}' is not a redis:// or rediss:// URL", url);
+    if (rest.find('@') != std::string::npos) return "a password or user in the URL is refused";
+    std::string hostport = rest, db;
+    if (size_t slash = rest.find('/'); slash != std::string::npos) {
+      hostport = rest.substr(0, slash);
+      db = rest.substr(slash + 1);
+    }
+    std::string host = hostport, port;
+    if (!hostport.empty() && hostport[0] == '[') {
+      size_t close = hostport.find(']');
+      if (close == std::string::npos) return fmt::format("unclosed '[' in '{}'", url);
+      host = hostport.substr(1, close - 1);
+      if (close + 1 < hostport.size()) {
+        if (hostport[close + 1] != ':') return fmt::format("bad host:port in '{}'", url);
+        port = hostport.substr(close + 2);
+      }
+    } else if (size_t colon = hostport.rfind(':'); colon != std::string::npos) {
+      if (hostport.find(':') != colon) return fmt::format("an IPv6 address must be written in [ ] in '{}'", url);
+      host = hostport.substr(0, colon);
+      port = hostport.substr(colon + 1);
+    }
+    if (host.empty()) return fmt::format("no host in '{}'", url);
+    auto all_digits = [](const std::string& s) {
+      return !s.empty() && s.size() <= 5 && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+    };
+    if (!port.empty() || hostport.back() == ':') {
+      if (!all_digits(port) || std::stoll(port) < 1 || std::stoll(port) > 65535)
+        return fmt::format("bad port '{}' in '{}'", port, url);
+      f.port = static_cast<uint16_t>(std::stoll(port));
+    }
+    if (!db.empty()) {
+      if (!all_digits(db) || std::stoll(db) > 15) return fmt::format("bad database number '{}' in '{}' (0-15)", db, url);
+      f.db = static_cast<int>(std::stoll(db));
+    }
+    f.redis = url;
+    f.host = host;
+    return std::nullopt;
+  }
+
   void pacing(const Node& n, Policy& p) {
     if (n.is_null()) return;
     if (!want_map(n, "pacing", "")) return;
@@ -706,7 +812,7 @@ class Compiler {
       return p;
     }
     check_keys(root, {"mode", "retention", "retention_max_mb", "metrics", "otlp", "max_hold", "cooldown", "endpoints", "prices", "budgets",
-                      "loops", "pacing", "alerts"},
+                      "loops", "pacing", "alerts", "fleet"},
                "");
     if (const Node* v = root.find("mode"))
       if (auto x = choice<Mode>(*v, "mode", "", &parse_mode, "enforce, observe")) p.mode = *x;
@@ -726,11 +832,17 @@ class Compiler {
     if (const Node* v = root.find("loops")) loops(*v, p);
     if (const Node* v = root.find("pacing")) pacing(*v, p);
     if (const Node* v = root.find("alerts"); v && !v->is_null()) alerts(*v, p);
+    if (const Node* v = root.find("fleet")) fleet(*v, p);
+    if (fleet_budget_at_ && !p.fleet && !fleet_invalid_)
+      err(*fleet_budget_at_, "'scope: fleet' needs a 'fleet:' block (redis, password_file, host_id, fail) "
+                             "naming the Redis the hosts share");
     return p;
   }
 
  private:
   std::vector<std::string>& errors_;
+  std::optional<SourceRef> fleet_budget_at_;   // the first `scope: fleet`
+  bool fleet_invalid_ = false;                 // `fleet:` had errors (already reported)
 };
 
 }  // namespace
@@ -791,6 +903,20 @@ std::optional<Action> parse_action(std::string_view s) {
   if (s == "kill") return Action::Kill;
   return std::nullopt;
 }
+std::string_view to_string(FleetFail f) {
+  switch (f) {
+    case FleetFail::Local: return "local";
+    case FleetFail::Open: return "open";
+    case FleetFail::Closed: return "closed";
+  }
+  return "?";
+}
+std::optional<FleetFail> parse_fleet_fail(std::string_view s) {
+  if (s == "local") return FleetFail::Local;
+  if (s == "open") return FleetFail::Open;
+  if (s == "closed") return FleetFail::Closed;
+  return std::nullopt;
+}
 std::optional<Per> parse_per(std::string_view s) {
   if (s == "cgroup") return Per::Cgroup;
   if (s == "tree") return Per::Tree;
@@ -802,7 +928,8 @@ const std::vector<std::string>& known_event_kinds() {
   static const std::vector<std::string> k = {
       "llm_call",       "budget_exceeded", "loop_detected", "paused",        "resumed",
       "denied",         "killed",          "alert_failed",  "policy_loaded", "policy_rejected",
-      "events_lost",    "probe_attached",  "probe_failed",  "alert_sent",    "spend_projected"};
+      "events_lost",    "probe_attached",  "probe_failed",  "alert_sent",    "spend_projected",
+      "fleet_degraded", "fleet_restored"};
   return k;
 }
 

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -105,6 +107,33 @@ void sort_errors(std::vector<std::string>& errors, const std::vector<std::string
                    [&](const std::string& a, const std::string& b) { return key(a) < key(b); });
 }
 
+// A secret file (fleet password): a regular file, at most 4 KiB; its trailing newline removed.
+bool read_secret(const std::string& path, std::string& out, std::vector<std::string>& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why.push_back(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    return false;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > 4096) {
+    why.push_back(fmt::format("{} is too large for a password ({} bytes)", path, text.size()));
+    return false;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (text.empty()) {
+    why.push_back(fmt::format("{} is empty", path));
+    return false;
+  }
+  out = std::move(text);
+  return true;
+}
+
+std::string local_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == 0) return "localhost";
+  return buf;
+}
+
 LoadResult finish(ir::Node merged, std::vector<std::string> errors, std::string source,
                   std::vector<std::string> files) {
   LoadResult r;
@@ -114,6 +143,22 @@ LoadResult finish(ir::Node merged, std::vector<std::string> errors, std::string 
     sort_errors(errors, files);
     r.errors = std::move(errors);
     return r;
+  }
+  if (p.fleet) {
+    // The password never sits in the policy text: it is read here, once per load, from a file
+    // only root can read, and kept out of to_json (and so of the digest and `policy show`).
+    if (!p.fleet->password_file.empty()) {
+      std::string pw;
+      std::vector<std::string> why;
+      if (!read_secret(p.fleet->password_file, pw, why)) {
+        for (const std::string& w : why) errors.push_back(p.fleet->password_file_where.str() + ": password_file: " + w);
+        sort_errors(errors, files);
+        r.errors = std::move(errors);
+        return r;
+      }
+      p.fleet->password = std::move(pw);
+    }
+    if (p.fleet->host_id.empty()) p.fleet->host_id = local_hostname();
   }
   p.source = std::move(source);
   p.files = std::move(files);

@@ -154,7 +154,35 @@ struct Budget {
   std::vector<Limit> limits;
   std::optional<int64_t> max_inflight;  // concurrent calls per bucket
   Action action = Action::Throttle;     // default throttle (backpressure; never an error)
+  // host: every host counts its own buckets. fleet: each bucket is shared with every host of
+  // the policy's `fleet:` block, through Redis (docs/fleet.md); requires `fleet:`.
+  enum class Scope { Host, Fleet } scope = Scope::Host;
   SourceRef where;                      // the list item that defined it
+  bool fleet() const { return scope == Scope::Fleet; }
+};
+
+// What a host does with its fleet budgets while Redis cannot be reached (docs/fleet.md).
+enum class FleetFail {
+  Local,   // each host enforces limit / hosts seen in the last window
+  Open,    // fleet buckets only alert
+  Closed,  // fleet-scoped calls hold until Redis is back
+};
+std::string_view to_string(FleetFail);
+std::optional<FleetFail> parse_fleet_fail(std::string_view);
+
+// `fleet:`: budgets shared across hosts through one Redis.
+struct Fleet {
+  std::string redis;            // as written: redis://host:port/db or rediss://...
+  bool tls = false;             // rediss://
+  std::string host;             // Redis host name or address (IPv6 without [ ])
+  uint16_t port = 6379;
+  int db = 0;
+  std::string password_file;    // absolute path; read by the loader (load.cpp), never inline
+  SourceRef password_file_where;
+  std::string password;         // its contents (trailing newline removed); never printed
+  std::string host_id;          // this host's name in the fleet (default: the hostname)
+  FleetFail fail = FleetFail::Local;
+  SourceRef where;
 };
 
 // Common fields of the loop detectors. A detector absent from the policy is disabled.
@@ -231,6 +259,7 @@ struct Policy {
   Loops loops;
   Pacing pacing;
   std::vector<AlertRule> alerts;
+  std::optional<Fleet> fleet;                  // absent: every budget is per host
 
   // Provenance.
   std::string source;                          // what was loaded: a path or "builtin:default.yaml"

@@ -65,6 +65,7 @@ nlohmann::json to_json(const Policy& p) {
       bj["limits"].push_back({{std::string(to_string(l.kind)), amount_json(l.kind, l.amount)},
                               {"window", util::format_policy_duration(l.window)}});
     if (b.max_inflight) bj["max_inflight"] = *b.max_inflight;
+    if (b.fleet()) bj["scope"] = "fleet";  // host, the default, is left out
     j["budgets"].push_back(bj);
   }
 
@@ -96,6 +97,13 @@ nlohmann::json to_json(const Policy& p) {
   j["loops"] = loops;
 
   j["pacing"] = {{"enabled", p.pacing.enabled}};
+
+  if (p.fleet) {  // never the password itself
+    nlohmann::json fj = {{"redis", p.fleet->redis}, {"host_id", p.fleet->host_id},
+                         {"fail", std::string(to_string(p.fleet->fail))}};
+    if (!p.fleet->password_file.empty()) fj["password_file"] = p.fleet->password_file;
+    j["fleet"] = fj;
+  }
 
   j["alerts"] = nlohmann::json::array();
   for (const AlertRule& a : p.alerts) {

@@ -165,7 +165,8 @@ TEST(SystemdFiles, BashCompletionParsesAndCompletes) {
   };
   EXPECT_EQ(complete("agentbrake ''"),
             (std::set<std::string>{"status", "agents", "top", "usage", "events", "report", "pause", "resume", "kill",
-                                   "policy"}));
+                                   "policy", "fleet"}));
+  EXPECT_EQ(complete("agentbrake fleet ''"), (std::set<std::string>{"status"}));
   EXPECT_EQ(complete("agentbrake usage --by ''"), (std::set<std::string>{"cgroup", "process", "model", "provider"}));
   auto kinds = complete("agentbrake events --kind ''");
   for (const char* k : {"llm_call", "budget_exceeded", "loop_detected", "paused", "resumed", "denied", "killed",
