@@ -262,7 +262,8 @@ class EndpointTrust(unittest.TestCase):
             d = self.start_daemon("budgets:\n  - name: candidates\n    match: {cgroup: \"%s\"}\n"
                                   "    per: cgroup\n    limits:\n      - {requests: 1000, window: 60s}\n"
                                   "    action: throttle\n" % scg.path)
-            self.assertEqual(self.status().get("endpoints_known"), 0, "nothing known before")
+            # only the built-in plain-HTTP Ollama addresses (localhost:11434) are known before
+            known_before = self.status().get("endpoints_known")
             p = scg.run([abtest.PYTHON, "-c", BY_IP_WITH_SNI, str(self.sim.port), self.sim.cafile, "sni.spoof.test",
                          "own-resolver", KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                         env=self.sim.client_env())
@@ -272,6 +273,7 @@ class EndpointTrust(unittest.TestCase):
                        what="the server name of the ClientHello read")
             d.wait_for(lambda: self.counter("endpoints_confirmed_by_resolution") >= 1, 30,
                        what="the address confirmed by the daemon's own look-up")
+            self.assertGreater(self.status().get("endpoints_known"), known_before, "host-wide once confirmed")
             self.assertGreaterEqual(self.status()["counters"].get("sni_first_writes", 0), 1)
             # its own call is recorded (a budget selects it)
             d.wait_for(lambda: d.calls(scg.path) or None, abtest.VISIBLE_WITHIN_S + 10, what="its llm_call")
