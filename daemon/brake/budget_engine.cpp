@@ -348,11 +348,29 @@ Decision BudgetEngine::force_admit(const CallFacts& call, int64_t now_ns) {
   return decide(call, now_ns, {}, true);
 }
 
+// The fleet charges of reservation `r` on its bucket `index` (found as `b`), in order: they are
+// grouped by bucket, so `*next` walks them once over a reservation's buckets.
+template <typename Fn>
+void BudgetEngine::for_fleet_charges(const Reservation& r, size_t index, Bucket& b, size_t* next, Fn&& fn) {
+  while (*next < r.fleet.size() && r.fleet[*next].bucket_index < index) ++*next;
+  for (; *next < r.fleet.size() && r.fleet[*next].bucket_index == index; ++*next) {
+    const FleetCharge& fc = r.fleet[*next];
+    if (fc.limit_index >= b.limits.size() || !lease_source_) continue;
+    LimitWindow& lw = b.limits[fc.limit_index];
+    // a handle the source replaced since (set_lease_source) is not passed on
+    void* slot = lw.lease_slot == fc.slot ? fc.slot : nullptr;
+    fn(fc, lw, slot);
+  }
+}
+
 bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double actual_cost_usd,
                           int64_t now_ns) {
   auto it = reservations_.find(reservation_id);
   if (it == reservations_.end()) return false;
-  for (const BucketId& id : it->second.buckets) {
+  const Reservation& r = it->second;
+  size_t next_fleet = 0;
+  for (size_t i = 0; i < r.buckets.size(); ++i) {
+    const BucketId& id = r.buckets[i];
     auto b = buckets_.find(id);
     if (b == buckets_.end()) continue;  // its budget went away with a reload
     for (LimitWindow& lw : b->second.limits) {
@@ -371,23 +389,13 @@ bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double
       }
     }
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
-  }
-  size_t found_index = SIZE_MAX;
-  auto b = buckets_.end();
-  for (const FleetCharge& fc : it->second.fleet) {
-    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
-    if (fc.bucket_index != found_index) {  // a bucket's limits come together: one look-up each
-      b = buckets_.find(bucket_id);
-      found_index = fc.bucket_index;
-    }
-    if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
-    const policy::Limit& limit = b->second.limits[fc.limit_index].limit;
-    double actual = fc.amount;  // the same rule as the window: an amount that is none keeps the reservation
-    if (limit.kind == LimitKind::Tokens && actual_tokens >= 0) actual = static_cast<double>(actual_tokens);
-    if (limit.kind == LimitKind::SpendUsd && std::isfinite(actual_cost_usd) && actual_cost_usd >= 0)
-      actual = actual_cost_usd;
-    void* slot = b->second.limits[fc.limit_index].lease_slot == fc.slot ? fc.slot : nullptr;
-    lease_source_->settle({&bucket_id, fc.limit_index, &limit, slot ? &slot : nullptr}, fc.amount, actual, now_ns);
+    for_fleet_charges(r, i, b->second, &next_fleet, [&](const FleetCharge& fc, LimitWindow& lw, void* slot) {
+      double actual = fc.amount;  // the same rule as the window: an amount that is none keeps the reservation
+      if (lw.limit.kind == LimitKind::Tokens && actual_tokens >= 0) actual = static_cast<double>(actual_tokens);
+      if (lw.limit.kind == LimitKind::SpendUsd && std::isfinite(actual_cost_usd) && actual_cost_usd >= 0)
+        actual = actual_cost_usd;
+      lease_source_->settle({&id, fc.limit_index, &lw.limit, slot ? &slot : nullptr}, fc.amount, actual, now_ns);
+    });
   }
   reservations_.erase(it);
   return true;
@@ -396,19 +404,17 @@ bool BudgetEngine::settle(uint64_t reservation_id, int64_t actual_tokens, double
 bool BudgetEngine::cancel(uint64_t reservation_id) {
   auto it = reservations_.find(reservation_id);
   if (it == reservations_.end()) return false;
-  for (const BucketId& id : it->second.buckets) {
+  const Reservation& r = it->second;
+  size_t next_fleet = 0;
+  for (size_t i = 0; i < r.buckets.size(); ++i) {
+    const BucketId& id = r.buckets[i];
     auto b = buckets_.find(id);
     if (b == buckets_.end()) continue;
     for (LimitWindow& lw : b->second.limits) lw.window.remove(reservation_id);
     b->second.inflight = std::max<int64_t>(0, b->second.inflight - 1);
-  }
-  for (const FleetCharge& fc : it->second.fleet) {
-    const BucketId& bucket_id = it->second.buckets[fc.bucket_index];
-    auto b = buckets_.find(bucket_id);
-    if (b == buckets_.end() || fc.limit_index >= b->second.limits.size() || !lease_source_) continue;
-    const LimitWindow& lw = b->second.limits[fc.limit_index];
-    void* slot = lw.lease_slot == fc.slot ? fc.slot : nullptr;
-    lease_source_->cancel({&bucket_id, fc.limit_index, &lw.limit, slot ? &slot : nullptr}, fc.amount, 0);
+    for_fleet_charges(r, i, b->second, &next_fleet, [&](const FleetCharge& fc, LimitWindow& lw, void* slot) {
+      lease_source_->cancel({&id, fc.limit_index, &lw.limit, slot ? &slot : nullptr}, fc.amount, 0);
+    });
   }
   reservations_.erase(it);
   return true;

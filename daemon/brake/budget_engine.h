@@ -295,6 +295,8 @@ class BudgetEngine {
     double level = 0;
     std::optional<double> share;             // set when a share of the limit is in force
   };
+  template <typename Fn>
+  void for_fleet_charges(const Reservation& r, size_t index, Bucket& b, size_t* next, Fn&& fn);
   LimitCheck check_limit(const policy::Budget& budget, const BucketId& id, size_t limit_index,
                          const LimitWindow& lw, double need, int64_t now_ns) const;
 

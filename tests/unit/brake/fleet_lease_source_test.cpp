@@ -35,12 +35,17 @@ struct RecordingLeases : LeaseSource {
     return next;
   }
   void charge(const FleetLimitRef&, double amount, int64_t) override { charged += amount; log.push_back("charge"); }
-  void settle(const FleetLimitRef&, double reserved, double actual, int64_t) override {
+  std::vector<std::string> ended;  // "settle|cancel budget limit_index amount" per limit
+  void settle(const FleetLimitRef& ref, double reserved, double actual, int64_t) override {
+    ended.push_back("settle " + ref.bucket->budget + " " + std::to_string(ref.limit_index) + " " +
+                    std::to_string(static_cast<int>(actual)));
     charged -= reserved;
     settled += actual;
     log.push_back("settle");
   }
-  void cancel(const FleetLimitRef&, double reserved, int64_t) override {
+  void cancel(const FleetLimitRef& ref, double reserved, int64_t) override {
+    ended.push_back("cancel " + ref.bucket->budget + " " + std::to_string(ref.limit_index) + " " +
+                    std::to_string(static_cast<int>(reserved)));
     charged -= reserved;
     log.push_back("cancel");
   }
@@ -134,4 +139,45 @@ TEST(FleetLeaseSource, WithoutASourceAFleetBudgetCountsLikeAHostOne) {
   const int64_t now = 100 * kSec;
   EXPECT_TRUE(e.admit(call(900), now).admitted);
   EXPECT_FALSE(e.admit(call(200), now).admitted);
+}
+
+TEST(FleetLeaseSource, EveryFleetLimitOfEveryBucketIsSettledOrCancelledOnce) {
+  // A host budget first, then two fleet budgets of two limits each: the ends of a reservation
+  // reach the source once per fleet limit, with that limit's amount, whatever the order.
+  BudgetEngine e(policy(R"(
+fleet: {redis: "redis://127.0.0.1:1", host_id: h1}
+budgets:
+  - name: host
+    match: {cgroup: "/agents/*"}
+    limits: [{tokens: 100000, window: 10s}]
+  - name: fa
+    match: {cgroup: "/agents/*"}
+    limits: [{tokens: 100000, window: 10s}, {requests: 100, window: 10s}]
+    scope: fleet
+  - name: fb
+    match: {cgroup: "/agents/*"}
+    limits: [{requests: 50, window: 60s}, {tokens: 200000, window: 60s}]
+    scope: fleet
+)"));
+  RecordingLeases leases;
+  leases.next.kind = Allowance::Kind::Lease;
+  leases.next.room = 1e9;
+  e.set_lease_source(&leases);
+  const int64_t now = 100 * kSec;
+  Decision d = e.admit(call(300), now);
+  ASSERT_TRUE(d.admitted);
+  EXPECT_EQ(leases.charged, 300 + 1 + 1 + 300);
+  ASSERT_TRUE(e.settle(d.reservation_id, 120, 0, now + kSec));
+  EXPECT_EQ(leases.ended, (std::vector<std::string>{"settle fa 0 120", "settle fa 1 1", "settle fb 0 1",
+                                                     "settle fb 1 120"}));
+  EXPECT_EQ(leases.charged, 0);
+  EXPECT_FALSE(e.settle(d.reservation_id, 120, 0, now + kSec)) << "settled once";
+
+  leases.ended.clear();
+  Decision c = e.admit(call(40), now);
+  ASSERT_TRUE(c.admitted);
+  ASSERT_TRUE(e.cancel(c.reservation_id));
+  EXPECT_EQ(leases.ended, (std::vector<std::string>{"cancel fa 0 40", "cancel fa 1 1", "cancel fb 0 1",
+                                                     "cancel fb 1 40"}));
+  EXPECT_EQ(leases.charged, 0);
 }
